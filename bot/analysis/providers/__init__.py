@@ -1,0 +1,68 @@
+"""Metric providers: each fetches one raw result (the `result` that conditions see).
+
+Shared here: the error type whose message is safe to show in a PR (no credentials, no query
+strings that might carry tokens), and the HTTP plumbing both providers need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+
+class ProviderError(Exception):
+    """A measurement that could not be taken; the message is shown to people as is."""
+
+
+def display_url(url: str) -> str:
+    """`url` without userinfo or query string, fit for a PR comment."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def require_http_url(url: Any, field: str) -> str:
+    if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
+        raise ProviderError(f"{field} must be an http(s) URL, got {url!r}")
+    if not urlsplit(url).hostname:
+        raise ProviderError(f"{field} has no host: {display_url(url)}")
+    return url
+
+
+def header_list(headers: Any, field: str) -> dict[str, str]:
+    """Argo's `headers: [{key, value}]` as a mapping."""
+    if headers is None:
+        return {}
+    if not isinstance(headers, list) or not all(
+        isinstance(h, Mapping) and isinstance(h.get("key"), str) and "value" in h for h in headers
+    ):
+        raise ProviderError(f"{field} must be a list of {{key, value}} entries")
+    return {h["key"]: str(h["value"]) for h in headers}
+
+
+def timeout_seconds(value: Any, field: str, default: float) -> float:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ProviderError(f"{field} must be a non-negative number of seconds, got {value!r}")
+    return float(value) or default
+
+
+def transport_failure(
+    error: httpx.HTTPError, source: str, url: str, timeout: float
+) -> ProviderError:
+    """Turns an httpx failure into a sentence that says which source failed and how."""
+    where = f"{source} at {display_url(url)}"
+    if isinstance(error, httpx.ConnectTimeout):
+        return ProviderError(
+            f"metrics source unreachable: {where}: no connection within {timeout:g}s"
+        )
+    if isinstance(error, httpx.ConnectError):
+        detail = str(error).replace(url, display_url(url)) or "connection failed"
+        return ProviderError(f"metrics source unreachable: {where}: {detail}")
+    if isinstance(error, httpx.TimeoutException):
+        return ProviderError(f"{where} did not answer within {timeout:g}s")
+    return ProviderError(f"request to {where} failed: {type(error).__name__}")

@@ -1,0 +1,81 @@
+"""The `coalmine` command: serve webhooks, run a worker, or check a repository's config."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="coalmine", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve webhooks with gunicorn (and run jobs when embedded)")
+    serve.add_argument("--bind", default=f"0.0.0.0:{os.environ.get('PORT', '8000')}")
+    serve.add_argument("--workers", type=int, default=None)
+    sub.add_parser("worker", help="run an RQ worker with the scheduler (needs REDIS_URL)")
+    check = sub.add_parser("check-config", help="validate a .coalmine.yaml and exit")
+    check.add_argument("path", nargs="?", default=".coalmine.yaml")
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args.bind, args.workers)
+    if args.command == "worker":
+        return _worker()
+    return _check(Path(args.path))
+
+
+def _serve(bind: str, workers: int | None) -> int:
+    embedded = not os.environ.get("REDIS_URL")
+    # The embedded queue lives in one process, so it must be exactly one gunicorn worker.
+    count = 1 if embedded else (workers or 2)
+    gunicorn = shutil.which("gunicorn") or str(Path(sys.executable).with_name("gunicorn"))
+    argv = [gunicorn, "--bind", bind, "--workers", str(count), "--threads", "8",
+            "--access-logfile", "-", "bot.web:create_app()"]
+    os.execv(argv[0], argv)
+    return 0  # not reached
+
+
+def _worker() -> int:
+    from rq import Worker
+
+    from bot import services
+    from bot.config import load_settings
+    from bot.logs import setup_logging
+    from bot.queue import QUEUE_NAME
+
+    settings = load_settings()
+    setup_logging(settings)
+    if not settings.redis_url:
+        print("coalmine worker: REDIS_URL is not set; `coalmine serve` runs jobs itself "
+              "when no Redis is configured", file=sys.stderr)
+        return 2
+    svc = services.install(services.build(settings))
+    from handlers import startup
+
+    startup.resume_active_rollouts(svc)
+    worker = Worker([QUEUE_NAME], connection=svc.redis)
+    worker.work(with_scheduler=True)
+    return 0
+
+
+def _check(path: Path) -> int:
+    from bot.config import ConfigError, parse_repo_config
+
+    try:
+        config = parse_repo_config(path.read_text(), source=str(path))
+    except OSError as exc:
+        print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
+        return 1
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    for app in config.apps:
+        kind = "canary" if app.canary else "plain apply"
+        print(f"{app.name}: {app.path} → namespace {app.namespace} ({kind})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

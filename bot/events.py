@@ -1,0 +1,234 @@
+"""Forge payloads normalised into the few typed events Coalmine acts on.
+
+Nothing past these parsers reads a raw payload, so a forge's quirks stay here. Parsers never
+raise on odd input: anything that is not exactly an event we act on becomes `Ignored` with a
+reason, and a payload that claims to be one but lacks required fields becomes `Malformed`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from bot.forge.base import RepoRef
+
+
+@dataclass(frozen=True)
+class MergedPullRequest:
+    repo: RepoRef
+    number: int
+    title: str
+    url: str
+    merge_sha: str
+    base_branch: str
+    head_branch: str
+    author: str
+    merged_by: str
+
+
+@dataclass(frozen=True)
+class PullRequestComment:
+    repo: RepoRef
+    number: int
+    comment_id: int
+    body: str
+    author: str
+    author_id: int | None
+    author_is_bot: bool
+
+
+@dataclass(frozen=True)
+class Ping:
+    pass
+
+
+@dataclass(frozen=True)
+class Ignored:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Malformed:
+    reason: str
+
+
+Event = MergedPullRequest | PullRequestComment | Ping | Ignored | Malformed
+
+
+class _Missing(Exception):
+    pass
+
+
+def _get(data: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(data, Mapping) or key not in data or data[key] is None:
+            raise _Missing(".".join(path))
+        data = data[key]
+    return data
+
+
+def _str(data: Any, *path: str) -> str:
+    value = _get(data, *path)
+    if not isinstance(value, str) or not value:
+        raise _Missing(".".join(path))
+    return value
+
+
+def _int(data: Any, *path: str) -> int:
+    value = _get(data, *path)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _Missing(".".join(path))
+    return value
+
+
+def _opt(data: Any, *path: str) -> Any:
+    try:
+        return _get(data, *path)
+    except _Missing:
+        return None
+
+
+# --------------------------------------------------------------------------- GitHub
+
+
+def parse_github(event_name: str, payload: Any) -> Event:
+    if not isinstance(payload, Mapping):
+        return Malformed("the payload is not a JSON object")
+    try:
+        if event_name == "ping":
+            return Ping()
+        if event_name == "pull_request":
+            return _github_pull_request(payload)
+        if event_name == "issue_comment":
+            return _github_comment(payload)
+    except _Missing as missing:
+        return Malformed(f"{event_name} payload lacks {missing}")
+    return Ignored(f"event {event_name!r} is not acted on")
+
+
+def _github_repo(payload: Mapping[str, Any]) -> RepoRef:
+    repo = _get(payload, "repository")
+    installation = _opt(payload, "installation", "id")
+    return RepoRef(
+        forge="github",
+        full_name=_str(repo, "full_name"),
+        clone_url=_str(repo, "clone_url"),
+        default_branch=_opt(repo, "default_branch") or "main",
+        installation_id=installation if isinstance(installation, int) else None,
+    )
+
+
+def _github_pull_request(payload: Mapping[str, Any]) -> Event:
+    action = _opt(payload, "action")
+    pr = _get(payload, "pull_request")
+    if action != "closed":
+        return Ignored(f"pull_request action {action!r} is not acted on")
+    if _opt(pr, "merged") is not True:
+        return Ignored("pull request closed without merging")
+    return MergedPullRequest(
+        repo=_github_repo(payload),
+        number=_int(pr, "number"),
+        title=_opt(pr, "title") or "",
+        url=_opt(pr, "html_url") or "",
+        merge_sha=_str(pr, "merge_commit_sha"),
+        base_branch=_str(pr, "base", "ref"),
+        head_branch=_opt(pr, "head", "ref") or "",
+        author=_opt(pr, "user", "login") or "",
+        merged_by=_opt(pr, "merged_by", "login") or "",
+    )
+
+
+def _github_comment(payload: Mapping[str, Any]) -> Event:
+    action = _opt(payload, "action")
+    if action != "created":
+        return Ignored(f"issue_comment action {action!r} never triggers commands")
+    issue = _get(payload, "issue")
+    if not isinstance(_opt(issue, "pull_request"), Mapping):
+        return Ignored("comment on an issue, not a pull request")
+    comment = _get(payload, "comment")
+    user_type = _opt(comment, "user", "type")
+    return PullRequestComment(
+        repo=_github_repo(payload),
+        number=_int(issue, "number"),
+        comment_id=_int(comment, "id"),
+        body=_opt(comment, "body") or "",
+        author=_str(comment, "user", "login"),
+        author_id=_opt(comment, "user", "id"),
+        author_is_bot=user_type == "Bot",
+    )
+
+
+# --------------------------------------------------------------------------- GitLab
+
+
+def parse_gitlab(event_name: str, payload: Any) -> Event:
+    if not isinstance(payload, Mapping):
+        return Malformed("the payload is not a JSON object")
+    kind = payload.get("object_kind")
+    try:
+        if kind == "merge_request":
+            return _gitlab_merge(payload)
+        if kind == "note":
+            return _gitlab_note(payload)
+    except _Missing as missing:
+        return Malformed(f"{event_name or kind} payload lacks {missing}")
+    if event_name in ("System Hook", "Test Hook") or kind is None:
+        return Ignored(f"event {event_name!r} is not acted on")
+    return Ignored(f"object_kind {kind!r} is not acted on")
+
+
+def _gitlab_repo(payload: Mapping[str, Any]) -> RepoRef:
+    project = _get(payload, "project")
+    return RepoRef(
+        forge="gitlab",
+        full_name=_str(project, "path_with_namespace"),
+        clone_url=_str(project, "git_http_url"),
+        default_branch=_opt(project, "default_branch") or "main",
+        project_id=_int(project, "id"),
+    )
+
+
+def _gitlab_merge(payload: Mapping[str, Any]) -> Event:
+    attrs = _get(payload, "object_attributes")
+    action = _opt(attrs, "action")
+    if action != "merge":
+        return Ignored(f"merge request action {action!r} is not acted on")
+    # A fast-forward merge has no merge commit; the MR's last commit is what landed.
+    sha = (
+        _opt(attrs, "merge_commit_sha")
+        or _opt(attrs, "squash_commit_sha")
+        or _opt(attrs, "last_commit", "id")
+    )
+    if not isinstance(sha, str) or not sha:
+        raise _Missing("object_attributes.merge_commit_sha")
+    return MergedPullRequest(
+        repo=_gitlab_repo(payload),
+        number=_int(attrs, "iid"),
+        title=_opt(attrs, "title") or "",
+        url=_opt(attrs, "url") or "",
+        merge_sha=sha,
+        base_branch=_str(attrs, "target_branch"),
+        head_branch=_opt(attrs, "source_branch") or "",
+        author=_opt(attrs, "last_commit", "author", "name") or "",
+        merged_by=_opt(payload, "user", "username") or "",
+    )
+
+
+def _gitlab_note(payload: Mapping[str, Any]) -> Event:
+    attrs = _get(payload, "object_attributes")
+    if _opt(attrs, "noteable_type") != "MergeRequest":
+        return Ignored("note is not on a merge request")
+    action = _opt(attrs, "action")
+    # GitLab before 16.11 sends no action; those hooks only fire on creation.
+    if action not in (None, "create"):
+        return Ignored(f"note action {action!r} never triggers commands")
+    user = _get(payload, "user")
+    return PullRequestComment(
+        repo=_gitlab_repo(payload),
+        number=_int(payload, "merge_request", "iid"),
+        comment_id=_int(attrs, "id"),
+        body=_opt(attrs, "note") or "",
+        author=_str(user, "username"),
+        author_id=_opt(user, "id"),
+        author_is_bot=bool(_opt(user, "bot")),
+    )

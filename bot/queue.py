@@ -1,0 +1,105 @@
+"""Job queue wiring: RQ on Redis, or an embedded in-process queue when REDIS_URL is unset.
+
+The embedded queue exists so that one process can serve webhooks and run jobs on a laptop;
+production runs the web and worker processes apart, sharing Redis through RQ.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Callable, Protocol
+
+from redis import Redis
+
+log = logging.getLogger(__name__)
+
+QUEUE_NAME = "coalmine"
+JOB_TIMEOUT_S = 1800
+
+
+class JobQueue(Protocol):
+    def enqueue(self, func: Callable[..., Any], *args: Any, job_id: str | None = None) -> str:
+        """Run `func(*args)` on a worker as soon as possible; returns the job id."""
+
+    def enqueue_at(
+        self, at: float, func: Callable[..., Any], *args: Any, job_id: str | None = None
+    ) -> str:
+        """Run `func(*args)` at epoch second `at` (or soon after)."""
+
+
+class RQJobQueue:
+    """RQ on a real Redis; scheduled jobs need a worker started with the scheduler."""
+
+    def __init__(self, redis: Redis) -> None:
+        from rq import Queue
+
+        self.redis = redis
+        self.queue = Queue(QUEUE_NAME, connection=redis, default_timeout=JOB_TIMEOUT_S)
+
+    def enqueue(self, func: Callable[..., Any], *args: Any, job_id: str | None = None) -> str:
+        job = self.queue.enqueue_call(func, args=args, job_id=job_id, failure_ttl=7 * 86400)
+        return job.id
+
+    def enqueue_at(
+        self, at: float, func: Callable[..., Any], *args: Any, job_id: str | None = None
+    ) -> str:
+        when = datetime.fromtimestamp(at, tz=timezone.utc)
+        job = self.queue.enqueue_at(when, func, *args, job_id=job_id, failure_ttl=7 * 86400)
+        return job.id
+
+
+class EmbeddedJobQueue:
+    """A single background thread running jobs in due order, like one RQ worker would."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._heap: list[tuple[float, int, str, Callable[..., Any], tuple[Any, ...]]] = []
+        self._counter = itertools.count()
+        self._cv = threading.Condition()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="coalmine-jobs", daemon=True)
+        self._thread.start()
+
+    def enqueue(self, func: Callable[..., Any], *args: Any, job_id: str | None = None) -> str:
+        return self.enqueue_at(self._clock(), func, *args, job_id=job_id)
+
+    def enqueue_at(
+        self, at: float, func: Callable[..., Any], *args: Any, job_id: str | None = None
+    ) -> str:
+        job_id = job_id or uuid.uuid4().hex
+        with self._cv:
+            heapq.heappush(self._heap, (at, next(self._counter), job_id, func, args))
+            self._cv.notify()
+        return job_id
+
+    def pending(self) -> int:
+        with self._cv:
+            return len(self._heap)
+
+    def stop(self) -> None:
+        with self._cv:
+            self._stopped = True
+            self._cv.notify()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._stopped and (
+                    not self._heap or self._heap[0][0] > self._clock()
+                ):
+                    wait = self._heap[0][0] - self._clock() if self._heap else None
+                    self._cv.wait(timeout=wait)
+                if self._stopped:
+                    return
+                _, _, job_id, func, args = heapq.heappop(self._heap)
+            try:
+                func(*args)
+            except Exception:  # a failed job must not stop the queue, as with RQ
+                log.exception("job %s (%s) failed", job_id, getattr(func, "__name__", func))

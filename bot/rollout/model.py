@@ -1,0 +1,375 @@
+"""The rollout model: canary strategy, rollout state, the events the engine takes and the actions
+it asks the shell to perform. All values are immutable and serialise to plain JSON, because the
+shell stores the state in Redis between jobs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from bot.analysis.measurement import Measurement
+from bot.analysis.run import AnalysisRun, MetricResult
+from bot.analysis.templates import (
+    AnalysisTemplate,
+    Arg,
+    MetricSpec,
+    PrometheusProvider,
+    Provider,
+    TemplateArg,
+    WebHeader,
+    WebProvider,
+)
+
+DEFAULT_PROGRESS_DEADLINE_SECONDS = 600
+
+# ---------------------------------------------------------------------------------- strategy
+
+
+@dataclass(frozen=True)
+class TemplateRef:
+    name: str
+    cluster_scope: bool = False
+
+
+@dataclass(frozen=True)
+class SetWeightStep:
+    weight: int  # 0..100
+
+
+@dataclass(frozen=True)
+class PauseStep:
+    duration: float | None = None  # seconds; None waits for /promote
+
+
+@dataclass(frozen=True)
+class AnalysisStep:
+    templates: tuple[TemplateRef, ...]
+    args: tuple[Arg, ...] = ()
+
+
+Step = SetWeightStep | PauseStep | AnalysisStep
+
+
+@dataclass(frozen=True)
+class BackgroundAnalysis:
+    templates: tuple[TemplateRef, ...]
+    args: tuple[Arg, ...] = ()
+    starting_step: int = 0
+
+
+@dataclass(frozen=True)
+class WorkloadRef:
+    kind: str  # only "Deployment" for now
+    name: str
+
+
+@dataclass(frozen=True)
+class CanaryStrategy:
+    workload: WorkloadRef
+    steps: tuple[Step, ...]
+    analysis: BackgroundAnalysis | None = None
+    progress_deadline_seconds: int = DEFAULT_PROGRESS_DEADLINE_SECONDS
+    traffic_routing_ignored: bool = False  # the source asked for a traffic router we lack
+    ignored_fields: tuple[str, ...] = ()  # Argo fields read but without effect in Coalmine
+    source: str = ""  # file the strategy came from
+
+
+# ------------------------------------------------------------------------------------- state
+
+Phase = Literal["Pending", "Progressing", "Paused", "Completing", "Promoted", "Aborted",
+                "Superseded"]
+TERMINAL_PHASES: frozenset[str] = frozenset({"Promoted", "Aborted", "Superseded"})
+
+# Why the engine itself holds the rollout (a user pause is tracked separately).
+PAUSE_STEP = "pause step"
+INCONCLUSIVE_STEP = "inconclusive analysis"
+INCONCLUSIVE_BACKGROUND = "inconclusive background analysis"
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    at: float
+    kind: str  # started, step, paused, resumed, promoted, aborted, retried, completed, ...
+    message: str
+    actor: str | None = None  # the user behind a command; None for the engine itself
+
+
+@dataclass(frozen=True)
+class WeightPoint:
+    at: float
+    weight: int
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    at: float
+    run_id: str
+    metric: str
+    phase: str
+    value: str | None
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    """Everything the engine knows about one app's rollout of one revision."""
+
+    app: str
+    revision: str
+    stable_revision: str | None
+    pr: int | None
+    strategy: CanaryStrategy
+    templates: tuple[AnalysisTemplate, ...] = ()
+    version: int = 0
+    phase: Phase = "Pending"
+    pause_reason: str | None = None  # PAUSE_STEP / INCONCLUSIVE_*; None when not held
+    paused_by: str | None = None  # user who paused with /pause
+    step_index: int = 0
+    weight: int = 0  # canary weight last asked of the cluster
+    attempt: int = 1  # bumped by Retry
+    started_at: float | None = None
+    finished_at: float | None = None
+    step_started_at: float | None = None
+    pause_started_at: float | None = None
+    awaiting_health: bool = False  # SetWeight/Complete issued, WorkloadHealth not yet ok
+    health_requested_at: float | None = None
+    health_message: str = ""
+    deadline_at: float | None = None  # progress deadline while awaiting health
+    deadline_remaining: float | None = None  # frozen remainder while paused by a user
+    step_run: AnalysisRun | None = None
+    background_run: AnalysisRun | None = None
+    finished_runs: tuple[AnalysisRun, ...] = ()  # latest few, for reports
+    run_seq: int = 0
+    history: tuple[HistoryEntry, ...] = ()
+    weights: tuple[WeightPoint, ...] = ()
+    metric_points: tuple[MetricPoint, ...] = ()
+    aborted_reason: str | None = None
+    evidence: tuple[str, ...] = ()
+    superseded_by: str | None = None
+    posted_status: tuple[str, str] | None = None  # (state, description) last asked to post
+
+    def to_dict(self) -> dict[str, Any]:
+        return encode(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RolloutState:
+        state = decode(data)
+        if not isinstance(state, cls):
+            raise ValueError("not a serialised RolloutState")
+        return state
+
+
+def new_state(
+    *,
+    app: str,
+    revision: str,
+    stable_revision: str | None,
+    pr: int | None,
+    strategy: CanaryStrategy,
+    templates: tuple[AnalysisTemplate, ...] = (),
+) -> RolloutState:
+    """A rollout that has not started; feed it `Start` to begin."""
+    return RolloutState(
+        app=app,
+        revision=revision,
+        stable_revision=stable_revision,
+        pr=pr,
+        strategy=strategy,
+        templates=tuple(templates),
+    )
+
+
+# ------------------------------------------------------------------------------------ events
+
+
+@dataclass(frozen=True)
+class Start:
+    same_as_stable: bool = False  # the new pod template equals stable's: skip the steps
+
+
+@dataclass(frozen=True)
+class Tick:
+    version: int | None = None  # the state version the tick was scheduled for; stale ones no-op
+
+
+@dataclass(frozen=True)
+class MeasurementTaken:
+    run_id: str
+    metric: str
+    measurement: Measurement
+
+
+@dataclass(frozen=True)
+class WorkloadHealth:
+    ok: bool
+    message: str = ""
+    weight: int | None = None  # the weight the report is about; a stale weight is ignored
+
+
+@dataclass(frozen=True)
+class Promote:
+    user: str
+
+
+@dataclass(frozen=True)
+class PromoteFull:
+    user: str
+
+
+@dataclass(frozen=True)
+class Abort:
+    user: str | None = None  # None: an automatic abort by the shell
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Retry:
+    user: str
+
+
+@dataclass(frozen=True)
+class Pause:
+    """A user's /pause: hold the rollout where it is until /resume or /promote."""
+
+    user: str
+
+
+@dataclass(frozen=True)
+class Resume:
+    user: str
+
+
+@dataclass(frozen=True)
+class NewRevision:
+    sha: str
+    pr: int | None = None
+
+
+Event = (
+    Start | Tick | MeasurementTaken | WorkloadHealth | Promote | PromoteFull | Abort | Retry
+    | Pause | Resume | NewRevision
+)
+
+# ----------------------------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True)
+class SetWeight:
+    """Scale stable/canary to `weight` (see engine.split_replicas), then report WorkloadHealth."""
+
+    weight: int
+
+
+@dataclass(frozen=True)
+class StartAnalysis:
+    run_id: str
+    purpose: str  # "step 3" / "background"
+
+
+@dataclass(frozen=True)
+class StopAnalysis:
+    run_id: str
+    phase: str  # the run's final phase
+
+
+@dataclass(frozen=True)
+class Measure:
+    """Run `provider` once, judge it, and feed back MeasurementTaken(run_id, metric, ...)."""
+
+    run_id: str
+    metric: str
+    provider: Provider
+    success_condition: str
+    failure_condition: str
+
+
+@dataclass(frozen=True)
+class PostStatus:
+    state: Literal["pending", "success", "failure", "error"]
+    description: str  # <= 140 characters
+    sha: str = ""  # the revision the status belongs to
+
+
+@dataclass(frozen=True)
+class UpdateComment:
+    """Re-render the sticky PR comment from the state just returned."""
+
+
+@dataclass(frozen=True)
+class OpenRevertPR:
+    reason: str
+    evidence: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Complete:
+    """Give stable the new template, wait until healthy, delete the canary; then report
+    WorkloadHealth(ok, message) (weight 100)."""
+
+
+@dataclass(frozen=True)
+class ScheduleTick:
+    at: float
+    version: int
+
+
+@dataclass(frozen=True)
+class CommandRejected:
+    """A command that changed nothing; the shell replies to `user` with `reason`."""
+
+    command: str
+    user: str | None
+    reason: str
+
+
+Action = (
+    SetWeight | StartAnalysis | StopAnalysis | Measure | PostStatus | UpdateComment
+    | OpenRevertPR | Complete | ScheduleTick | CommandRejected
+)
+
+# ------------------------------------------------------------------------------- JSON codec
+
+_TYPE_KEY = "__type__"
+_CLASSES: dict[str, type] = {
+    cls.__name__: cls
+    for cls in (
+        TemplateRef, SetWeightStep, PauseStep, AnalysisStep, BackgroundAnalysis, WorkloadRef,
+        CanaryStrategy, HistoryEntry, WeightPoint, MetricPoint, RolloutState,
+        AnalysisTemplate, Arg, MetricSpec, PrometheusProvider, TemplateArg, WebHeader,
+        WebProvider, AnalysisRun, MetricResult, Measurement,
+        Start, Tick, MeasurementTaken, WorkloadHealth, Promote, PromoteFull, Abort, Retry,
+        Pause, Resume, NewRevision,
+        SetWeight, StartAnalysis, StopAnalysis, Measure, PostStatus, UpdateComment,
+        OpenRevertPR, Complete, ScheduleTick, CommandRejected,
+    )
+}
+
+
+def encode(value: Any) -> Any:
+    """Plain JSON data for a model value; dataclasses carry their type name."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        data = {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        data[_TYPE_KEY] = type(value).__name__
+        return data
+    if isinstance(value, tuple | list):
+        return [encode(v) for v in value]
+    if isinstance(value, dict):
+        return {k: encode(v) for k, v in value.items()}
+    return value
+
+
+def decode(data: Any) -> Any:
+    """The model value `encode` produced; sequences come back as tuples."""
+    if isinstance(data, list):
+        return tuple(decode(v) for v in data)
+    if isinstance(data, dict):
+        if _TYPE_KEY not in data:
+            return {k: decode(v) for k, v in data.items()}
+        cls = _CLASSES.get(data[_TYPE_KEY])
+        if cls is None:
+            raise ValueError(f"unknown model type {data[_TYPE_KEY]!r}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: decode(v) for k, v in data.items() if k in names})
+    return data
+

@@ -1,0 +1,1 @@
+"""PR comment commands (filled in with the rollout work)."""

@@ -1,0 +1,145 @@
+"""A merged PR/MR: apply each app's manifests at the merge commit and report on the PR.
+
+The job may run twice (redelivery, retry, crash): server-side apply is idempotent, statuses are
+set rather than appended, and the comment is found again by its marker, so a second run only
+repeats the same writes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bot import services
+from bot.config import REPO_CONFIG_FILE, AppConfig, ConfigError, parse_repo_config
+from bot.deployments import deployment_path, save_deployment
+from bot.events import MergedPullRequest
+from bot.forge.base import Forge, StatusState
+from bot.report import comment, status
+
+log = logging.getLogger(__name__)
+REPO_SECTION = "(repository)"
+
+
+@dataclass
+class AppOutcome:
+    state: StatusState
+    summary: str
+    objects: dict[str, list[str]] = field(default_factory=dict)
+    health: dict[str, Any] | None = None
+    error: str | None = None
+    error_title: str = "Failed"
+    notes: list[str] = field(default_factory=list)
+
+
+def run(event: MergedPullRequest) -> None:
+    """RQ entry point."""
+    svc = services.current()
+    forge = svc.forge(event.repo)
+    try:
+        deploy(svc, forge, event)
+    except Exception as exc:
+        # Report on the PR, not only in a log; the message is redacted of every known secret.
+        reason = services.redactor().redact(f"{type(exc).__name__}: {exc}")
+        log.exception("deploy of %s@%s failed", event.repo.full_name, event.merge_sha[:7])
+        _report(svc, forge, event, REPO_SECTION, AppOutcome(
+            "error", "Coalmine failed before finishing", error=reason, error_title="Internal error"))
+        raise
+
+
+def deploy(svc: services.Services, forge: Forge, event: MergedPullRequest) -> None:
+    from bot.manifests import ManifestError
+
+    repo_key = f"{event.repo.forge}/{event.repo.full_name}"
+    clone_url = forge.authenticated_clone_url(event.repo)
+    with svc.mirrors.checkout(repo_key, clone_url, event.merge_sha) as tree:
+        config_file = Path(tree) / REPO_CONFIG_FILE
+        if not config_file.is_file():
+            log.info("%s has no %s at %s; nothing to deploy",
+                     event.repo.full_name, REPO_CONFIG_FILE, event.merge_sha[:7])
+            return
+        try:
+            config = parse_repo_config(config_file.read_text(errors="replace"), svc.settings)
+        except ConfigError as exc:
+            _report(svc, forge, event, REPO_SECTION, AppOutcome(
+                "failure", "invalid configuration; nothing applied",
+                error=str(exc), error_title="Invalid configuration"))
+            return
+        for app in config.apps:
+            _set_status(svc, forge, event, app.name, "pending", "applying manifests")
+            try:
+                outcome = deploy_app(svc, event, app, Path(tree))
+            except ManifestError as exc:
+                outcome = AppOutcome("failure", "manifests could not be rendered; nothing applied",
+                                     error=str(exc), error_title="Invalid manifests")
+            _report(svc, forge, event, app.name, outcome)
+
+
+def deploy_app(
+    svc: services.Services, event: MergedPullRequest, app: AppConfig, tree: Path
+) -> AppOutcome:
+    from bot.cluster.errors import ClusterError
+    from bot.cluster.health import wait_healthy
+    from bot.manifests import render
+
+    objects = render(tree, app.path)
+    cluster = svc.cluster(app.cluster)
+    try:
+        applied = cluster.apply(
+            objects, app=app.name, revision=event.merge_sha, default_namespace=app.namespace
+        )
+        pruned = []
+        if app.prune:
+            keep = set(applied.created + applied.configured + applied.unchanged)
+            pruned = cluster.prune(app.name, keep)
+    except ClusterError as exc:
+        return AppOutcome("failure", "apply failed", error=str(exc), error_title="Apply failed")
+    refs = applied.created + applied.configured + applied.unchanged
+    listing = {
+        "created": [str(r) for r in applied.created],
+        "configured": [str(r) for r in applied.configured],
+        "unchanged": [str(r) for r in applied.unchanged],
+        "pruned": [str(r) for r in pruned],
+    }
+    counts = {k: len(v) for k, v in listing.items()}
+    timeout = app.health_timeout_s or svc.settings.health_timeout_s
+    _set_status(svc, svc.forge(event.repo), event, app.name, "pending",
+                f"applied ({status.applied_summary(counts)}); waiting for rollout")
+    health = wait_healthy(cluster, refs, timeout_s=timeout)
+    summary = f"{status.applied_summary(counts)}; " + ("healthy" if health.ok else "unhealthy")
+    return AppOutcome(
+        "success" if health.ok else "failure",
+        summary if health.ok else f"{summary}: {health.message}",
+        objects=listing,
+        health={"ok": health.ok, "message": health.message},
+    )
+
+
+def _target_url(svc: services.Services, event: MergedPullRequest, app: str) -> str:
+    return svc.settings.public_url + deployment_path(
+        event.repo.forge, event.repo.full_name, event.merge_sha, app)
+
+
+def _set_status(svc: services.Services, forge: Forge, event: MergedPullRequest, app: str,
+                state: StatusState, description: str) -> None:
+    forge.set_status(event.repo, event.merge_sha, status.context(app), state,
+                     status.clip(description), _target_url(svc, event, app))
+
+
+def _report(svc: services.Services, forge: Forge, event: MergedPullRequest, app: str,
+            outcome: AppOutcome) -> None:
+    """Record the outcome, set the final status and refresh the PR's comment."""
+    section = {
+        "app": app, "sha": event.merge_sha, "state": outcome.state, "summary": outcome.summary,
+        "objects": outcome.objects, "health": outcome.health, "error": outcome.error,
+        "error_title": outcome.error_title, "notes": outcome.notes,
+    }
+    save_deployment(svc.redis, {
+        "forge": event.repo.forge, "repo": event.repo.full_name, "sha": event.merge_sha,
+        "app": app, "pr": event.number, **section})
+    context_app = "config" if app == REPO_SECTION else app
+    _set_status(svc, forge, event, context_app, outcome.state, outcome.summary)
+    comment.save_section(svc.redis, event.repo, event.number, app, section)
+    comment.publish(svc.redis, forge, event.repo, event.number)
