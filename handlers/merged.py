@@ -80,8 +80,7 @@ def deploy(svc: services.Services, forge: Forge, event: MergedPullRequest) -> No
 def deploy_app(
     svc: services.Services, event: MergedPullRequest, app: AppConfig, tree: Path
 ) -> AppOutcome:
-    from bot.cluster.errors import ClusterError
-    from bot.cluster.health import wait_healthy
+    from bot.cluster.model import ClusterError
     from bot.manifests import render
 
     objects = render(tree, app.path)
@@ -107,7 +106,7 @@ def deploy_app(
     timeout = app.health_timeout_s or svc.settings.health_timeout_s
     _set_status(svc, svc.forge(event.repo), event, app.name, "pending",
                 f"applied ({status.applied_summary(counts)}); waiting for rollout")
-    health = wait_healthy(cluster, refs, timeout_s=timeout)
+    health = cluster.wait_healthy(refs, timeout_s=timeout)
     summary = f"{status.applied_summary(counts)}; " + ("healthy" if health.ok else "unhealthy")
     return AppOutcome(
         "success" if health.ok else "failure",

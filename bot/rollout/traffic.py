@@ -1,0 +1,108 @@
+"""Replica-based traffic: the stable Deployment `<name>` and the canary `<name>-canary`.
+
+Without a mesh the only lever is pod counts behind one Service. Both Deployments carry a
+`coalmine.dev/track` label in their selector, so their ReplicaSets never adopt each other's pods,
+while a Service that selects on the app's own labels reaches both tracks. Selectors are immutable
+in Kubernetes, which is why the stable track label is added on the very first (plain) deploy.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from typing import Any
+
+from bot.cluster.model import REVISION_LABEL, ObjectRef
+
+Obj = dict[str, Any]
+TRACK_LABEL = "coalmine.dev/track"
+TEMPLATE_HASH_ANNOTATION = "coalmine.dev/template-hash"
+CANARY_SUFFIX = "-canary"
+
+
+def template_hash(deployment: Obj) -> str:
+    """Fingerprint of the pod template as written in Git (before any label we add)."""
+    template = copy.deepcopy(deployment.get("spec", {}).get("template", {}))
+    labels = template.get("metadata", {}).get("labels", {})
+    labels.pop(TRACK_LABEL, None)
+    canonical = json.dumps(template, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def replicas_of(deployment: Obj) -> int:
+    value = deployment.get("spec", {}).get("replicas")
+    return 1 if value is None else int(value)
+
+
+def _with_track(deployment: Obj, track: str) -> Obj:
+    obj = copy.deepcopy(deployment)
+    spec = obj.setdefault("spec", {})
+    selector = spec.setdefault("selector", {}).setdefault("matchLabels", {})
+    selector[TRACK_LABEL] = track
+    template_meta = spec.setdefault("template", {}).setdefault("metadata", {})
+    template_meta.setdefault("labels", {})[TRACK_LABEL] = track
+    return obj
+
+
+def as_stable(deployment: Obj) -> Obj:
+    """Git's Deployment as Coalmine applies it: stable track, template fingerprint recorded."""
+    digest = template_hash(deployment)
+    obj = _with_track(deployment, "stable")
+    obj.setdefault("metadata", {}).setdefault("annotations", {})[TEMPLATE_HASH_ANNOTATION] = digest
+    return obj
+
+
+def canary_of(deployment: Obj, replicas: int, revision: str) -> Obj:
+    """The canary Deployment running Git's new template at `replicas` pods."""
+    obj = _with_track(deployment, "canary")
+    meta = obj["metadata"]
+    meta["name"] = meta["name"] + CANARY_SUFFIX
+    meta.setdefault("labels", {})[TRACK_LABEL] = "canary"
+    meta["labels"][REVISION_LABEL] = revision
+    for key in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"):
+        meta.pop(key, None)
+    obj["spec"]["replicas"] = replicas
+    obj.pop("status", None)
+    return obj
+
+
+def stable_at(live_stable: Obj, replicas: int) -> Obj:
+    """A minimal apply object that keeps the live stable template and sets its replicas."""
+    meta = live_stable["metadata"]
+    spec = live_stable["spec"]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": meta["name"],
+            "namespace": meta.get("namespace"),
+            "labels": dict(meta.get("labels") or {}),
+            "annotations": {
+                k: v for k, v in (meta.get("annotations") or {}).items()
+                if k == TEMPLATE_HASH_ANNOTATION
+            },
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": copy.deepcopy(spec["selector"]),
+            "template": copy.deepcopy(spec["template"]),
+        },
+    }
+
+
+def canary_ref(deployment: Obj, namespace: str) -> ObjectRef:
+    meta = deployment["metadata"]
+    return ObjectRef("apps/v1", "Deployment", meta.get("namespace") or namespace,
+                     meta["name"] + CANARY_SUFFIX)
+
+
+def needs_canary(new_deployment: Obj, live: Obj | None) -> bool:
+    """A canary only when a stable track exists and the pod template really changed."""
+    if live is None:
+        return False
+    live_hash = (live.get("metadata", {}).get("annotations") or {}).get(TEMPLATE_HASH_ANNOTATION)
+    selector = live.get("spec", {}).get("selector", {}).get("matchLabels", {})
+    if live_hash is None or selector.get(TRACK_LABEL) != "stable":
+        return False  # not deployed by Coalmine with a stable track yet: plain apply adopts it
+    return live_hash != template_hash(new_deployment)
