@@ -73,9 +73,7 @@ def repo_key(repo: RepoRef) -> str:
 class GitMirrors:
     """One bare mirror per repository under `root`, shared by every job on this machine."""
 
-    def __init__(
-        self, root: Path, redactor: Redactor, *, network_timeout_s: float = 300.0
-    ) -> None:
+    def __init__(self, root: Path, redactor: Redactor, *, network_timeout_s: float = 300.0) -> None:
         self.root = Path(root)
         self.redactor = redactor
         self.network_timeout_s = network_timeout_s
@@ -164,8 +162,14 @@ class GitMirrors:
             worktree = self._add_worktree(mirror, base_tip)
             try:
                 return self._revert_and_push(
-                    mirror, worktree, clone_url, base_tip, merge_sha, branch_name,
-                    author_name, author_email,
+                    mirror,
+                    worktree,
+                    clone_url,
+                    base_tip,
+                    merge_sha,
+                    branch_name,
+                    author_name,
+                    author_email,
                 )
             finally:
                 self._remove_worktree(mirror, worktree)
@@ -175,6 +179,8 @@ class GitMirrors:
     def _update(self, repo_key: str, clone_url: str) -> Path:
         mirror = self.mirror_path(repo_key)
         remote = strip_url_credentials(clone_url)
+        if remote.startswith("-"):
+            raise GitError(f"{remote!r} is not a clone URL")
         if not (mirror / "config").exists():
             self._init_mirror(mirror, remote)
         elif self._git(mirror, "config", "--get", "remote.origin.url") != remote:
@@ -288,7 +294,10 @@ class GitMirrors:
         head = self._git(worktree, "rev-parse", "HEAD")
         try:
             self._git(
-                worktree, "push", "origin", f"HEAD:refs/heads/{branch_name}",
+                worktree,
+                "push",
+                "origin",
+                f"HEAD:refs/heads/{branch_name}",
                 **self._network(clone_url),
             )
         except GitError:
@@ -324,7 +333,10 @@ class GitMirrors:
         return {"env": env, "timeout": self.network_timeout_s}
 
     def _git(
-        self, cwd: Path, *args: str, env: dict[str, str] | None = None,
+        self,
+        cwd: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
         timeout: float | None = None,
     ) -> str:
         return cast(str, self._execute(cwd, args, env, timeout, as_text=True))
@@ -333,8 +345,13 @@ class GitMirrors:
         return cast(bytes, self._execute(cwd, args, None, None, as_text=False))
 
     def _execute(
-        self, cwd: Path, args: tuple[str, ...], env: dict[str, str] | None,
-        timeout: float | None, *, as_text: bool,
+        self,
+        cwd: Path,
+        args: tuple[str, ...],
+        env: dict[str, str] | None,
+        timeout: float | None,
+        *,
+        as_text: bool,
     ) -> str | bytes:
         try:
             return git.Git(str(cwd)).execute(

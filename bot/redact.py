@@ -86,7 +86,11 @@ class RedactingFilter(logging.Filter):
         self.redactor = redactor
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = self.redactor.redact(record.getMessage())
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError, KeyError):  # a bad format call must not break the caller
+            message = f"{record.msg!r} % {record.args!r}"
+        record.msg = self.redactor.redact(message)
         record.args = None
         if record.exc_info:
             if not record.exc_text:

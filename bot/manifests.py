@@ -1,0 +1,315 @@
+"""Turns an app's path at a checked-out commit into the Kubernetes objects it declares.
+
+The repository is input from people with merge rights, not from the bot's operators, so rendering
+treats it as untrusted: the app path must stay inside the checkout (no `..`, no symlink leading
+out), files have a size limit, and YAML is loaded with a safe loader that also refuses alias
+"bombs" (a few anchors referencing each other expand to billions of nodes once serialised) and
+recursive structures. A kustomization is rendered by the real `kubectl kustomize`.
+
+Errors name the file, the document (counting from 1) and the reason, for the PR comment.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, SequenceNode
+
+KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+YAML_SUFFIXES = (".yaml", ".yml")
+
+_BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class ManifestError(Exception):
+    """The manifests cannot be rendered; the message says where and why, for people to fix."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_file_bytes: int = 1024 * 1024  # one manifest file
+    max_output_bytes: int = 32 * 1024 * 1024  # what `kubectl kustomize` prints
+    max_alias_nodes: int = 10_000  # nodes that alias expansion may add to one document
+    max_depth: int = 100  # nesting of mappings and sequences in one document
+    kustomize_timeout_s: float = 60.0
+
+
+DEFAULT_LIMITS = Limits()
+
+ObjectKey = tuple[str, str, str, str]
+
+
+def render(
+    root: Path, app_path: str, *, kubectl: str = "kubectl", limits: Limits = DEFAULT_LIMITS
+) -> list[dict[str, Any]]:
+    """The objects under `app_path` (a directory, a file, or a kustomization) in `root`.
+
+    Plain YAML files are read recursively in sorted path order, skipping dot-files and
+    dot-directories (`.coalmine.yaml`, `.github/`), so the result is deterministic. `kind: List`
+    objects are flattened. Every object is checked for apiVersion, kind and metadata.name, and
+    two objects with the same key are refused.
+    """
+    root = root.resolve()
+    target = _resolve_inside(root, app_path)
+    if target.is_dir() and any((target / name).is_file() for name in KUSTOMIZATION_FILES):
+        text = _kustomize(root, target, app_path, kubectl, limits)
+        objects = _objects_of(text, f"kustomize output of {app_path}", limits)
+    elif target.is_file() or target.is_dir():
+        objects = []
+        for file in _manifest_files(root, target):
+            rel = file.relative_to(root).as_posix()
+            objects.extend(_objects_of(_read_limited(file, rel, limits), rel, limits))
+    else:
+        raise ManifestError(f"{app_path}: no such file or directory at this commit")
+    _refuse_duplicates(objects)
+    return [obj for obj, _where in objects]
+
+
+def object_key(obj: dict[str, Any]) -> ObjectKey:
+    """(apiVersion, kind, namespace, name); namespace is "" when the manifest sets none."""
+    meta = obj.get("metadata") or {}
+    return (obj["apiVersion"], obj["kind"], meta.get("namespace") or "", meta["name"])
+
+
+def safe_load_all(text: str, source: str, limits: Limits = DEFAULT_LIMITS) -> list[Any]:
+    """Every document of `text` (None for an empty one), refusing alias bombs and cycles.
+
+    Errors are ManifestError prefixed with `source: `. Used for any YAML from a repository.
+    """
+    if len(text.encode()) > limits.max_file_bytes:
+        raise ManifestError(
+            f"{source}: larger than the {limits.max_file_bytes} bytes allowed for one file"
+        )
+    return [doc for _index, doc in _documents(text, source, limits)]
+
+
+# --- paths ------------------------------------------------------------------------------------
+
+
+def _resolve_inside(root: Path, app_path: str) -> Path:
+    pure = PurePosixPath(app_path)
+    if not app_path or pure.is_absolute() or ".." in pure.parts:
+        raise ManifestError(
+            f"{app_path!r}: the app path must be relative and inside the repository"
+        )
+    target = (root / pure).resolve()
+    if not target.is_relative_to(root):
+        raise ManifestError(f"{app_path}: a symlink leads outside the repository")
+    return target
+
+
+def _manifest_files(root: Path, target: Path) -> list[Path]:
+    """YAML files under `target`, following symlinks only while they stay inside `root`."""
+    if target.is_file():
+        return [target]
+    found: dict[str, Path] = {}
+    visited: set[Path] = set()
+
+    def visit(directory: Path) -> None:
+        real = directory.resolve()
+        if real in visited:  # a symlink loop, or two links to one directory
+            return
+        visited.add(real)
+        for entry in sorted(directory.iterdir()):
+            if entry.name.startswith("."):
+                continue
+            rel = entry.relative_to(root).as_posix()
+            if not entry.resolve().is_relative_to(root):
+                raise ManifestError(f"{rel}: a symlink leads outside the repository")
+            if entry.is_dir():
+                visit(entry)
+            elif entry.is_file() and entry.name.endswith(YAML_SUFFIXES):
+                found[rel] = entry
+
+    visit(target)
+    return [found[rel] for rel in sorted(found)]
+
+
+def _read_limited(file: Path, rel: str, limits: Limits) -> str:
+    size = file.stat().st_size
+    if size > limits.max_file_bytes:
+        raise ManifestError(
+            f"{rel}: {size} bytes is more than the {limits.max_file_bytes} allowed for one file"
+        )
+    try:
+        return file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{rel}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+# --- kustomize --------------------------------------------------------------------------------
+
+
+def _kustomize(root: Path, target: Path, app_path: str, kubectl: str, limits: Limits) -> str:
+    executable = shutil.which(kubectl)
+    if executable is None:
+        raise ManifestError(
+            f"kubectl is not installed; it is needed to render the kustomization at {app_path}"
+        )
+    try:
+        result = subprocess.run(
+            [executable, "kustomize", str(target)],
+            check=False,
+            cwd=root,
+            capture_output=True,
+            timeout=limits.kustomize_timeout_s,
+            env={**os.environ, "KUBECONFIG": os.devnull},
+        )
+    except subprocess.TimeoutExpired:
+        raise ManifestError(
+            f"{app_path}: kubectl kustomize did not finish in {limits.kustomize_timeout_s:g}s"
+        ) from None
+    if result.returncode != 0:
+        stderr = result.stderr.decode("utf-8", errors="replace").strip()[-2000:]
+        raise ManifestError(f"{app_path}: kubectl kustomize failed: {stderr}")
+    if len(result.stdout) > limits.max_output_bytes:
+        raise ManifestError(
+            f"{app_path}: kustomize output is larger than {limits.max_output_bytes} bytes"
+        )
+    return result.stdout.decode("utf-8", errors="replace")
+
+
+# --- YAML -------------------------------------------------------------------------------------
+
+
+class _UnsafeYAML(Exception):
+    """Well-formed YAML that is refused: an alias bomb, a recursive or a too deep structure."""
+
+
+class _GuardedLoader(_BaseLoader):  # type: ignore[misc, valid-type]
+    """A safe loader that checks each composed document before constructing Python objects."""
+
+    limits = DEFAULT_LIMITS
+
+    def get_node(self) -> Node | None:
+        node = super().get_node()
+        if node is not None:
+            _check_shape(node, self.limits)
+        return node
+
+
+def _check_shape(node: Node, limits: Limits) -> None:
+    """Refuses documents too deep, recursive, or whose aliases expand them too much.
+
+    Aliases make the composed graph share nodes. The expanded size of a node is 1 plus that of
+    its children, memoised per node, so counting takes time linear in the graph even for a
+    bomb. A node reached again while it is still being counted is a recursive structure.
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[Node, bool]] = [(node, False)]
+    while stack:
+        current, children_counted = stack.pop()
+        key = id(current)
+        if children_counted:
+            sizes[key] = 1 + sum(sizes[id(child)] for child in _children(current))
+            open_nodes.discard(key)
+        elif key not in sizes:
+            open_nodes.add(key)  # the path from the root to this node
+            if len(open_nodes) > limits.max_depth:
+                raise _UnsafeYAML(f"refused: nested deeper than {limits.max_depth} levels")
+            stack.append((current, True))
+            for child in _children(current):
+                if id(child) in open_nodes:
+                    raise _UnsafeYAML("refused: the document refers to itself through an alias")
+                if id(child) not in sizes:
+                    stack.append((child, False))
+    added_by_aliases = sizes[id(node)] - len(sizes)
+    if added_by_aliases > limits.max_alias_nodes:
+        raise _UnsafeYAML(
+            f"refused: aliases expand the document by {added_by_aliases} nodes, "
+            f"more than the {limits.max_alias_nodes} allowed (an alias bomb?)"
+        )
+
+
+def _children(node: Node) -> Iterator[Node]:
+    if isinstance(node, SequenceNode):
+        yield from node.value
+    elif isinstance(node, MappingNode):
+        for key, value in node.value:
+            yield key
+            yield value
+
+
+def _documents(text: str, source: str, limits: Limits) -> Iterator[tuple[int, Any]]:
+    loader = _GuardedLoader(text)
+    loader.limits = limits
+    number = 1  # of the document being read, for error messages
+    try:
+        while loader.check_data():
+            yield number, loader.get_data()
+            number += 1
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"{source}: document {number}: invalid YAML: {exc}") from None
+    except _UnsafeYAML as exc:
+        raise ManifestError(f"{source}: document {number}: {exc}") from None
+    except RecursionError:
+        raise ManifestError(f"{source}: document {number}: nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
+def _objects_of(text: str, source: str, limits: Limits) -> list[tuple[dict[str, Any], str]]:
+    """Validated objects of one file, each with a "file, document n" locator for errors."""
+    objects: list[tuple[dict[str, Any], str]] = []
+    for index, doc in _documents(text, source, limits):
+        if doc is None:
+            continue
+        where = f"{source}: document {index}"
+        for obj, item_where in _flatten(doc, where):
+            _validate(obj, item_where)
+            objects.append((obj, item_where))
+    return objects
+
+
+def _flatten(doc: Any, where: str) -> Iterator[tuple[Any, str]]:
+    if isinstance(doc, dict) and doc.get("kind") == "List":
+        items = doc.get("items")
+        if not isinstance(items, list):
+            raise ManifestError(f"{where}: a List needs an `items` list")
+        for position, item in enumerate(items, start=1):
+            yield from _flatten(item, f"{where}, item {position}")
+    else:
+        yield doc, where
+
+
+def _validate(obj: Any, where: str) -> None:
+    if not isinstance(obj, dict):
+        raise ManifestError(
+            f"{where}: expected a Kubernetes object (a mapping), got {_kind_of(obj)}"
+        )
+    for field in ("apiVersion", "kind"):
+        if not isinstance(obj.get(field), str) or not obj[field]:
+            raise ManifestError(f"{where}: `{field}` is missing or not a string")
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict):
+        raise ManifestError(f"{where}: `metadata` is missing or not a mapping")
+    if not isinstance(meta.get("name"), str) or not meta["name"]:
+        raise ManifestError(f"{where}: `metadata.name` is missing or not a string")
+    namespace = meta.get("namespace")
+    if namespace is not None and not isinstance(namespace, str):
+        raise ManifestError(f"{where}: `metadata.namespace` must be a string")
+
+
+def _kind_of(value: Any) -> str:
+    return {list: "a list", str: "a string", int: "a number", float: "a number"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _refuse_duplicates(objects: list[tuple[dict[str, Any], str]]) -> None:
+    seen: dict[ObjectKey, str] = {}
+    for obj, where in objects:
+        key = object_key(obj)
+        if key in seen:
+            _api, kind, namespace, name = key
+            shown = f"{kind} {namespace + '/' if namespace else ''}{name}"
+            raise ManifestError(f"{where}: {shown} is already defined in {seen[key]}")
+        seen[key] = where
