@@ -15,14 +15,15 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="serve webhooks with gunicorn (and run jobs when embedded)")
     serve.add_argument("--bind", default=f"0.0.0.0:{os.environ.get('PORT', '8000')}")
     serve.add_argument("--workers", type=int, default=None)
-    sub.add_parser("worker", help="run an RQ worker with the scheduler (needs REDIS_URL)")
+    worker = sub.add_parser("worker", help="run an RQ worker with the scheduler (needs REDIS_URL)")
+    worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
     check = sub.add_parser("check-config", help="validate a .coalmine.yaml and exit")
     check.add_argument("path", nargs="?", default=".coalmine.yaml")
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args.bind, args.workers)
     if args.command == "worker":
-        return _worker()
+        return _worker(args.burst)
     return _check(Path(args.path))
 
 
@@ -37,7 +38,7 @@ def _serve(bind: str, workers: int | None) -> int:
     return 0  # not reached
 
 
-def _worker() -> int:
+def _worker(burst: bool = False) -> int:
     from rq import Worker
 
     from bot import services
@@ -56,7 +57,7 @@ def _worker() -> int:
 
     startup.resume_active_rollouts(svc)
     worker = Worker([QUEUE_NAME], connection=svc.redis)
-    worker.work(with_scheduler=True)
+    worker.work(burst=burst, with_scheduler=True)
     return 0
 
 

@@ -114,8 +114,9 @@ def current() -> Services:
 
 
 def redactor() -> Any:
-    from bot.redact import Redactor
+    """The process-wide redactor, knowing the settings' secrets and every token seen since."""
+    from bot.logs import PROCESS_REDACTOR
 
-    services = _current
-    secrets = services.settings.secrets() if services else []
-    return Redactor(secrets)
+    if _current is not None:
+        PROCESS_REDACTOR.add(*_current.settings.secrets())
+    return PROCESS_REDACTOR

@@ -1,0 +1,116 @@
+"""Merged PR → manifests applied → status and sticky comment, on GitHub and on GitLab."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e import world as w
+from tests.harness.processes import wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(params=["github", "gitlab"])
+def world(request) -> w.World:
+    return request.getfixturevalue(f"{request.param}_world")
+
+
+def final_status(world: w.World, sha: str, context: str = "coalmine/web", timeout: float = 60):
+    def done():
+        status = w.latest_statuses(world, sha).get(context)
+        return status if status and status["state"] not in ("pending", "running") else None
+
+    return wait_until(done, timeout, 0.1, f"no final {context} status on {sha[:7]}\n"
+                      + world.bot.worker_log()[-3000:])
+
+
+def test_merge_applies_manifests_and_reports(world, fake_kube):
+    world.bot.start_worker()
+    number, sha, resp = w.merge(world, {"deploy/web/config.yaml": (
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web-config\ndata:\n  mode: green\n"
+    )}, "Switch web to green")
+    assert resp.status_code == 202, resp.get_json()
+
+    status = final_status(world, sha)
+    assert status["state"] == "success", status
+    assert len(status["description"]) <= 140
+    assert status["target_url"].startswith("https://coalmine.test/deployments/")
+    states = [s["state"] for s in w.all_statuses(world, sha) if s["context"] == "coalmine/web"]
+    assert states[0] in ("pending", "running") and states[-1] == "success"
+
+    web = fake_kube.get_object("apps/v1", "Deployment", "shop", "web")
+    assert web["metadata"]["labels"]["coalmine.dev/app"] == "web"
+    assert web["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "coalmine"
+    assert web["metadata"]["labels"]["coalmine.dev/revision"] == sha
+    cm = fake_kube.get_object("v1", "ConfigMap", "shop", "web-config")
+    assert cm["data"] == {"mode": "green"}
+    assert fake_kube.get_object("v1", "Namespace", None, "shop") is not None
+
+    (comment,) = w.comments(world, number)
+    body = comment["body"]
+    assert "<!-- coalmine:pr-comment -->" in body
+    assert "created: `Deployment shop/web`" in body
+    assert "Health: ✅" in body
+
+
+def test_rerun_edits_the_same_comment_and_second_pr_prunes(world, fake_kube):
+    world.bot.start_worker()
+    number, sha, _ = w.merge(world, {"deploy/web/extra.yaml": (
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra\ndata:\n  a: b\n")}, "Add extra")
+    assert final_status(world, sha)["state"] == "success"
+    first = w.comments(world, number)
+    assert len(first) == 1
+
+    # The same merge delivered again under a new delivery id runs the job again: it edits
+    # the one comment (everything now unchanged) instead of adding a second.
+    payload_number, payload_sha = number, sha
+    resp = w.redeliver(world, payload_number, payload_sha, new_id=True)
+    assert resp.status_code == 202
+    wait_until(lambda: "unchanged: `ConfigMap shop/extra`" in w.comments(world, number)[0]["body"],
+               60, 0.1, world.bot.worker_log()[-3000:])
+    assert len(w.comments(world, number)) == 1
+
+    # A second PR removes the file: prune deletes the ConfigMap and reports it.
+    number2, sha2, _ = w.merge(world, {"deploy/web/extra.yaml": None}, "Drop extra")
+    assert final_status(world, sha2)["state"] == "success"
+    assert fake_kube.get_object("v1", "ConfigMap", "shop", "extra") is None
+    (c2,) = w.comments(world, number2)
+    assert "pruned: `ConfigMap shop/extra`" in c2["body"]
+
+
+def test_redelivered_delivery_id_creates_no_second_job(world):
+    number, sha, resp = w.merge(world, {"deploy/web/x.yaml": (
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n")}, "x", delivery="same-id")
+    assert resp.status_code == 202
+    again = w.redeliver(world, number, sha, delivery="same-id")
+    assert again.status_code == 200 and again.get_json()["status"] == "duplicate"
+    from rq import Queue
+
+    assert len(Queue("coalmine", connection=world.bot.redis).job_ids) == 1
+
+
+def test_invalid_config_reports_file_key_reason_and_applies_nothing(world, fake_kube):
+    world.bot.start_worker()
+    number, sha, _ = w.merge(world, {
+        ".coalmine.yaml": "apps:\n  - name: web\n    path: deploy/web\n    namespace: Shop!\n",
+        "deploy/web/config.yaml": (
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web-config\ndata:\n  m: red\n"),
+    }, "Break config")
+    status = final_status(world, sha, "coalmine/config")
+    assert status["state"] in ("failure", "failed")
+    (comment,) = w.comments(world, number)
+    assert ".coalmine.yaml: apps[0].namespace:" in comment["body"].replace("\\", "")
+    assert fake_kube.get_object("v1", "ConfigMap", "shop", "web-config") is None
+    assert fake_kube.get_object("apps/v1", "Deployment", "shop", "web") is None
+
+
+def test_unhealthy_workload_fails_with_reason(world, fake_kube):
+    fake_kube.block_image("registry.example/web:broken")
+    world.bot.start_worker()
+    number, sha, _ = w.merge(world, {"deploy/web/deployment.yaml": w.deployment(
+        "web", "registry.example/web:broken", deadline="1")}, "Ship broken")
+    status = final_status(world, sha)
+    assert status["state"] in ("failure", "failed")
+    assert "ProgressDeadlineExceeded" in status["description"] or "unhealthy" in status["description"]
+    (comment,) = w.comments(world, number)
+    assert "Health: ❌" in comment["body"]
