@@ -1,0 +1,154 @@
+"""Server-side apply of an app's manifests, in stages, reporting what changed.
+
+Namespaces and CustomResourceDefinitions go first so that the objects living in them, or
+made of them, can be applied in the same run (the staging flux's kustomize-controller uses).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from bot.cluster.model import (
+    APP_LABEL,
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
+    REVISION_LABEL,
+    ApplyReport,
+    ClusterError,
+    ObjectRef,
+)
+
+if TYPE_CHECKING:
+    from bot.cluster.client import Cluster
+
+Obj = dict[str, Any]
+
+FIRST_KINDS = ("Namespace", "CustomResourceDefinition")
+CRD_ESTABLISH_TIMEOUT_S = 10.0
+
+
+def apply(
+    cluster: Cluster,
+    objects: Iterable[Obj],
+    *,
+    app: str,
+    revision: str,
+    default_namespace: str,
+) -> ApplyReport:
+    """Applies every object with field manager `coalmine`; safe to run twice."""
+    manifests = [_labelled(obj, app, revision) for obj in objects]
+    first = [obj for obj in manifests if obj["kind"] in FIRST_KINDS]
+    rest = [obj for obj in manifests if obj["kind"] not in FIRST_KINDS]
+    _check_kinds_known(cluster, rest, defined_here=_kinds_defined_by(first))
+    report = ApplyReport()
+    for obj in first:
+        _apply_one(cluster, obj, default_namespace, report)
+    crds = [obj for obj in first if obj["kind"] == "CustomResourceDefinition"]
+    if crds:
+        _wait_established(cluster, crds)
+        cluster.refresh_discovery()
+    for obj in rest:
+        _apply_one(cluster, obj, default_namespace, report)
+    return report
+
+
+def _labelled(obj: Obj, app: str, revision: str) -> Obj:
+    for required in ("apiVersion", "kind"):
+        if not obj.get(required):
+            raise ClusterError(f"manifest without {required}: {_describe(obj)}")
+    if not (obj.get("metadata") or {}).get("name"):
+        raise ClusterError(f"{obj['kind']} without metadata.name cannot be applied")
+    labelled = copy.deepcopy(obj)
+    labels = labelled["metadata"].setdefault("labels", {}) or {}
+    labels.update({MANAGED_BY_LABEL: MANAGED_BY_VALUE, APP_LABEL: app, REVISION_LABEL: revision})
+    labelled["metadata"]["labels"] = labels
+    return labelled
+
+
+def _describe(obj: Obj) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{obj.get('kind') or '?'} {meta.get('name') or '?'}"
+
+
+def _kinds_defined_by(first: list[Obj]) -> set[tuple[str, str]]:
+    """(apiVersion, kind) pairs that CRDs in this same set will make available."""
+    defined = set()
+    for crd in first:
+        if crd["kind"] != "CustomResourceDefinition":
+            continue
+        spec = crd.get("spec", {})
+        for version in spec.get("versions", []):
+            defined.add((f"{spec.get('group')}/{version.get('name')}", spec["names"]["kind"]))
+    return defined
+
+
+def _check_kinds_known(
+    cluster: Cluster, objects: list[Obj], defined_here: set[tuple[str, str]]
+) -> None:
+    """Fails before anything is written when a kind is neither served nor defined here."""
+    for obj in objects:
+        if (obj["apiVersion"], obj["kind"]) not in defined_here:
+            cluster.resource(obj["apiVersion"], obj["kind"], for_object=_describe(obj))
+
+
+def _apply_one(cluster: Cluster, obj: Obj, default_namespace: str, report: ApplyReport) -> None:
+    resource = cluster.resource(obj["apiVersion"], obj["kind"], for_object=_describe(obj))
+    meta = obj["metadata"]
+    if resource.namespaced:
+        meta["namespace"] = meta.get("namespace") or default_namespace
+    else:
+        meta.pop("namespace", None)
+    ref = ObjectRef.of(obj)
+    before = cluster.get(ref.api_version, ref.kind, ref.namespace, ref.name)
+    after = cluster.server_side_apply(obj)
+    if before is None:
+        report.created.append(ref)
+    elif _same(before, after):
+        report.unchanged.append(ref)
+    else:
+        report.configured.append(ref)
+
+
+def _same(before: Obj, after: Obj) -> bool:
+    """Unchanged when the version did not move, or when only a controller's status write did."""
+    if before["metadata"].get("resourceVersion") == after["metadata"].get("resourceVersion"):
+        return True
+    return _desired_state(before) == _desired_state(after)
+
+
+def _desired_state(obj: Obj) -> Obj:
+    meta = {
+        k: v
+        for k, v in obj.get("metadata", {}).items()
+        if k not in ("resourceVersion", "managedFields")
+    }
+    return {**{k: v for k, v in obj.items() if k != "status"}, "metadata": meta}
+
+
+def _wait_established(cluster: Cluster, crds: list[Obj]) -> None:
+    """New CRDs serve their kinds only once Established; applying custom objects earlier fails."""
+    deadline = time.monotonic() + CRD_ESTABLISH_TIMEOUT_S
+    pending = [crd["metadata"]["name"] for crd in crds]
+    while pending:
+        pending = [
+            name
+            for name in pending
+            if not _established(
+                cluster.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", None, name)
+            )
+        ]
+        if pending and time.monotonic() > deadline:
+            raise ClusterError(
+                f"CustomResourceDefinition {pending[0]} not established after "
+                f"{CRD_ESTABLISH_TIMEOUT_S:g} s"
+            )
+        if pending:
+            cluster.sleep(0.1)
+
+
+def _established(crd: Obj | None) -> bool:
+    conditions = (crd or {}).get("status", {}).get("conditions", [])
+    return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)

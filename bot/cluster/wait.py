@@ -1,0 +1,54 @@
+"""Waiting until applied objects are healthy, failing fast when waiting cannot help."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from bot.cluster.health import assess
+from bot.cluster.model import Health, HealthReport, ObjectRef
+
+if TYPE_CHECKING:
+    from bot.cluster.client import Cluster
+
+
+def wait_healthy(
+    cluster: Cluster,
+    refs: Iterable[ObjectRef],
+    timeout_s: float,
+    poll_s: float = 0.25,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> HealthReport:
+    """Polls every object until all are Healthy, one is Degraded/Suspended, or time runs out."""
+    refs = list(refs)
+    started = clock()
+    deadline = started + timeout_s
+    while True:
+        results = {ref: _health(cluster, ref) for ref in refs}
+        elapsed = clock() - started
+        failed = next(((ref, h) for ref, h in results.items() if h.failed), None)
+        if failed:
+            ref, health = failed
+            return HealthReport(
+                False, f"{ref} is {health.status}: {health.message}", results, elapsed
+            )
+        waiting = next(((ref, h) for ref, h in results.items() if not h.healthy), None)
+        if waiting is None:
+            return HealthReport(True, f"{len(refs)} objects healthy", results, elapsed)
+        remaining = deadline - clock()
+        if remaining <= 0:
+            ref, health = waiting
+            return HealthReport(
+                False,
+                f"timed out after {timeout_s:g} s waiting for {ref} "
+                f"({health.status}: {health.message})",
+                results,
+                elapsed,
+            )
+        sleep(min(poll_s, remaining))
+
+
+def _health(cluster: Cluster, ref: ObjectRef) -> Health:
+    return assess(cluster.get(ref.api_version, ref.kind, ref.namespace, ref.name))
