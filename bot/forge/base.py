@@ -56,16 +56,21 @@ class Forge(Protocol):
         """Set (not append) the commit status `context` on `sha`; description is cut to 140."""
 
     def upsert_comment(self, repo: RepoRef, number: int, marker: str, body: str) -> int:
-        """Edit the PR comment holding the hidden `marker`, or create it; returns its id.
+        """Edit the bot's own PR comment holding the hidden `marker`, or create it; returns its id.
 
-        `body` must already contain `marker`; adapters truncate over-long bodies keeping the tail.
+        `body` must already contain `marker`; adapters truncate over-long bodies keeping the tail
+        (see `truncate_keeping_tail`). Comments by anyone else are never matched, even when they
+        quote the marker.
         """
 
     def comment(self, repo: RepoRef, number: int, body: str) -> int:
         """Post a new comment (replies to commands, conflict notes); returns its id."""
 
     def permission(self, repo: RepoRef, username: str, user_id: int | None = None) -> Permission:
-        """The user's effective permission on the repository, normalised to four levels."""
+        """The user's effective permission on the repository, normalised to four levels.
+
+        Unknown users and non-members are "none". `user_id` (GitLab) saves a user lookup.
+        """
 
     def acknowledge(self, repo: RepoRef, number: int, comment_id: int) -> None:
         """Mark a command comment as accepted (GitHub reaction, GitLab award emoji)."""
@@ -83,3 +88,28 @@ class Forge(Protocol):
 
     def secrets(self) -> list[str]:
         """Every credential string this adapter holds, for redaction of logs and errors."""
+
+
+TRUNCATION_NOTE = (
+    "> **Note:** the start of this comment was removed to fit the forge's limit of {limit}"
+    " characters.\n\n"
+)
+
+
+def truncate_keeping_tail(body: str, limit: int, marker: str = "") -> str:
+    """Fit `body` into a forge's comment-size limit by dropping its start.
+
+    The end of a Coalmine comment holds the newest step and any error, which is what readers
+    need (Atlantis keeps the tail for the same reason). The hidden `marker` is put back on top so
+    the comment is still found and edited next time; the cut moves to a line start when one is
+    near, so Markdown blocks are not entered mid-line.
+    """
+    if len(body) <= limit:
+        return body
+    head = (f"{marker}\n" if marker else "") + TRUNCATION_NOTE.format(limit=limit)
+    room = limit - len(head)
+    tail = body[len(body) - room :]
+    newline = tail.find("\n")
+    if 0 <= newline < room // 2:
+        tail = tail[newline + 1 :]
+    return head + tail

@@ -94,7 +94,9 @@ class JsonFakeServer:
     def start(self) -> JsonFakeServer:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -124,7 +126,9 @@ class JsonFakeServer:
         default_body = {"message": _STATUS_MESSAGES.get(status, "Injected failure")}
         with self._lock:
             self._faults.append(
-                _Fault(n, status, dict(headers or {}), default_body if body is None else body, match)
+                _Fault(
+                    n, status, dict(headers or {}), default_body if body is None else body, match
+                )
             )
 
     def drop_next(self, n: int = 1, *, match: str | None = None) -> None:
@@ -134,9 +138,7 @@ class JsonFakeServer:
 
     def calls_to(self, method: str, path_pattern: str) -> list[Call]:
         """Recorded calls whose method matches and whose path matches the regex fully."""
-        return [
-            c for c in self.calls if c.method == method and re.fullmatch(path_pattern, c.path)
-        ]
+        return [c for c in self.calls if c.method == method and re.fullmatch(path_pattern, c.path)]
 
     # -- for subclasses -------------------------------------------------------------------
     def next_id(self) -> int:
@@ -193,6 +195,10 @@ _STATUS_MESSAGES = {
 def _handler_for(fake: JsonFakeServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # One buffered write per reply and no Nagle: otherwise every response waits out the
+        # peer's delayed ACK (~40 ms).
+        wbufsize = -1
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:
             """Silence per-request logging; `fake.calls` is the record."""
@@ -263,7 +269,11 @@ def now_iso(at: float | None = None) -> str:
 
 # Endpoints an App calls as itself (RS256 JWT), not with an installation token.
 JWT_OPERATIONS = frozenset(
-    {"apps/get-authenticated", "apps/create-installation-access-token", "apps/get-repo-installation"}
+    {
+        "apps/get-authenticated",
+        "apps/create-installation-access-token",
+        "apps/get-repo-installation",
+    }
 )
 
 ROLE_TO_PERMISSION = {
@@ -396,9 +406,7 @@ def _nullable_to_json_schema(node: Any) -> Any:
 def _validation_failed(resource: str, field_name: str, message: str, code: str = "custom") -> Reply:
     body = {
         "message": "Validation Failed",
-        "errors": [
-            {"resource": resource, "code": code, "field": field_name, "message": message}
-        ],
+        "errors": [{"resource": resource, "code": code, "field": field_name, "message": message}],
         "documentation_url": DOCS_URL,
     }
     return Reply(422, body, {}, "rule")
@@ -444,8 +452,10 @@ class FakeGitHub(JsonFakeServer):
     STATUS_CONTEXT_MAX = 255
     COMMENT_BODY_MAX = 65536
 
-    def __init__(self, *, token_ttl_s: float = 3600.0) -> None:
+    def __init__(self, *, token_ttl_s: float = 3600.0, path_prefix: str = "") -> None:
+        """`path_prefix="/api/v3"` serves the API where GitHub Enterprise Server has it."""
         super().__init__()
+        self.path_prefix = path_prefix
         self.api = OpenApiCatalogue(json.loads(SUBSET_PATH.read_text(encoding="utf-8")))
         self.token_ttl_s = token_ttl_s
         self._repos: dict[str, _Repo] = {}
@@ -478,7 +488,9 @@ class FakeGitHub(JsonFakeServer):
         }
 
     # -- arranging state ------------------------------------------------------------------
-    def add_repo(self, full_name: str, *, default_branch: str = "main", private: bool = True) -> None:
+    def add_repo(
+        self, full_name: str, *, default_branch: str = "main", private: bool = True
+    ) -> None:
         with self._lock:
             self._repos[full_name] = _Repo(self.next_id(), full_name, default_branch, private)
 
@@ -517,7 +529,7 @@ class FakeGitHub(JsonFakeServer):
         """An existing PR (state open, closed or merged); returns its number."""
         with self._lock:
             repo = self._repo(full_name)
-            pull = self._new_pull(repo, "", head, base, title, body, author)
+            pull = self._new_pull(repo, self.url, head, base, title, body, author)
             if state != "open":
                 pull["state"] = "closed"
                 pull["closed_at"] = now_iso()
@@ -527,7 +539,7 @@ class FakeGitHub(JsonFakeServer):
     def add_comment(self, full_name: str, number: int, body: str, *, login: str = "alice") -> int:
         """A comment by someone else (a human, another bot); returns its id."""
         with self._lock:
-            return self._new_comment(self._repo(full_name), "", number, body, login)["id"]
+            return self._new_comment(self._repo(full_name), self.url, number, body, login)["id"]
 
     # -- reading state --------------------------------------------------------------------
     def comments(self, full_name: str, number: int) -> list[dict[str, Any]]:
@@ -558,8 +570,16 @@ class FakeGitHub(JsonFakeServer):
             return copy.deepcopy(self._repo(full_name).reactions.get(comment_id, []))
 
     # -- dispatch -------------------------------------------------------------------------
+    @property
+    def api_url(self) -> str:
+        """The base URL to give gidgethub."""
+        return self.url + self.path_prefix
+
     def dispatch(self, request: Request) -> Reply:
-        operation, path_params = self.api.match(request.method, request.path)
+        if not request.path.startswith(self.path_prefix):
+            return Reply(404, {"message": "Not Found"}, {}, "route")
+        path = request.path.removeprefix(self.path_prefix)
+        operation, path_params = self.api.match(request.method, path)
         login = self._authenticate(operation.operation_id, request)
         params = self.api.validate(operation, path_params, request)
         params["_login"] = login
@@ -585,7 +605,9 @@ class FakeGitHub(JsonFakeServer):
             return f"app:{self._verify_app_jwt(credential)}"
         identity = self._tokens.get(credential)
         if identity is None or (identity[1] is not None and identity[1] <= time.time()):
-            raise Reply(401, {"message": "Bad credentials", "documentation_url": DOCS_URL}, {}, "auth")
+            raise Reply(
+                401, {"message": "Bad credentials", "documentation_url": DOCS_URL}, {}, "auth"
+            )
         return identity[0]
 
     def _verify_app_jwt(self, token: str) -> int:
@@ -599,8 +621,12 @@ class FakeGitHub(JsonFakeServer):
             message = f"A JSON web token could not be decoded ({type(exc).__name__})"
             raise Reply(401, {"message": message}, {}, "auth") from exc
         if claims["exp"] - claims["iat"] > 600 + 60:
-            raise Reply(401, {"message": "Expiration time' claim ('exp') is too far in the future"},
-                        {}, "auth")
+            raise Reply(
+                401,
+                {"message": "Expiration time' claim ('exp') is too far in the future"},
+                {},
+                "auth",
+            )
         return app.app_id
 
     # -- helpers --------------------------------------------------------------------------
@@ -698,7 +724,9 @@ class FakeGitHub(JsonFakeServer):
         description = body.get("description") or ""
         context = body.get("context", "default")
         if len(description) > self.STATUS_DESCRIPTION_MAX:
-            message = f"description is too long (maximum is {self.STATUS_DESCRIPTION_MAX} characters)"
+            message = (
+                f"description is too long (maximum is {self.STATUS_DESCRIPTION_MAX} characters)"
+            )
             return _validation_failed("Status", "description", message)
         if len(context) > self.STATUS_CONTEXT_MAX:
             message = f"context is too long (maximum is {self.STATUS_CONTEXT_MAX} characters)"
@@ -764,7 +792,9 @@ class FakeGitHub(JsonFakeServer):
     def _list_comments(self, request: Request, repo: _Repo | None, p: dict[str, Any]) -> Reply:
         assert repo is not None
         self._issue(repo, p["issue_number"])
-        found = [self._public(c) for c in repo.comments.values() if c["_number"] == p["issue_number"]]
+        found = [
+            self._public(c) for c in repo.comments.values() if c["_number"] == p["issue_number"]
+        ]
         return paginate(request, found)
 
     def _create_comment(self, request: Request, repo: _Repo | None, p: dict[str, Any]) -> Reply:
@@ -867,10 +897,17 @@ class FakeGitHub(JsonFakeServer):
         assert repo is not None
         body = request.json
         if "title" not in body and "issue" not in body:
-            return _validation_failed("PullRequest", "title", "title is missing", code="missing_field")
+            return _validation_failed(
+                "PullRequest", "title", "title is missing", code="missing_field"
+            )
         pull = self._new_pull(
-            repo, request.base_url, body["head"], body["base"], body.get("title", ""),
-            body.get("body") or "", p["_login"],
+            repo,
+            request.base_url,
+            body["head"],
+            body["base"],
+            body.get("title", ""),
+            body.get("body") or "",
+            p["_login"],
         )
         duplicates = [
             other

@@ -1,0 +1,242 @@
+"""GitLab adapter of the `Forge` protocol, on python-gitlab.
+
+Retries are python-gitlab's own (`retry_transient_errors=True`: 5xx and dropped connections with
+exponential back-off, 429 after `Retry-After`), so this module only maps Coalmine's vocabulary to
+GitLab's: statuses to `pending/running/success/failed`, MR notes for comments, access levels to
+four permissions. Every failure becomes a `ForgeError` without the token in it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import gitlab
+import gitlab.exceptions
+import requests
+
+from bot.forge.base import (
+    ForgeError,
+    Permission,
+    PullRequest,
+    RepoRef,
+    StatusState,
+    truncate_keeping_tail,
+)
+
+# Coalmine's "pending" means "rollout under way", which GitLab shows as running.
+_STATES = {"pending": "running", "success": "success", "failure": "failed", "error": "failed"}
+STATUS_DESCRIPTION_MAX = 255
+NOTE_BODY_MAX = 1_000_000
+ACK_EMOJI = "thumbsup"
+# Owner 50, Maintainer 40, Developer 30, Reporter 20, Planner 15, Guest 10, Minimal access 5.
+ADMIN_LEVEL = 40
+WRITE_LEVEL = 30
+READ_LEVEL = 10
+
+T = TypeVar("T")
+
+
+class GitLabForge:
+    """`Forge` for gitlab.com or a self-managed GitLab at `url` (without /api/v4)."""
+
+    name = "gitlab"
+
+    def __init__(
+        self, url: str, token: str, bot_username: str | None = None, *, timeout_s: float = 30.0
+    ) -> None:
+        self._token = token
+        self._bot_username = bot_username
+        self._gl = gitlab.Gitlab(
+            url, private_token=token, retry_transient_errors=True, timeout=timeout_s
+        )
+
+    # -- Forge ----------------------------------------------------------------------------
+    def set_status(
+        self,
+        repo: RepoRef,
+        sha: str,
+        context: str,
+        state: StatusState,
+        description: str,
+        target_url: str | None = None,
+    ) -> None:
+        data = {
+            "state": _STATES[state],
+            "name": context,
+            "description": _shorten(description, STATUS_DESCRIPTION_MAX),
+        }
+        if target_url:
+            data["target_url"] = target_url
+
+        def post() -> None:
+            commit = self._project(repo).commits.get(sha, lazy=True)
+            try:
+                commit.statuses.create(data)
+            except gitlab.exceptions.GitlabCreateError as exc:
+                # GitLab refuses to re-enter the state a status is already in; it is set.
+                if exc.response_code != 400 or "Cannot transition status" not in str(exc):
+                    raise
+
+        self._guard(f"setting status {context!r} on {sha[:12]} in {repo.full_name}", post)
+
+    def upsert_comment(self, repo: RepoRef, number: int, marker: str, body: str) -> int:
+        body = truncate_keeping_tail(body, NOTE_BODY_MAX, marker)
+        author = self.bot_username
+
+        def upsert() -> int:
+            mr = self._project(repo).mergerequests.get(number, lazy=True)
+            notes = mr.notes.list(get_all=True, sort="asc", order_by="created_at")
+            for note in notes:
+                if marker in note.body and note.author["username"] == author:
+                    if note.body != body:
+                        note.body = body
+                        note.save()
+                    return int(note.id)
+            return int(mr.notes.create({"body": body}).id)
+
+        return self._guard(f"updating the note on !{number} in {repo.full_name}", upsert)
+
+    def comment(self, repo: RepoRef, number: int, body: str) -> int:
+        body = truncate_keeping_tail(body, NOTE_BODY_MAX)
+
+        def create() -> int:
+            mr = self._project(repo).mergerequests.get(number, lazy=True)
+            return int(mr.notes.create({"body": body}).id)
+
+        return self._guard(f"commenting on !{number} in {repo.full_name}", create)
+
+    def permission(self, repo: RepoRef, username: str, user_id: int | None = None) -> Permission:
+        def fetch() -> Permission:
+            uid = user_id
+            if uid is None:
+                users = self._gl.users.list(username=username, get_all=False)
+                if not users:
+                    return "none"
+                uid = int(users[0].id)
+            try:
+                member = self._project(repo).members_all.get(uid)
+            except gitlab.exceptions.GitlabGetError as exc:
+                if exc.response_code == 404:  # not a member, directly or through a group
+                    return "none"
+                raise
+            return _permission_for(int(member.access_level))
+
+        return self._guard(f"reading the access of {username} to {repo.full_name}", fetch)
+
+    def acknowledge(self, repo: RepoRef, number: int, comment_id: int) -> None:
+        def award() -> None:
+            mr = self._project(repo).mergerequests.get(number, lazy=True)
+            note = mr.notes.get(comment_id, lazy=True)
+            try:
+                note.awardemojis.create({"name": ACK_EMOJI})
+            except gitlab.exceptions.GitlabCreateError as exc:
+                if "has already been taken" not in str(exc):  # awarded by an earlier run
+                    raise
+
+        self._guard(f"awarding an emoji on note {comment_id} in {repo.full_name}", award)
+
+    def find_pull_request(self, repo: RepoRef, head: str) -> PullRequest | None:
+        def find() -> PullRequest | None:
+            found = self._project(repo).mergerequests.list(
+                source_branch=head, state="all", order_by="created_at", sort="desc", get_all=False
+            )
+            return _to_pull_request(found[0].attributes) if found else None
+
+        return self._guard(f"looking for a merge request from {head} in {repo.full_name}", find)
+
+    def open_pull_request(
+        self, repo: RepoRef, head: str, base: str, title: str, body: str, labels: list[str]
+    ) -> PullRequest:
+        def open_() -> PullRequest:
+            project = self._project(repo)
+            data = {
+                "source_branch": head,
+                "target_branch": base,
+                "title": title,
+                "description": body,
+                "labels": labels,
+            }
+            try:
+                return _to_pull_request(project.mergerequests.create(data).attributes)
+            except gitlab.exceptions.GitlabCreateError as exc:
+                # A second call for the same branch: GitLab refuses, the first MR is the answer.
+                if exc.response_code != 409:
+                    raise
+                existing = project.mergerequests.list(
+                    source_branch=head, target_branch=base, state="opened", get_all=False
+                )
+                if not existing:
+                    raise
+                return _to_pull_request(existing[0].attributes)
+
+        return self._guard(f"opening a merge request from {head} in {repo.full_name}", open_)
+
+    def authenticated_clone_url(self, repo: RepoRef) -> str:
+        parts = urlsplit(repo.clone_url)
+        if parts.scheme not in ("http", "https"):
+            return repo.clone_url  # local paths (tests) carry no credentials
+        host = parts.netloc.rsplit("@", 1)[-1]
+        netloc = f"oauth2:{quote(self._token, safe='')}@{host}"
+        return urlunsplit(parts._replace(netloc=netloc))
+
+    def secrets(self) -> list[str]:
+        return [self._token]
+
+    # -- identity -------------------------------------------------------------------------
+    @property
+    def bot_username(self) -> str:
+        """The account the token belongs to, to recognise the bot's own notes."""
+        if self._bot_username is None:
+
+            def whoami() -> str:
+                self._gl.auth()
+                assert self._gl.user is not None
+                return str(self._gl.user.username)
+
+            self._bot_username = self._guard("finding the bot's username", whoami)
+        return self._bot_username
+
+    # -- plumbing -------------------------------------------------------------------------
+    def _project(self, repo: RepoRef) -> Any:
+        key: int | str = repo.project_id if repo.project_id is not None else repo.full_name
+        return self._gl.projects.get(key, lazy=True)
+
+    def _guard(self, what: str, work: Callable[[], T]) -> T:
+        try:
+            return work()
+        except gitlab.exceptions.GitlabError as exc:
+            code = exc.response_code or ""
+            raise ForgeError(self._scrub(f"GitLab: {what} failed: {code} {exc}")) from exc
+        except requests.RequestException as exc:
+            raise ForgeError(self._scrub(f"GitLab: {what} failed: {exc!r}")) from exc
+
+    def _scrub(self, message: str) -> str:
+        return message.replace(self._token, "***")
+
+
+def _permission_for(access_level: int) -> Permission:
+    if access_level >= ADMIN_LEVEL:
+        return "admin"
+    if access_level >= WRITE_LEVEL:
+        return "write"
+    if access_level >= READ_LEVEL:
+        return "read"
+    return "none"
+
+
+def _to_pull_request(data: dict[str, Any]) -> PullRequest:
+    state = {"opened": "open", "locked": "open"}.get(data["state"], data["state"])
+    return PullRequest(
+        number=int(data["iid"]),
+        url=data["web_url"],
+        head=data["source_branch"],
+        base=data["target_branch"],
+        title=data["title"],
+        state=state,
+    )
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
