@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import ast
 import math
-import operator
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from bot.analysis.measurement import MeasurementPhase
 
 MAX_CONDITION_LENGTH = 2000
 MAX_EXPONENT = 1000
+MAX_INTEGER_BITS = 4096
 NO_DATA = "no data"
 DATA_AWARE_HELPERS = frozenset({"isNaN", "isNil", "default", "len"})
 
@@ -201,9 +201,12 @@ def _length(value: Any) -> int:
 
 
 def _power(base: Any, exponent: Any) -> Any:
-    """Exponents are capped so that a condition cannot make the bot compute for minutes."""
+    """Capped so that a condition cannot make the bot compute for minutes: Python integers grow
+    without bound, so `(10 ** 1000) ** 1000` is refused as well as `9 ** 9 ** 9`."""
     if abs(exponent) > MAX_EXPONENT:
         raise ConditionError(f"exponent {exponent} is larger than {MAX_EXPONENT}")
+    if isinstance(base, int) and base.bit_length() * abs(exponent) > MAX_INTEGER_BITS:
+        raise ConditionError("the power is too large")
     return base**exponent
 
 
@@ -244,7 +247,6 @@ _OPERATOR_TYPES = (
     ast.Not, ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.In, ast.NotIn,
 )  # fmt: skip
 _OPERATORS = {kind: DEFAULT_OPERATORS[kind] for kind in _OPERATOR_TYPES}
-_OPERATORS[ast.Not] = operator.not_
 _OPERATORS[ast.Pow] = _power
 
 
@@ -342,7 +344,8 @@ def _describe(value: Any) -> str:
         return "nil"
     if isinstance(value, dict):
         return "an object"
-    return f"{type(value).__name__} {value!r}"
+    shown = repr(value)
+    return f"{type(value).__name__} {shown if len(shown) <= 40 else shown[:39] + '…'}"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from bot.analysis.providers import (
     ProviderError,
     display_url,
     header_list,
+    http_client,
     require_http_url,
     timeout_seconds,
     transport_failure,
@@ -45,9 +46,7 @@ def query_prometheus(spec: Mapping[str, Any], *, default_address: str | None) ->
     url = address.rstrip("/") + "/api/v1/query"
     headers = header_list(spec.get("headers"), "provider.prometheus.headers")
     try:
-        with httpx.Client(
-            timeout=timeout, verify=not spec.get("insecure", False), follow_redirects=True
-        ) as client:
+        with http_client(timeout, spec.get("insecure")) as client:
             response = _post_or_get(client, url, query, headers)
     except httpx.HTTPError as error:
         raise transport_failure(error, "Prometheus", address, timeout) from None
@@ -98,7 +97,8 @@ def _parse_answer(response: httpx.Response, address: str) -> PrometheusResult:
 
 
 def _sample_value(text: Any) -> float:
-    # float() accepts "NaN", "+Inf" and "-Inf", the spellings Prometheus uses.
+    # float() accepts "NaN", "+Inf" and "-Inf", the spellings Prometheus uses; the API always
+    # sends sample values as strings, so anything else is malformed.
     if not isinstance(text, str):
-        raise ValueError(text)
+        raise TypeError(f"sample value {text!r} is not a string")
     return float(text)

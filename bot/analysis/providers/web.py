@@ -23,6 +23,7 @@ from bot.analysis.providers import (
     ProviderError,
     display_url,
     header_list,
+    http_client,
     require_http_url,
     timeout_seconds,
     transport_failure,
@@ -47,8 +48,7 @@ def parse_json_path(path: str) -> list[PathStep]:
     text = path.strip()
     if text.startswith("{") and text.endswith("}"):
         text = text[1:-1].strip()
-    if text.startswith("$"):
-        text = text[1:]
+    text = text.removeprefix("$")
     steps: list[PathStep] = []
     position = 0
     while position < len(text):
@@ -78,13 +78,16 @@ def extract(document: Any, path: str) -> Any:
     """The value at `path`; ProviderError when the document has nothing there."""
     value = document
     for step in parse_json_path(path):
-        if isinstance(step, int) and isinstance(value, list) and -len(value) <= step < len(value):
-            value = value[step]
-        elif isinstance(step, str) and isinstance(value, dict) and step in value:
-            value = value[step]
-        else:
+        if not _has_step(value, step):
             raise ProviderError(f"jsonPath {path!r} matched nothing in the response")
+        value = value[step]
     return value
+
+
+def _has_step(value: Any, step: PathStep) -> bool:
+    if isinstance(step, int):
+        return isinstance(value, list) and -len(value) <= step < len(value)
+    return isinstance(value, dict) and step in value
 
 
 def fetch_web_metric(spec: Mapping[str, Any]) -> Any:
@@ -102,9 +105,7 @@ def fetch_web_metric(spec: Mapping[str, Any]) -> Any:
     json_path = spec.get("jsonPath") or "{$}"
     parse_json_path(json_path)  # a bad path is reported without sending the request
     try:
-        with httpx.Client(
-            timeout=timeout, verify=not spec.get("insecure", False), follow_redirects=True
-        ) as client:
+        with http_client(timeout, spec.get("insecure")) as client:
             response = client.request(method, url, content=content, headers=headers)
     except httpx.HTTPError as error:
         raise transport_failure(error, "web metric", url, timeout) from None
