@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import sys
@@ -53,9 +54,10 @@ def _worker(burst: bool = False) -> int:
               "when no Redis is configured", file=sys.stderr)
         return 2
     svc = services.install(services.build(settings))
-    from handlers import startup
+    from handlers.rollout import resume_all
 
-    startup.resume_active_rollouts(svc)
+    resumed = resume_all(svc)
+    logging.getLogger("coalmine.worker").info("re-armed %d waiting rollout(s)", resumed)
     worker = Worker([QUEUE_NAME], connection=svc.redis)
     worker.work(burst=burst, with_scheduler=True)
     return 0

@@ -1,1 +1,132 @@
-"""PR comment commands (filled in with the rollout work)."""
+"""PR comment commands: `/promote`, `/abort`, `/retry`, `/pause`, `/resume`, `/status`, `/help`.
+
+The commenter's permission is checked through the forge API when the command runs (not when the
+webhook arrives), because a permission can change between the two and the webhook path must stay
+fast. A denied command gets a reply saying why and changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from bot import services
+from bot.commands import Command, CommandError, parse
+from bot.events import PullRequestComment
+from bot.forge.base import Forge
+from bot.report.markdown import code, escape
+from bot.rollout import engine
+from bot.rollout import model as m
+from bot.rollout.store import RolloutStore
+from handlers import rollout
+
+log = logging.getLogger(__name__)
+
+HELP = """Coalmine commands (at the start of a line; the app name is needed when the PR deployed
+several apps):
+
+| command | what it does |
+|---|---|
+| `/promote [app]` | end the current pause or analysis step and go to the next step |
+| `/promote --full [app]` | skip every remaining step and promote the canary now |
+| `/abort [app]` | move all traffic back to stable, remove the canary, open a revert PR |
+| `/retry [app]` | start an aborted rollout again from its first step |
+| `/pause [app]` | hold the rollout at its current step |
+| `/resume [app]` | release a `/pause` |
+| `/status` | reply with the state of this PR's rollouts |
+| `/help` | this text |"""
+
+_RANK_GITHUB = {"none": 0, "read": 1, "write": 2, "admin": 3}
+
+
+def run(event: PullRequestComment) -> None:
+    """RQ entry point."""
+    svc = services.current()
+    forge = svc.forge(event.repo)
+    if _is_bot(forge, event.author):
+        return
+    commands = parse(event.body)
+    if not commands:
+        return
+    allowed, why = _permitted(svc, forge, event)
+    if not allowed:
+        forge.comment(event.repo, event.number,
+                      f"@{event.author} {why}; your command was not run.")
+        return
+    forge.acknowledge(event.repo, event.number, event.comment_id)
+    for command in commands:
+        if isinstance(command, CommandError):
+            forge.comment(event.repo, event.number,
+                          f"@{event.author} {code(command.line)}: {escape(command.reason)}. "
+                          "Comment `/help` for the commands.")
+            continue
+        _execute(svc, forge, event, command)
+
+
+def _is_bot(forge: Forge, author: str) -> bool:
+    own = getattr(forge, "bot_login", None) or getattr(forge, "bot_username", None)
+    return bool(own) and author.lower() == str(own).lower()
+
+
+def _permitted(svc: services.Services, forge: Forge, event: PullRequestComment) -> tuple[bool, str]:
+    level = forge.permission(event.repo, event.author, event.author_id)
+    settings = svc.settings
+    if event.repo.forge == "github":
+        need = settings.github_min_permission
+        ok = _RANK_GITHUB[level] >= _RANK_GITHUB[need]
+        return ok, f"commands need {need} permission on this repository (you have {level})"
+    # GitLab: the adapter maps Developer → write and Maintainer/Owner → admin.
+    need = settings.gitlab_min_access
+    need_rank = 1 if need <= 20 else 2 if need <= 30 else 3
+    ok = _RANK_GITHUB[level] >= need_rank
+    return ok, "commands need the Developer role or above on this project"
+
+
+def _execute(svc: services.Services, forge: Forge, event: PullRequestComment,
+             command: Command) -> None:
+    repo, number = event.repo, event.number
+    if command.name == "help":
+        forge.comment(repo, number, HELP)
+        return
+    apps = rollout.rollouts_of_pr(svc, repo, number)
+    if command.name == "status":
+        forge.comment(repo, number, _status_text(svc, apps))
+        return
+    if not apps:
+        forge.comment(repo, number, f"@{event.author} no canary rollout was started by this "
+                      f"PR, so {code(str(command))} has nothing to act on.")
+        return
+    app = command.app
+    if app is None:
+        if len(apps) > 1:
+            names = ", ".join(code(a) for a in sorted(apps))
+            forge.comment(repo, number, f"@{event.author} this PR rolls out several apps; name "
+                          f"one: {code('/' + command.name + ' <app>')} with one of {names}.")
+            return
+        app = next(iter(apps))
+    if app not in apps:
+        names = ", ".join(code(a) for a in sorted(apps))
+        forge.comment(repo, number, f"@{event.author} no rollout of {code(app)} on this PR; "
+                      f"valid apps: {names}.")
+        return
+    rollout.dispatch(apps[app], _event_for(command, event.author))
+
+
+def _event_for(command: Command, user: str) -> m.Event:
+    if command.name == "promote":
+        return m.PromoteFull(user) if command.full else m.Promote(user)
+    return {"abort": m.Abort(user, f"aborted by @{user}"), "retry": m.Retry(user),
+            "pause": m.Pause(user), "resume": m.Resume(user)}[command.name]
+
+
+def _status_text(svc: services.Services, apps: dict[str, str]) -> str:
+    if not apps:
+        return "No canary rollout was started by this PR."
+    store = RolloutStore(svc.redis)
+    lines = ["| app | state |", "|---|---|"]
+    for app, key in sorted(apps.items()):
+        record = store.load(key)
+        if record is None:
+            continue
+        state, description = engine.status(record.state)
+        lines.append(f"| {code(app)} | {escape(state)}: {escape(description)} |")
+    return "\n".join(lines)

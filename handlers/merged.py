@@ -18,6 +18,11 @@ from bot.deployments import deployment_path, save_deployment
 from bot.events import MergedPullRequest
 from bot.forge.base import Forge, StatusState
 from bot.report import comment, status
+from bot.rollout import traffic
+from bot.rollout.plan import CanaryPlan, split
+from bot.rollout.store import rollout_key
+from bot.rollout.strategy import StrategyError
+from handlers import rollout
 
 log = logging.getLogger(__name__)
 REPO_SECTION = "(repository)"
@@ -69,33 +74,61 @@ def deploy(svc: services.Services, forge: Forge, event: MergedPullRequest) -> No
             return
         for app in config.apps:
             _set_status(svc, forge, event, app.name, "pending", "applying manifests")
+            canary = None
             try:
-                outcome = deploy_app(svc, event, app, Path(tree))
+                outcome, canary = deploy_app(svc, event, app, Path(tree))
             except ManifestError as exc:
                 outcome = AppOutcome("failure", "manifests could not be rendered; nothing applied",
                                      error=str(exc), error_title="Invalid manifests")
+            except StrategyError as exc:
+                outcome = AppOutcome("failure", "invalid rollout strategy; nothing applied",
+                                     error=str(exc), error_title="Invalid rollout strategy")
             _report(svc, forge, event, app.name, outcome)
+            if canary is not None:
+                rollout.start(svc, event, app, *canary)
 
 
 def deploy_app(
     svc: services.Services, event: MergedPullRequest, app: AppConfig, tree: Path
-) -> AppOutcome:
-    from bot.cluster.model import ClusterError
+) -> tuple[AppOutcome, tuple[CanaryPlan, dict[str, Any]] | None]:
+    """Apply the app; returns the outcome and, when a canary must run, its plan and stable."""
+    from bot.cluster.model import ClusterError, ObjectRef
     from bot.manifests import render
 
-    objects = render(tree, app.path)
+    objects, plan = split(render(tree, app.path), app)
     cluster = svc.cluster(app.cluster)
+    notes: list[str] = []
+    canary: tuple[CanaryPlan, dict[str, Any]] | None = None
+    held: list[ObjectRef] = []  # the workload the rollout moves: kept out of apply and prune
     try:
+        if plan is not None:
+            if plan.strategy.traffic_routing_ignored:
+                notes.append("trafficRouting is not supported yet: traffic follows replica "
+                             "weights (canary pods / all pods)")
+            live = cluster.get("apps/v1", "Deployment", plan.namespace, plan.name)
+            if traffic.needs_canary(plan.deployment, live):
+                held = [ObjectRef.of(plan.deployment),
+                        traffic.canary_ref(plan.deployment, plan.namespace)]
+                if _aborted_before(svc, event, app, plan):
+                    notes.append(
+                        f"this revision of {plan.name} was aborted before; the stable version "
+                        "keeps running. Comment /retry on the aborted PR to deploy it again.")
+                else:
+                    canary = (plan, live)
+            else:
+                if rollout.supersede_without_canary(svc, event, app, plan):
+                    notes.append("the running canary was superseded: this revision's pod "
+                                 "template equals the stable one, so it applies directly")
+                objects = [*objects, traffic.as_stable(plan.deployment)]
         applied = cluster.apply(
             objects, app=app.name, revision=event.merge_sha, default_namespace=app.namespace
         )
         pruned = []
         if app.prune:
-            keep = set(applied.created + applied.configured + applied.unchanged)
-            pruned = cluster.prune(app.name, keep)
+            pruned = cluster.prune(app.name, set(applied.refs) | set(held))
     except ClusterError as exc:
-        return AppOutcome("failure", "apply failed", error=str(exc), error_title="Apply failed")
-    refs = applied.created + applied.configured + applied.unchanged
+        return AppOutcome("failure", "apply failed", error=str(exc), error_title="Apply failed",
+                          notes=notes), None
     listing = {
         "created": [str(r) for r in applied.created],
         "configured": [str(r) for r in applied.configured],
@@ -106,14 +139,23 @@ def deploy_app(
     timeout = app.health_timeout_s or svc.settings.health_timeout_s
     _set_status(svc, svc.forge(event.repo), event, app.name, "pending",
                 f"applied ({status.applied_summary(counts)}); waiting for rollout")
-    health = cluster.wait_healthy(refs, timeout_s=timeout)
+    health = cluster.wait_healthy(applied.refs, timeout_s=timeout)
     summary = f"{status.applied_summary(counts)}; " + ("healthy" if health.ok else "unhealthy")
-    return AppOutcome(
-        "success" if health.ok else "failure",
-        summary if health.ok else f"{summary}: {health.message}",
-        objects=listing,
-        health={"ok": health.ok, "message": health.message},
-    )
+    health_dict = {"ok": health.ok, "message": health.message}
+    if not health.ok:
+        return AppOutcome("failure", f"{summary}: {health.message}", listing, health_dict,
+                          notes=notes), None
+    if canary is not None:
+        return AppOutcome("pending", f"{summary}; canary rollout starting", listing, health_dict,
+                          notes=notes), canary
+    return AppOutcome("success", summary, listing, health_dict, notes=notes), None
+
+
+def _aborted_before(svc: services.Services, event: MergedPullRequest, app: AppConfig,
+                    plan: CanaryPlan) -> bool:
+    key = rollout_key(event.repo.forge, event.repo.full_name, app.name)
+    marker = svc.redis.get(rollout.aborted_key(key))
+    return marker is not None and marker.decode() == traffic.template_hash(plan.deployment)
 
 
 def _target_url(svc: services.Services, event: MergedPullRequest, app: str) -> str:

@@ -20,8 +20,11 @@ def final_status(world: w.World, sha: str, context: str = "coalmine/web", timeou
         status = w.latest_statuses(world, sha).get(context)
         return status if status and status["state"] not in ("pending", "running") else None
 
-    return wait_until(done, timeout, 0.1, f"no final {context} status on {sha[:7]}\n"
-                      + world.bot.worker_log()[-3000:])
+    try:
+        return wait_until(done, timeout, 0.1)
+    except TimeoutError:
+        raise AssertionError(f"no final {context} status on {sha[:7]}; worker log:\n"
+                             + world.bot.worker_log()[-4000:]) from None
 
 
 def test_merge_applies_manifests_and_reports(world, fake_kube):
@@ -35,8 +38,8 @@ def test_merge_applies_manifests_and_reports(world, fake_kube):
     assert status["state"] == "success", status
     assert len(status["description"]) <= 140
     assert status["target_url"].startswith("https://coalmine.test/deployments/")
-    states = [s["state"] for s in w.all_statuses(world, sha) if s["context"] == "coalmine/web"]
-    assert states[0] in ("pending", "running") and states[-1] == "success"
+    states = w.posted_states(world, sha)
+    assert states[0] == "pending" and states[-1] == "success", states
 
     web = fake_kube.get_object("apps/v1", "Deployment", "shop", "web")
     assert web["metadata"]["labels"]["coalmine.dev/app"] == "web"
@@ -46,11 +49,9 @@ def test_merge_applies_manifests_and_reports(world, fake_kube):
     assert cm["data"] == {"mode": "green"}
     assert fake_kube.get_object("v1", "Namespace", None, "shop") is not None
 
-    (comment,) = w.comments(world, number)
-    body = comment["body"]
-    assert "<!-- coalmine:pr-comment -->" in body
+    body = w.wait_comment(world, number, "Health: ✅")["body"]
     assert "created: `Deployment shop/web`" in body
-    assert "Health: ✅" in body
+    assert len(w.comments(world, number)) == 1
 
 
 def test_rerun_edits_the_same_comment_and_second_pr_prunes(world, fake_kube):
@@ -58,24 +59,21 @@ def test_rerun_edits_the_same_comment_and_second_pr_prunes(world, fake_kube):
     number, sha, _ = w.merge(world, {"deploy/web/extra.yaml": (
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra\ndata:\n  a: b\n")}, "Add extra")
     assert final_status(world, sha)["state"] == "success"
-    first = w.comments(world, number)
-    assert len(first) == 1
+    w.wait_comment(world, number, "created: `ConfigMap shop/extra`")
 
     # The same merge delivered again under a new delivery id runs the job again: it edits
     # the one comment (everything now unchanged) instead of adding a second.
     payload_number, payload_sha = number, sha
     resp = w.redeliver(world, payload_number, payload_sha, new_id=True)
     assert resp.status_code == 202
-    wait_until(lambda: "unchanged: `ConfigMap shop/extra`" in w.comments(world, number)[0]["body"],
-               60, 0.1, world.bot.worker_log()[-3000:])
+    w.wait_comment(world, number, "unchanged: `ConfigMap shop/extra`")
     assert len(w.comments(world, number)) == 1
 
     # A second PR removes the file: prune deletes the ConfigMap and reports it.
     number2, sha2, _ = w.merge(world, {"deploy/web/extra.yaml": None}, "Drop extra")
     assert final_status(world, sha2)["state"] == "success"
     assert fake_kube.get_object("v1", "ConfigMap", "shop", "extra") is None
-    (c2,) = w.comments(world, number2)
-    assert "pruned: `ConfigMap shop/extra`" in c2["body"]
+    w.wait_comment(world, number2, "pruned: `ConfigMap shop/extra`")
 
 
 def test_redelivered_delivery_id_creates_no_second_job(world):
@@ -98,8 +96,8 @@ def test_invalid_config_reports_file_key_reason_and_applies_nothing(world, fake_
     }, "Break config")
     status = final_status(world, sha, "coalmine/config")
     assert status["state"] in ("failure", "failed")
-    (comment,) = w.comments(world, number)
-    assert ".coalmine.yaml: apps[0].namespace:" in comment["body"].replace("\\", "")
+    body = w.wait_comment(world, number, "Invalid configuration")["body"]
+    assert ".coalmine.yaml: apps[0].namespace:" in body.replace("\\", "")
     assert fake_kube.get_object("v1", "ConfigMap", "shop", "web-config") is None
     assert fake_kube.get_object("apps/v1", "Deployment", "shop", "web") is None
 
@@ -112,5 +110,4 @@ def test_unhealthy_workload_fails_with_reason(world, fake_kube):
     status = final_status(world, sha)
     assert status["state"] in ("failure", "failed")
     assert "ProgressDeadlineExceeded" in status["description"] or "unhealthy" in status["description"]
-    (comment,) = w.comments(world, number)
-    assert "Health: ❌" in comment["body"]
+    w.wait_comment(world, number, "Health: ❌")

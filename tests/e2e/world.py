@@ -19,7 +19,6 @@ GL_TOKEN = "glpat-e2eTokenForTheBot987"
 GH_SECRET = "gh-e2e-webhook-secret"
 GL_SECRET = "gl-e2e-webhook-token"
 REPO = "acme/gitops"
-GL_PROJECT_ID = 15
 
 
 def deployment(name: str, image: str, replicas: int = 3, **extra: str) -> str:
@@ -82,6 +81,7 @@ class World:
     forge: str  # "github" | "gitlab"
     github: FakeGitHub | None = None
     gitlab: FakeGitLab | None = None
+    project_id: int = 0
 
     def clone_url(self) -> str:
         return self.git_http.url(self.remote, credentials=False)
@@ -117,7 +117,7 @@ def github_world(tmp_path, redis_url, fake_kube, gitops_remote) -> Iterator[Worl
 def gitlab_world(tmp_path, redis_url, fake_kube, gitops_remote) -> Iterator[World]:
     gl = FakeGitLab()
     gl.start()
-    gl.add_project(GL_PROJECT_ID, REPO)
+    project_id = gl.add_project(REPO)
     gl.add_token(GL_TOKEN, "coalmine-bot")
     with GitHttpServer(tmp_path / "repos", username="oauth2", password=GL_TOKEN) as http:
         bot = BotHarness(tmp_path, redis_url, {
@@ -128,7 +128,7 @@ def gitlab_world(tmp_path, redis_url, fake_kube, gitops_remote) -> Iterator[Worl
             "KUBECONFIG": str(fake_kube.kubeconfig),
         })
         try:
-            yield World(bot, gitops_remote, http, "gitlab", gitlab=gl)
+            yield World(bot, gitops_remote, http, "gitlab", gitlab=gl, project_id=project_id)
         finally:
             bot.stop()
             gl.stop()
@@ -139,7 +139,11 @@ def merge(world: World, files: dict[str, str | None], title: str, base: str = "m
     """Merge a PR in the bare repo and deliver the forge's webhook; returns (number, sha, resp)."""
     branch = f"pr-{world.remote.last_pr_number + 1}"
     sha = world.remote.merge_pr(branch, files, title, base=base)
-    number = world.remote.last_pr_number
+    if world.github:
+        number = world.github.add_pull(REPO, head=branch, base=base, title=title, state="merged")
+    else:
+        number = world.gitlab.add_merge_request(REPO, source_branch=branch, target_branch=base,
+                                                title=title, state="merged")
     if world.forge == "github":
         payload = payloads.github_pr_merged(
             full_name=REPO, clone_url=world.clone_url(), number=number, merge_sha=sha,
@@ -147,29 +151,41 @@ def merge(world: World, files: dict[str, str | None], title: str, base: str = "m
         resp = world.bot.github(payload, delivery=delivery)
     else:
         payload = payloads.gitlab_mr_merged(
-            path=REPO, clone_url=world.clone_url(), project_id=GL_PROJECT_ID, iid=number,
+            path=REPO, clone_url=world.clone_url(), project_id=world.project_id, iid=number,
             merge_sha=sha, target=base, source=branch, title=title)
         resp = world.bot.gitlab(payload, key=delivery)
     return number, sha, resp
 
 
-def latest_statuses(world: World, sha: str) -> dict[str, dict]:
-    """context → latest status, normalised to GitHub's state names."""
-    if world.github:
-        return world.github.latest_statuses(REPO, sha)
-    return world.gitlab.latest_statuses(GL_PROJECT_ID, sha)
+_GITLAB_STATES = {"running": "pending", "pending": "pending", "success": "success",
+                  "failed": "failure", "canceled": "error"}
+
+
+def _normalised(status: dict) -> dict:
+    """A GitLab commit status in GitHub's terms, so one assertion fits both forges."""
+    return {"state": _GITLAB_STATES[status["status"]], "context": status["name"],
+            "description": status.get("description") or "", "target_url": status["target_url"]}
 
 
 def all_statuses(world: World, sha: str) -> list[dict]:
+    """Every status posted on `sha`, oldest first, in GitHub's terms."""
     if world.github:
         return world.github.statuses(REPO, sha)
-    return world.gitlab.statuses(GL_PROJECT_ID, sha)
+    return [_normalised(s) for s in world.gitlab.statuses(REPO, sha)]
+
+
+def latest_statuses(world: World, sha: str) -> dict[str, dict]:
+    """context → latest status."""
+    latest: dict[str, dict] = {}
+    for status in all_statuses(world, sha):
+        latest[status["context"]] = status
+    return latest
 
 
 def comments(world: World, number: int) -> list[dict]:
     if world.github:
         return world.github.comments(REPO, number)
-    return world.gitlab.notes(GL_PROJECT_ID, number)
+    return world.gitlab.notes(REPO, number)
 
 
 def redeliver(world: World, number: int, sha: str, delivery: str | None = None,
@@ -181,6 +197,35 @@ def redeliver(world: World, number: int, sha: str, delivery: str | None = None,
             head=f"pr-{number}")
         return world.bot.github(payload, delivery=None if new_id else delivery)
     payload = payloads.gitlab_mr_merged(
-        path=REPO, clone_url=world.clone_url(), project_id=GL_PROJECT_ID, iid=number,
+        path=REPO, clone_url=world.clone_url(), project_id=world.project_id, iid=number,
         merge_sha=sha, source=f"pr-{number}")
     return world.bot.gitlab(payload, key=None if new_id else delivery)
+
+
+def wait_comment(world: World, number: int, needle: str, timeout: float = 60) -> dict:
+    """The PR's single Coalmine comment once it contains `needle`."""
+    from tests.harness.processes import wait_until
+
+    def found():
+        ours = [c for c in comments(world, number) if "<!-- coalmine:pr-comment -->" in c["body"]]
+        return ours[0] if ours and needle in ours[0]["body"] else None
+
+    try:
+        return wait_until(found, timeout, 0.1)
+    except TimeoutError:
+        bodies = "\n---\n".join(c["body"] for c in comments(world, number))
+        raise AssertionError(f"comment on #{number} never contained {needle!r}:\n{bodies}\n"
+                             f"worker log:\n{world.bot.worker_log()[-4000:]}") from None
+
+
+def posted_states(world: World, sha: str, context: str = "coalmine/web") -> list[str]:
+    """Every state Coalmine asked for on `sha`/`context`, in order, in GitHub's terms.
+
+    GitLab moves one status record through its states, so its history is read from the calls
+    the fake accepted rather than from the records it keeps.
+    """
+    if world.github:
+        return [s["state"] for s in world.github.statuses(REPO, sha) if s["context"] == context]
+    posts = world.gitlab.calls_to("POST", rf".*/statuses/{sha}")
+    return [_GITLAB_STATES[c.json["state"]] for c in posts
+            if c.json.get("name") == context and c.status < 300]

@@ -1,0 +1,421 @@
+"""The imperative shell around the pure rollout engine.
+
+Each job takes the rollout's lock, loads its record, feeds the engine one event, carries out the
+engine's actions (which may produce further events: a scale answers with health, a measurement
+with its result), saves the record, and only then talks to the forge and schedules the next
+tick. A crash before the save loses nothing: the previous tick or the start-up sweep repeats
+the step, and every action is idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot import services
+from bot.analysis.measure import measure
+from bot.cluster.health import assess
+from bot.cluster.model import ClusterError
+from bot.config import AppConfig
+from bot.deployments import deployment_path
+from bot.events import MergedPullRequest
+from bot.forge.base import Forge, RepoRef
+from bot.report import comment, status
+from bot.rollout import engine, traffic
+from bot.rollout import model as m
+from bot.rollout.plan import CanaryPlan
+from bot.rollout.store import RolloutRecord, RolloutStore, rollout_key
+
+log = logging.getLogger(__name__)
+HEALTH_POLL_S = 1.0
+MAX_FOLLOW_UPS = 200  # a guard against an engine/shell loop, never reached in practice
+REVERT_LABEL = "coalmine-revert"
+
+
+def aborted_key(key: str) -> str:
+    return f"{key}:aborted-template"
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def start(svc: services.Services, event: MergedPullRequest, app: AppConfig, plan: CanaryPlan,
+          live_stable: dict[str, Any]) -> None:
+    """Begin the canary for `event`'s revision, superseding any rollout of the same app."""
+    key = rollout_key(event.repo.forge, event.repo.full_name, app.name)
+    store = RolloutStore(svc.redis)
+    with store.locked(key):
+        previous = store.load(key)
+        if previous is not None and not engine.is_finished(previous.state):
+            if previous.state.revision == event.merge_sha:
+                return  # the same merge delivered twice: the rollout already runs
+            previous.context["superseded_by_pr"] = f"#{event.number}"
+            _run(svc, store, key, previous, m.NewRevision(event.merge_sha, event.number))
+        snapshot = traffic.stable_at(live_stable, traffic.replicas_of(live_stable))
+        context = {
+            "repo": _repo_dict(event.repo), "number": event.number, "title": event.title,
+            "url": event.url, "base_branch": event.base_branch, "app": app.name,
+            "cluster": app.cluster, "namespace": plan.namespace, "deployment": plan.deployment,
+            "stable": snapshot, "replicas": traffic.replicas_of(plan.deployment),
+            "template_hash": traffic.template_hash(plan.deployment),
+            "stable_revision": (live_stable["metadata"].get("labels") or {}).get(
+                "coalmine.dev/revision"),
+        }
+        state = m.new_state(app=app.name, revision=event.merge_sha,
+                            stable_revision=context["stable_revision"], pr=event.number,
+                            strategy=plan.strategy, templates=plan.templates)
+        svc.redis.sadd(_pr_index(event.repo, event.number), key)
+        _run(svc, store, key, RolloutRecord(state, context), m.Start())
+
+
+def supersede_without_canary(svc: services.Services, event: MergedPullRequest,
+                             app: AppConfig, plan: CanaryPlan) -> bool:
+    """A merge that needs no canary (its template equals stable) ends any running rollout."""
+    key = rollout_key(event.repo.forge, event.repo.full_name, app.name)
+    store = RolloutStore(svc.redis)
+    with store.locked(key):
+        previous = store.load(key)
+        if previous is None or engine.is_finished(previous.state):
+            return False
+        previous.context["superseded_by_pr"] = f"#{event.number}"
+        _run(svc, store, key, previous, m.NewRevision(event.merge_sha, event.number))
+        canary = traffic.canary_ref(plan.deployment, plan.namespace)
+        svc.cluster(app.cluster).delete(canary.api_version, canary.kind, canary.namespace,
+                                        canary.name)
+        return True
+
+
+def tick(key: str, version: int | None) -> None:
+    """RQ job: time has come for a rollout; a tick for an older version does nothing."""
+    dispatch(key, m.Tick(version))
+
+
+def dispatch(key: str, event: m.Event) -> RolloutRecord | None:
+    """Feed one event (a tick, a command) to a stored rollout under its lock."""
+    svc = services.current()
+    store = RolloutStore(svc.redis)
+    with store.locked(key):
+        record = store.load(key)
+        if record is None:
+            log.info("no rollout %s; %s ignored", key, type(event).__name__)
+            return None
+        return _run(svc, store, key, record, event)
+
+
+def health_poll(key: str, revision: str, attempt: int, weight: int) -> None:
+    """RQ job: check the workloads after a scale until they are healthy (or the state moves)."""
+    svc = services.current()
+    store = RolloutStore(svc.redis)
+    with store.locked(key):
+        record = store.load(key)
+        if record is None:
+            return
+        s = record.state
+        if (s.revision, s.attempt, s.weight) != (revision, attempt, weight) or not s.awaiting_health:
+            return
+        shell = _Shell(svc, record.context, s)
+        event = shell.health_event(completing=s.phase == "Completing")
+        _run(svc, store, key, record, event)
+
+
+def resume_all(svc: services.Services) -> int:
+    """Re-arm the next tick of every rollout waiting on time (worker start-up)."""
+    store = RolloutStore(svc.redis)
+    count = 0
+    for key, due in store.due():
+        record = store.load(key)
+        if record is None or engine.is_finished(record.state):
+            continue
+        svc.queue.enqueue_at(max(due, time.time()), tick, key, record.state.version)
+        if record.state.awaiting_health:
+            s = record.state
+            svc.queue.enqueue(health_poll, key, s.revision, s.attempt, s.weight)
+        count += 1
+    return count
+
+
+def rollouts_of_pr(svc: services.Services, repo: RepoRef, number: int) -> dict[str, str]:
+    """app name → rollout key for the rollouts that PR `number`'s merge started."""
+    found = {}
+    for raw in svc.redis.smembers(_pr_index(repo, number)):
+        key = raw.decode() if isinstance(raw, bytes) else raw
+        record = RolloutStore(svc.redis).load(key)
+        if record is not None and record.state.pr == number:
+            found[record.state.app] = key
+    return found
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def _run(svc: services.Services, store: RolloutStore, key: str, record: RolloutRecord,
+         event: m.Event) -> RolloutRecord:
+    shell = _Shell(svc, record.context, record.state)
+    state, actions = engine.advance(record.state, event, time.time())
+    pending = deque(actions)
+    follow_ups = 0
+    while pending:
+        action = pending.popleft()
+        shell.state = state
+        for follow in shell.execute(action):
+            follow_ups += 1
+            if follow_ups > MAX_FOLLOW_UPS:
+                raise RuntimeError(f"rollout {key}: too many follow-up events")
+            state, more = engine.advance(state, follow, time.time())
+            pending.extend(more)
+    if isinstance(event, m.Retry) and state.phase != "Aborted":
+        svc.redis.delete(aborted_key(key))
+    record = RolloutRecord(state, shell.context)
+    store.save(key, record, engine.next_wakeup(state))
+    shell.state = state
+    shell.after_save(key)
+    return record
+
+
+@dataclass
+class _Shell:
+    """Carries out actions; forge writes and scheduling wait until the state is saved."""
+
+    svc: services.Services
+    context: dict[str, Any]
+    state: m.RolloutState
+    status: m.PostStatus | None = None
+    comment: bool = False
+    ticks: list[m.ScheduleTick] = field(default_factory=list)
+    replies: list[str] = field(default_factory=list)
+    revert: bool = False
+    poll: tuple[str, int, int] | None = None
+
+    @property
+    def repo(self) -> RepoRef:
+        return RepoRef(**self.context["repo"])
+
+    @property
+    def forge(self) -> Forge:
+        return self.svc.forge(self.repo)
+
+    def execute(self, action: m.Action) -> list[m.Event]:
+        if isinstance(action, m.SetWeight):
+            return self.set_weight(action.weight)
+        if isinstance(action, m.Complete):
+            return self.complete()
+        if isinstance(action, m.Measure):
+            result = measure(action.provider, action.success_condition or None,
+                             action.failure_condition or None,
+                             prometheus_url=self.svc.settings.prometheus_url, now=time.time())
+            return [m.MeasurementTaken(action.run_id, action.metric, result)]
+        if isinstance(action, m.PostStatus):
+            self.status = action
+        elif isinstance(action, m.UpdateComment):
+            self.comment = True
+        elif isinstance(action, m.ScheduleTick):
+            self.ticks.append(action)
+        elif isinstance(action, m.OpenRevertPR):
+            self.revert = True
+            self.context["revert"] = {"state": "pending"}
+            self.svc.redis.set(aborted_key(self._key()), self.context["template_hash"])
+        elif isinstance(action, m.CommandRejected):
+            who = f"@{action.user} " if action.user else ""
+            self.replies.append(f"{who}`/{action.command}` changed nothing: {action.reason}")
+        return []
+
+    # -- cluster ----------------------------------------------------------------------------
+    @property
+    def cluster(self):
+        return self.svc.cluster(self.context.get("cluster"))
+
+    def _apply(self, obj: dict[str, Any], revision: str | None) -> None:
+        self.cluster.apply([obj], app=self.context["app"], revision=revision or "unknown",
+                           default_namespace=self.context["namespace"])
+
+    def set_weight(self, weight: int) -> list[m.Event]:
+        replicas = self.context["replicas"]
+        stable_n, canary_n = engine.split_replicas(weight, replicas)
+        deployment = self.context["deployment"]
+        canary = traffic.canary_ref(deployment, self.context["namespace"])
+        try:
+            if canary_n > 0:
+                self._apply(traffic.canary_of(deployment, canary_n, self.state.revision),
+                            self.state.revision)
+            else:
+                self.cluster.delete(canary.api_version, canary.kind, canary.namespace, canary.name)
+            stable = dict(self.context["stable"])
+            self._apply(traffic.stable_at(stable, stable_n), self.context.get("stable_revision"))
+        except ClusterError as exc:
+            if self.state.phase in m.TERMINAL_PHASES:
+                raise  # restoring stable must not be skipped silently: let the job fail loudly
+            return [m.Abort(None, f"the cluster refused the canary change: {exc}")]
+        if weight == 0 or self.state.phase in m.TERMINAL_PHASES:
+            return []
+        return [self.health_event(completing=False)]
+
+    def complete(self) -> list[m.Event]:
+        try:
+            self._apply(traffic.as_stable(self.context["deployment"]), self.state.revision)
+        except ClusterError as exc:
+            return [m.Abort(None, f"the cluster refused the new stable version: {exc}")]
+        return [self.health_event(completing=True)]
+
+    def health_event(self, *, completing: bool) -> m.Event:
+        """Judge the tracks now; when not yet healthy, poll again shortly."""
+        deployment = self.context["deployment"]
+        ns = self.context["namespace"]
+        name = deployment["metadata"]["name"]
+        canary = traffic.canary_ref(deployment, ns)
+        try:
+            stable_obj = self.cluster.get("apps/v1", "Deployment", ns, name)
+            checks = [("stable", stable_obj)]
+            if not completing and self.state.weight > 0:
+                checks.append(("canary", self.cluster.get("apps/v1", "Deployment", ns, canary.name)))
+        except ClusterError as exc:
+            self.poll = (self.state.revision, self.state.attempt, self.state.weight)
+            return m.WorkloadHealth(False, f"cluster unreachable: {exc}", self.state.weight)
+        problems = []
+        for track, obj in checks:
+            health = assess(obj)
+            if health.failed:
+                return m.Abort(None, f"{track} is {health.status}: {health.message}")
+            if not health.healthy:
+                problems.append(f"{track}: {health.message or health.status}")
+        if completing and stable_obj is not None:
+            live_hash = (stable_obj["metadata"].get("annotations") or {}).get(
+                traffic.TEMPLATE_HASH_ANNOTATION)
+            if live_hash != self.context["template_hash"]:
+                problems.append("stable: new template not applied yet")
+        if problems:
+            self.poll = (self.state.revision, self.state.attempt, self.state.weight)
+            return m.WorkloadHealth(False, "; ".join(problems), self.state.weight)
+        if completing:
+            try:
+                self.cluster.delete(canary.api_version, canary.kind, canary.namespace, canary.name)
+            except ClusterError as exc:
+                self.poll = (self.state.revision, self.state.attempt, self.state.weight)
+                return m.WorkloadHealth(False, f"canary not removed yet: {exc}", self.state.weight)
+        return m.WorkloadHealth(True, "healthy", self.state.weight)
+
+    # -- after the save -----------------------------------------------------------------------
+    def _key(self) -> str:
+        return rollout_key(self.context["repo"]["forge"], self.context["repo"]["full_name"],
+                           self.context["app"])
+
+    def after_save(self, key: str) -> None:
+        queue = self.svc.queue
+        if self.ticks:
+            last = self.ticks[-1]
+            queue.enqueue_at(last.at, tick, key, last.version)
+        if self.poll is not None and self.state.awaiting_health:
+            queue.enqueue_at(time.time() + HEALTH_POLL_S, health_poll, key, *self.poll)
+        if self.revert:
+            queue.enqueue(open_revert, key, self.state.revision)
+        forge, repo, number = self.forge, self.repo, self.context["number"]
+        if self.status is not None:
+            description = self.status.description
+            if self.state.phase == "Superseded" and self.state.superseded_by:
+                description = f"superseded by {self.context.get('superseded_by_pr') or self.state.superseded_by[:7]}"
+            forge.set_status(repo, self.status.sha or self.state.revision,
+                             status.context(self.context["app"]), self.status.state,
+                             status.clip(description), self._target_url())
+        if self.comment or self.status is not None:
+            publish_section(self.svc, self.context, self.state)
+        for reply in self.replies:
+            forge.comment(repo, number, reply)
+
+    def _target_url(self) -> str:
+        repo = self.context["repo"]
+        return self.svc.settings.public_url + deployment_path(
+            repo["forge"], repo["full_name"], self.state.revision, self.context["app"])
+
+
+def publish_section(svc: services.Services, context: dict[str, Any],
+                    state: m.RolloutState) -> None:
+    """Write the rollout into its app's section of the PR comment and re-render the comment."""
+    repo = RepoRef(**context["repo"])
+    number = context["number"]
+    sections = comment.load_sections(svc.redis, repo, number)
+    section = sections.get(context["app"], {"app": context["app"], "sha": state.revision})
+    posted = state.posted_status or engine.status(state)
+    section.update({
+        "state": posted[0], "summary": posted[1], "rollout": state.to_dict(),
+        "revert": context.get("revert"),
+    })
+    comment.save_section(svc.redis, repo, number, context["app"], section)
+    comment.publish(svc.redis, svc.forge(repo), repo, number)
+
+
+# --------------------------------------------------------------------------- revert PR
+
+
+def open_revert(key: str, revision: str) -> None:
+    """RQ job: push `coalmine/revert-<sha>` reverting the merge and open a PR for it, once."""
+    from bot.gitrepo import repo_key
+
+    svc = services.current()
+    store = RolloutStore(svc.redis)
+    record = store.load(key)
+    if record is None or record.state.revision != revision:
+        return
+    ctx, state = record.context, record.state
+    repo = RepoRef(**ctx["repo"])
+    forge = svc.forge(repo)
+    branch = f"coalmine/revert-{revision[:7]}"
+    outcome: dict[str, Any]
+    existing = forge.find_pull_request(repo, branch)
+    if existing is not None:
+        outcome = {"state": "opened", "url": existing.url, "number": existing.number}
+    else:
+        result = svc.mirrors.create_revert_branch(
+            repo_key(repo), forge.authenticated_clone_url(repo), ctx["base_branch"], revision,
+            branch, "Coalmine", "coalmine@users.noreply.github.com")
+        if result.conflict:
+            files = ", ".join(f"`{f}`" for f in result.files) or "unknown files"
+            forge.comment(repo, ctx["number"], (
+                f"Coalmine could not open a revert PR for {revision[:7]}: reverting it conflicts "
+                f"with later changes on `{ctx['base_branch']}` in {files}. The cluster runs the "
+                "stable version; please revert the change by hand so Git matches it again."))
+            outcome = {"state": "conflict", "files": list(result.files)}
+        elif result.outcome == "nothing_to_revert":
+            outcome = {"state": "not needed", "reason": "the change is already undone"}
+        else:
+            title = f'Revert "{ctx.get("title") or revision[:7]}"'
+            pr = forge.open_pull_request(repo, branch, ctx["base_branch"], title[:250],
+                                         _revert_body(ctx, state), [REVERT_LABEL])
+            outcome = {"state": "opened", "url": pr.url, "number": pr.number}
+    with store.locked(key):
+        record = store.load(key)
+        if record is None:
+            return
+        record.context["revert"] = outcome
+        store.save(key, record, engine.next_wakeup(record.state))
+        publish_section(svc, record.context, record.state)
+
+
+def _revert_body(ctx: dict[str, Any], state: m.RolloutState) -> str:
+    from bot.report.markdown import escape
+
+    lines = [
+        f"Coalmine aborted the rollout of `{ctx['app']}` at {state.revision[:7]} from "
+        f"{ctx.get('url') or '#' + str(ctx['number'])} and restored the stable version.",
+        "",
+        f"**Reason:** {escape(state.aborted_reason or 'aborted')}",
+        "",
+        "Merging this PR makes Git describe what runs again (it deploys the stable version "
+        "without a canary). To try the change again instead, comment `/retry` on the original "
+        "PR and close this one.",
+    ]
+    if state.evidence:
+        lines += ["", "**Failing measurements:**", ""]
+        lines += [f"> {escape(line, 1000)}" for line in state.evidence]
+    return "\n".join(lines)
+
+
+def _repo_dict(repo: RepoRef) -> dict[str, Any]:
+    return {"forge": repo.forge, "full_name": repo.full_name, "clone_url": repo.clone_url,
+            "default_branch": repo.default_branch, "project_id": repo.project_id,
+            "installation_id": repo.installation_id}
+
+
+def _pr_index(repo: RepoRef, number: int) -> str:
+    return f"coalmine:pr-rollouts:{repo.forge}:{repo.full_name}:{number}"
