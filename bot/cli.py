@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="serve webhooks with gunicorn (and run jobs when embedded)")
     serve.add_argument("--bind", default=f"0.0.0.0:{os.environ.get('PORT', '8000')}")
     serve.add_argument("--workers", type=int, default=None)
-    worker = sub.add_parser("worker", help="run an RQ worker with the scheduler (needs REDIS_URL)")
+    worker = sub.add_parser("worker", help="run an RQ worker and the schedule ticker (needs REDIS_URL)")
     worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
     check = sub.add_parser("check-config", help="validate a .coalmine.yaml and exit")
     check.add_argument("path", nargs="?", default=".coalmine.yaml")
@@ -58,8 +58,18 @@ def _worker(burst: bool = False) -> int:
 
     resumed = resume_all(svc)
     logging.getLogger("coalmine.worker").info("re-armed %d waiting rollout(s)", resumed)
+    import threading
+
+    from bot.queue import run_ticker
+
+    stop = threading.Event()
+    ticker = threading.Thread(target=run_ticker, args=(svc.queue, stop), daemon=True)
+    ticker.start()
     worker = Worker([QUEUE_NAME], connection=svc.redis)
-    worker.work(burst=burst, with_scheduler=True)
+    try:
+        worker.work(burst=burst)
+    finally:
+        stop.set()
     return 0
 
 

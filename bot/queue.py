@@ -7,12 +7,12 @@ production runs the web and worker processes apart, sharing Redis through RQ.
 from __future__ import annotations
 
 import heapq
+import json
 import itertools
 import logging
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
 from typing import Any, Callable, Protocol
 
 from redis import Redis
@@ -33,8 +33,17 @@ class JobQueue(Protocol):
         """Run `func(*args)` at epoch second `at` (or soon after)."""
 
 
+SCHEDULED_KEY = "coalmine:scheduled"
+
+
 class RQJobQueue:
-    """RQ on a real Redis; scheduled jobs need a worker started with the scheduler."""
+    """RQ on a real Redis, with Coalmine's own persistent schedule for later jobs.
+
+    RQ's scheduler holds a lock for a minute, so after a worker is killed no scheduled job would
+    run until the lock expires. Our schedule is a sorted set of (job, due time) in Redis that
+    every worker's ticker thread drains; identical entries collapse, and a job is moved to the
+    queue by whoever removes it first, so several workers never run it twice.
+    """
 
     def __init__(self, redis: Redis) -> None:
         from rq import Queue
@@ -49,9 +58,30 @@ class RQJobQueue:
     def enqueue_at(
         self, at: float, func: Callable[..., Any], *args: Any, job_id: str | None = None
     ) -> str:
-        when = datetime.fromtimestamp(at, tz=timezone.utc)
-        job = self.queue.enqueue_at(when, func, *args, job_id=job_id, failure_ttl=7 * 86400)
-        return job.id
+        member = json.dumps({"f": f"{func.__module__}.{func.__qualname__}", "a": list(args)})
+        self.redis.zadd(SCHEDULED_KEY, {member: at})
+        return member
+
+    def move_due(self, now: float | None = None) -> int:
+        """Enqueue every scheduled job that is due; returns how many this caller moved."""
+        now = time.time() if now is None else now
+        moved = 0
+        for member in self.redis.zrangebyscore(SCHEDULED_KEY, "-inf", now, start=0, num=500):
+            if not self.redis.zrem(SCHEDULED_KEY, member):
+                continue  # another worker took it
+            entry = json.loads(member)
+            self.queue.enqueue_call(entry["f"], args=tuple(entry["a"]), failure_ttl=7 * 86400)
+            moved += 1
+        return moved
+
+
+def run_ticker(queue: RQJobQueue, stop: threading.Event, interval_s: float = 0.2) -> None:
+    """Drain the schedule until `stop` is set (a daemon thread in each worker)."""
+    while not stop.wait(interval_s):
+        try:
+            queue.move_due()
+        except Exception:  # Redis away for a moment: keep ticking, log once per failure
+            log.warning("could not move scheduled jobs", exc_info=True)
 
 
 class EmbeddedJobQueue:

@@ -229,3 +229,33 @@ def posted_states(world: World, sha: str, context: str = "coalmine/web") -> list
     posts = world.gitlab.calls_to("POST", rf".*/statuses/{sha}")
     return [_GITLAB_STATES[c.json["state"]] for c in posts
             if c.json.get("name") == context and c.status < 300]
+
+
+_GITLAB_LEVELS = {"none": 0, "read": 20, "write": 30, "admin": 40}
+
+
+def allow(world: World, user: str, role: str) -> None:
+    """Give `user` a role on the repository: none, read, write or admin."""
+    if world.github:
+        world.github.set_permission(REPO, user, role)
+    elif _GITLAB_LEVELS[role]:
+        world.gitlab.set_access(REPO, user, _GITLAB_LEVELS[role])
+
+
+def command(world: World, number: int, body: str, user: str, action: str = "created") -> object:
+    """`user` comments `body` on PR `number` and the forge sends the webhook."""
+    if world.github:
+        comment_id = world.github.add_comment(REPO, number, body, login=user)
+        payload = payloads.github_comment(body, full_name=REPO, clone_url=world.clone_url(),
+                                          number=number, comment_id=comment_id, login=user,
+                                          action=action)
+        resp = world.bot.github(payload, event="issue_comment")
+    else:
+        note_id = world.gitlab.add_note(REPO, number, body, username=user)
+        payload = payloads.gitlab_note(body, path=REPO, clone_url=world.clone_url(),
+                                       project_id=world.project_id, iid=number, note_id=note_id,
+                                       username=user, user_id=world.gitlab.add_user(user),
+                                       action="create" if action == "created" else "update")
+        resp = world.bot.gitlab(payload, event="Note Hook")
+    assert resp.status_code in (200, 202), resp.get_json()
+    return resp

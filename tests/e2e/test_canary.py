@@ -1,0 +1,233 @@
+"""Canary rollouts steered from the PR, judged by a real Prometheus, on GitHub and on GitLab."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e import world as w
+from tests.harness.processes import wait_until
+
+pytestmark = pytest.mark.e2e
+
+ANALYSIS_TEMPLATE = """apiVersion: argoproj.io/v1alpha1
+kind: AnalysisTemplate
+metadata:
+  name: success-rate
+spec:
+  args:
+    - name: track
+  metrics:
+    - name: success-rate
+      interval: 1s
+      count: 2
+      successCondition: result[0] >= 0.95
+      failureCondition: result[0] < 0.90
+      provider:
+        prometheus:
+          query: >-
+            sum(rate(http_requests_total{track="{{args.track}}",code!~"5.."}[30s]))
+            / sum(rate(http_requests_total{track="{{args.track}}"}[30s]))
+"""
+
+
+def canary_config(steps: str) -> str:
+    return f"""apps:
+  - name: web
+    path: deploy/web
+    namespace: shop
+    healthTimeoutSeconds: 20
+    canary:
+      workload: Deployment/web
+      progressDeadlineSeconds: 30
+      steps:
+{steps}"""
+
+
+def analysis_steps(track: str) -> str:
+    return f"""        - setWeight: 34
+        - analysis:
+            templates: [{{templateName: success-rate}}]
+            args: [{{name: track, value: {track}}}]
+        - setWeight: 67
+        - pause: {{duration: 1}}
+"""
+
+
+MANUAL_STEPS = """        - setWeight: 50
+        - pause: {}
+"""
+
+
+@pytest.fixture(params=["github", "gitlab"])
+def world(request, prometheus) -> w.World:
+    world = request.getfixturevalue(f"{request.param}_world")
+    world.bot.env["PROMETHEUS_URL"] = prometheus.url
+    return world
+
+
+def first_deploy(world: w.World, steps: str) -> None:
+    """Put the canary config and a stable v1 in place (a first deploy is a plain apply)."""
+    world.bot.start_worker()
+    _, sha, resp = w.merge(world, {
+        ".coalmine.yaml": canary_config(steps),
+        "deploy/web/analysis.yaml": ANALYSIS_TEMPLATE,
+    }, "Set up canaries")
+    assert resp.status_code == 202
+    status = final(world, sha)
+    assert status["state"] == "success", status
+
+
+def final(world: w.World, sha: str, timeout: float = 90) -> dict:
+    def done():
+        status = w.latest_statuses(world, sha).get("coalmine/web")
+        return status if status and status["state"] not in ("pending",) else None
+
+    try:
+        return wait_until(done, timeout, 0.1)
+    except TimeoutError:
+        raise AssertionError(
+            f"no final status on {sha[:7]}: {w.posted_states(world, sha)}\n"
+            + world.bot.worker_log()[-5000:]) from None
+
+
+def release(world: w.World, image: str, title: str) -> tuple[int, str]:
+    number, sha, resp = w.merge(
+        world, {"deploy/web/deployment.yaml": w.deployment("web", image)}, title)
+    assert resp.status_code == 202
+    return number, sha
+
+
+def image_of(kube, name: str) -> str | None:
+    obj = kube.get_object("apps/v1", "Deployment", "shop", name)
+    return obj["spec"]["template"]["spec"]["containers"][0]["image"] if obj else None
+
+
+def test_good_release_is_promoted_and_canary_removed(world, fake_kube, prometheus):
+    track = prometheus.exporter.fresh_track("good")
+    prometheus.exporter.set_traffic(track, requests_per_second=50, error_ratio=0.0)
+    first_deploy(world, analysis_steps(track))
+    number, sha = release(world, "registry.example/web:2.0", "Web 2.0")
+
+    wait_until(lambda: fake_kube.get_object("apps/v1", "Deployment", "shop", "web-canary"),
+               30, 0.05)
+    canary = fake_kube.get_object("apps/v1", "Deployment", "shop", "web-canary")
+    stable = fake_kube.get_object("apps/v1", "Deployment", "shop", "web")
+    assert (stable["spec"]["replicas"], canary["spec"]["replicas"]) == (2, 1)  # 34% of 3
+    assert image_of(fake_kube, "web") == "registry.example/web:1.0"
+
+    status = final(world, sha)
+    assert status["state"] == "success" and status["description"] == "promoted"
+    assert fake_kube.get_object("apps/v1", "Deployment", "shop", "web-canary") is None
+    assert image_of(fake_kube, "web") == "registry.example/web:2.0"
+    assert fake_kube.get_object("apps/v1", "Deployment", "shop", "web")["spec"]["replicas"] == 3
+    body = w.wait_comment(world, number, "```mermaid")["body"]
+    assert "success-rate" in body
+    posted = w.posted_states(world, sha)
+    assert posted[0] == "pending" and posted[-1] == "success"
+
+
+def test_bad_release_is_aborted_and_reverted(world, fake_kube, prometheus):
+    track = prometheus.exporter.fresh_track("bad")
+    prometheus.exporter.set_traffic(track, requests_per_second=50, error_ratio=0.5)
+    first_deploy(world, analysis_steps(track))
+    before = world.remote.head()
+    number, sha = release(world, "registry.example/web:bad", "Web bad")
+
+    status = final(world, sha)
+    assert status["state"] == "failure", status
+    assert "aborted" in status["description"]
+    assert fake_kube.get_object("apps/v1", "Deployment", "shop", "web-canary") is None
+    stable = fake_kube.get_object("apps/v1", "Deployment", "shop", "web")
+    assert stable["spec"]["replicas"] == 3
+    assert image_of(fake_kube, "web") == "registry.example/web:1.0"
+
+    branch = f"coalmine/revert-{sha[:7]}"
+    wait_until(lambda: branch in world.remote.branches(), 60, 0.1)
+    revert_tip = world.remote.head(branch)
+    # The revert branch's tree equals the tree before the merge: exactly the inverse diff.
+    assert world.remote.diff(before, revert_tip) == ""
+    assert world.remote.diff(revert_tip, sha) == world.remote.diff(before, sha)
+    pr = wait_until(lambda: _revert_pr(world, branch), 60, 0.1)
+    assert pr["title"] == 'Revert "Web bad"'
+    body = w.wait_comment(world, number, "Revert")["body"]
+    assert "success-rate" in body
+
+
+def _revert_pr(world: w.World, branch: str) -> dict | None:
+    if world.github:
+        found = [p for p in world.github.pulls(w.REPO) if p["head"]["ref"] == branch]
+        if found:
+            assert "coalmine-revert" in world.github.issue_labels(w.REPO, found[0]["number"])
+    else:
+        found = [mr for mr in world.gitlab.merge_requests(w.REPO)
+                 if mr["source_branch"] == branch]
+        if found:
+            assert "coalmine-revert" in found[0]["labels"]
+    return found[0] if found else None
+
+
+def test_promote_through_manual_pause(world, fake_kube):
+    first_deploy(world, MANUAL_STEPS)
+    number, sha = release(world, "registry.example/web:3.0", "Web 3.0")
+    wait_until(lambda: "paused" in (w.latest_statuses(world, sha).get("coalmine/web") or {})
+               .get("description", ""), 60, 0.1)
+    w.allow(world, "alice", "write")
+    w.command(world, number, "/promote", "alice")
+    status = final(world, sha)
+    assert status["description"] == "promoted"
+    assert image_of(fake_kube, "web") == "registry.example/web:3.0"
+    body = w.wait_comment(world, number, "alice")["body"]
+    assert "promote" in body.lower()
+
+
+def test_abort_command_restores_stable(world, fake_kube):
+    first_deploy(world, MANUAL_STEPS)
+    number, sha = release(world, "registry.example/web:4.0", "Web 4.0")
+    wait_until(lambda: fake_kube.get_object("apps/v1", "Deployment", "shop", "web-canary"),
+               30, 0.05)
+    w.allow(world, "alice", "write")
+    w.command(world, number, "/abort", "alice")
+    status = final(world, sha)
+    assert status["state"] == "failure" and "alice" in status["description"]
+    assert fake_kube.get_object("apps/v1", "Deployment", "shop", "web-canary") is None
+    assert image_of(fake_kube, "web") == "registry.example/web:1.0"
+
+
+def test_denied_command_changes_nothing(world, fake_kube):
+    first_deploy(world, MANUAL_STEPS)
+    number, sha = release(world, "registry.example/web:5.0", "Web 5.0")
+    wait_until(lambda: "paused" in (w.latest_statuses(world, sha).get("coalmine/web") or {})
+               .get("description", ""), 60, 0.1)
+    w.allow(world, "mallory", "read")
+    w.command(world, number, "/promote", "mallory")
+    wait_until(lambda: any("not run" in c["body"] for c in w.comments(world, number)), 30, 0.1)
+    assert w.latest_statuses(world, sha)["coalmine/web"]["state"] == "pending"
+    assert fake_kube.get_object("apps/v1", "Deployment", "shop", "web-canary") is not None
+
+
+def test_worker_killed_mid_rollout_finishes_after_restart(world, fake_kube, prometheus):
+    track = prometheus.exporter.fresh_track("kill")
+    prometheus.exporter.set_traffic(track, requests_per_second=50, error_ratio=0.0)
+    first_deploy(world, analysis_steps(track))
+    number, sha = release(world, "registry.example/web:6.0", "Web 6.0")
+    wait_until(lambda: fake_kube.get_object("apps/v1", "Deployment", "shop", "web-canary"),
+               30, 0.05)
+    for proc in list(world.bot.workers):
+        world.bot.kill_worker(proc)
+    world.bot.start_worker()
+    status = final(world, sha)
+    assert status["description"] == "promoted"
+    assert fake_kube.get_object("apps/v1", "Deployment", "shop", "web-canary") is None
+
+
+def test_second_merge_supersedes_the_first(world, fake_kube):
+    first_deploy(world, MANUAL_STEPS)
+    number1, sha1 = release(world, "registry.example/web:7.0", "Web 7.0")
+    wait_until(lambda: "paused" in (w.latest_statuses(world, sha1).get("coalmine/web") or {})
+               .get("description", ""), 60, 0.1)
+    number2, sha2 = release(world, "registry.example/web:7.1", "Web 7.1")
+    old = final(world, sha1)
+    assert old["state"] in ("failure", "error") and f"#{number2}" in old["description"]
+    w.wait_comment(world, number1, "uperseded")
+    wait_until(lambda: image_of(fake_kube, "web-canary") == "registry.example/web:7.1", 30, 0.05)
+    assert image_of(fake_kube, "web") == "registry.example/web:1.0"
