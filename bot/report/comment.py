@@ -8,7 +8,7 @@ lock; the hidden marker lets any job find and edit the comment instead of adding
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from typing import Any
 
 from redis import Redis
 
@@ -18,9 +18,6 @@ from bot.report.markdown import code, escape
 MARKER = "<!-- coalmine:pr-comment -->"
 SECTION_TTL_S = 90 * 24 * 3600
 _ICON = {"success": "✅", "failure": "❌", "error": "❌", "pending": "⏳"}
-
-# Renderers for extra parts of a section (the rollout renderer registers itself here).
-extra_renderers: list[Callable[[dict[str, Any]], list[str]]] = []
 
 
 def _key(repo: RepoRef, number: int) -> str:
@@ -70,6 +67,21 @@ def render(sections: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def _revert_lines(revert: dict[str, Any] | None) -> list[str]:
+    """Where the revert PR stands, so people see at once how Git will catch up."""
+    if not revert:
+        return []
+    state = revert.get("state")
+    if state == "opened":
+        return ["", f"↩️ Revert PR opened: {escape(revert.get('url', ''), 300)}"]
+    if state == "conflict":
+        files = ", ".join(code(f) for f in revert.get("files", []))
+        return ["", f"⚠️ Revert PR not opened: reverting conflicts with later changes in {files}"]
+    if state == "pending":
+        return ["", "↩️ Revert PR: being prepared…"]
+    return ["", f"↩️ Revert PR not needed: {escape(revert.get('reason', ''))}"]
+
+
 def _app_details(app: str, s: dict[str, Any]) -> list[str]:
     out = [f"#### {code(app)}"]
     if s.get("error"):
@@ -80,8 +92,10 @@ def _app_details(app: str, s: dict[str, Any]) -> list[str]:
     if health:
         mark = "✅" if health.get("ok") else "❌"
         out += ["", f"Health: {mark} {escape(health.get('message', ''), 1000)}"]
-    for extra in extra_renderers:
-        out += extra(s)
+    from bot.report.rollout import render_section  # it imports this module's helpers
+
+    out += render_section(s)
+    out += _revert_lines(s.get("revert"))
     objects = s.get("objects", {})
     if any(objects.get(k) for k in objects):
         out += ["", "<details><summary>Objects</summary>", ""]

@@ -1,0 +1,612 @@
+"""The canary rollout part of an app's section in the sticky PR comment: pure rendering.
+
+People decide from this text whether to `/promote` or `/abort`, so it leads with the phase and
+what is expected of them, then shows the evidence: the steps, the latest measurements with the
+conditions they were judged by, the abort evidence, who did what, and charts.
+
+Everything that came from outside (metric values, messages, user names, reasons, template and
+app names) goes through `escape` or `code`, and every part has a cap, so even a hostile or very
+long rollout stays well under MAX_SECTION_BYTES (the whole comment must fit GitHub's 65536
+characters together with the other apps' sections).
+
+Charts (Mermaid `xychart-beta`, rendered by GitHub and GitLab alike):
+- one chart of the canary weight over time: a numeric x-axis of seconds since the rollout
+  started, y-axis 0-100 %, the weight sampled as a step function on an even grid of at most
+  CHART_POINTS points. Mermaid draws the i-th of n values at x = i·(span+1)/n on a numeric axis,
+  so the weight is sampled at exactly those times (the last one at the end, so the final weight
+  always shows); a weight held for less than one grid cell may not show;
+- one chart per numeric metric (at most METRIC_CHARTS), because metrics have their own scales
+  (ratios, milliseconds, counts) that would be flattened on the weight's 0-100 axis, and because
+  they are measured at their own times: each chart has one category per measurement, labelled by
+  the time since the rollout started, and a y-axis fitted to the values. Values like "[0.99]"
+  are read as 0.99; errors, NaN and non-numbers are left out.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from bot.analysis import run as runs
+from bot.analysis.run import AnalysisRun, MetricResult
+from bot.analysis.templates import MetricSpec
+from bot.report.markdown import code, escape
+from bot.rollout import engine
+from bot.rollout.durations import format_duration
+from bot.rollout.model import (
+    INCONCLUSIVE_STEP,
+    PAUSE_STEP,
+    AnalysisStep,
+    HistoryEntry,
+    MetricPoint,
+    PauseStep,
+    RolloutState,
+    Step,
+)
+
+MAX_SECTION_BYTES = 20_000
+HISTORY_SHOWN = 15
+STEP_ROWS = 20
+RUNS_SHOWN = 3
+METRIC_ROWS = 8
+EVIDENCE_LINES = 8
+CHART_POINTS = 50
+METRIC_CHARTS = 3
+METRIC_CHART_POINTS = 40
+
+_TEXT = 120  # characters of a message, reason or history line before escaping
+_NAME = 60  # metric, template and user names
+_VALUE = 60
+_CONDITION = 80
+_EVIDENCE = 240  # an evidence line lists recent values; it is what people judge an abort by
+
+_PHASE_ICON = {
+    "Pending": "⏳",
+    "Progressing": "▶️",
+    "Paused": "⏸",
+    "Completing": "⏳",
+    "Promoted": "✅",
+    "Aborted": "❌",
+    "Superseded": "⏹",
+}
+_RUN_ICON = {
+    "Pending": "·",
+    "Running": "▶️",
+    "Successful": "✅",
+    "Inconclusive": "⚠️",
+    "Error": "❌",
+    "Failed": "❌",
+}
+_HISTORY_ICON = {
+    "started": "🚀",
+    "step": "➡️",
+    "analysis": "🔬",
+    "paused": "⏸",
+    "resumed": "▶️",
+    "promoted": "⏭",
+    "completing": "⏳",
+    "completed": "✅",
+    "aborted": "❌",
+    "retried": "🔁",
+    "superseded": "⏹",
+}
+
+# The engine's own history wording (bot.rollout.engine), read back to mark skipped steps.
+_SKIPPED_STEP = re.compile(r"^skipped step (\d+)\b")
+_PROMOTED_PAST = re.compile(r"^promoted past step (\d+)\b")
+_ENTERED_STEP = re.compile(r"^step (\d+)/\d+:")
+_FULL_PROMOTION = "full promotion"
+_ALL_STEPS_SKIPPED = "steps skipped"
+
+# Characters Mermaid takes literally inside a quoted xychart string: no quote, backtick, `%%`
+# comment, `;` statement end or markup.
+_CHART_UNSAFE = re.compile(r"[^\w .,:/()+\-]")
+
+
+def render_rollout(state: RolloutState, *, now: float | None = None) -> list[str]:
+    """Markdown lines for `state`. `now` (epoch seconds) lets the text say how long a pause or
+    deadline has left and extends the weight chart to the present; without it the latest time
+    recorded in the state is used, so rendering stays a pure function of its arguments."""
+    at = now if now is not None else _latest_time(state)
+    lines = ["", *_headline(state, at)]
+    lines += _notes(state)
+    lines += ["", *_steps_table(state)]
+    lines += _analysis(state)
+    lines += _evidence(state)
+    lines += _history(state)
+    lines += _charts(state, at)
+    return lines
+
+
+def render_section(section: dict[str, Any]) -> list[str]:
+    """The comment renderer hook: the rollout of an app section, or nothing without one."""
+    data = section.get("rollout")
+    if not data:
+        return []
+    try:
+        state = RolloutState.from_dict(data)
+    except (TypeError, ValueError) as error:
+        # One app's unreadable state (e.g. written by another version) must not stop the shared
+        # comment from being updated for every other app.
+        return ["", f"_Rollout state could not be read ({escape(type(error).__name__)})._"]
+    return render_rollout(state)
+
+
+# ---------------------------------------------------------------------------- headline
+
+
+def _headline(state: RolloutState, now: float) -> list[str]:
+    revision = code(state.revision[:7])
+    stable = f" (stable {code(state.stable_revision[:7])})" if state.stable_revision else ""
+    why = _why(state, now)
+    parts = [f"{_PHASE_ICON[state.phase]} **{state.phase}**" + (f" — {why}" if why else "")]
+    if state.phase not in ("Pending", "Promoted", "Superseded"):
+        parts += [_position(state), f"canary **{state.weight}%**"]
+    lines = [f"**Canary rollout** of {revision}{stable}: " + " · ".join(parts)]
+    hint = _next_move(state)
+    if hint:
+        lines += ["", f"👉 {hint}"]
+    return lines
+
+
+def _position(state: RolloutState) -> str:
+    total = len(state.strategy.steps)
+    if total == 0:
+        return "no steps"
+    return f"step {min(state.step_index + 1, total)}/{total}"
+
+
+def _why(state: RolloutState, now: float) -> str:
+    """Why the rollout is in its phase, as Markdown (untrusted parts escaped)."""
+    phase = state.phase
+    if phase == "Pending":
+        return "waiting to start"
+    if phase == "Promoted":
+        return "stable runs the new version"
+    if phase == "Aborted":
+        return escape(state.aborted_reason or "no reason given", _TEXT * 2)
+    if phase == "Superseded":
+        sha = code((state.superseded_by or "")[:7])
+        if state.aborted_reason:
+            return f"superseded by {sha} after an abort: {escape(state.aborted_reason, _TEXT)}"
+        return f"superseded by {sha}"
+    if phase == "Completing":
+        return "stable takes the new version" + _health_wait(state, now)
+    if phase == "Paused":
+        return _hold(state, now)
+    if state.awaiting_health:
+        return f"waiting for the canary at {state.weight}% to become healthy" + _health_wait(
+            state, now
+        )
+    if state.step_run is not None:
+        return f"analysis {_run_progress(state.step_run)}"
+    return ""
+
+
+def _health_wait(state: RolloutState, now: float) -> str:
+    text = ""
+    if state.awaiting_health and state.health_message:
+        text += f": {escape(state.health_message, _TEXT)}"
+    if state.awaiting_health and state.deadline_at is not None:
+        text += f" (deadline in {format_duration(max(state.deadline_at - now, 0.0))})"
+    return text
+
+
+def _hold(state: RolloutState, now: float) -> str:
+    if state.paused_by:
+        return f"paused by {_user(state.paused_by)}"
+    if state.pause_reason == INCONCLUSIVE_STEP and state.step_run is not None:
+        return f"analysis inconclusive: {escape(runs.message(state.step_run), _TEXT * 2)}"
+    if engine.background_inconclusive(state) and state.background_run is not None:
+        reason = escape(runs.message(state.background_run), _TEXT * 2)
+        return f"background analysis inconclusive: {reason}"
+    step = engine.current_step(state)
+    if (
+        state.pause_reason == PAUSE_STEP
+        and isinstance(step, PauseStep)
+        and step.duration is not None
+    ):
+        text = f"pause {format_duration(step.duration)}"
+        if state.pause_started_at is not None:
+            left = max(state.pause_started_at + step.duration - now, 0.0)
+            text += f", {format_duration(left)} left"
+        return text
+    return "waiting for `/promote`"
+
+
+def _next_move(state: RolloutState) -> str:
+    """What people can do now; empty while the rollout needs nobody."""
+    app = state.app
+    if state.phase == "Aborted":
+        return f"Comment {code('/retry ' + app)} to run it again."
+    if not engine.waiting_on_people(state):
+        return ""
+    if state.paused_by:
+        return (
+            f"Comment {code('/resume ' + app)} to continue, {code('/abort ' + app)} to roll back."
+        )
+    return f"Comment {code('/promote ' + app)} to continue, {code('/abort ' + app)} to roll back."
+
+
+def _user(name: str) -> str:
+    """A user name as plain text: escaped so it neither mentions anyone nor injects markup."""
+    return escape("@" + name, _NAME)
+
+
+# ------------------------------------------------------------------------------- notes
+
+
+def _notes(state: RolloutState) -> list[str]:
+    strategy = state.strategy
+    where = f" in {code(strategy.source)}" if strategy.source else ""
+    notes = []
+    if strategy.traffic_routing_ignored:
+        notes.append(
+            f"ℹ️ `trafficRouting`{where} is not supported yet: the canary weight is applied as "
+            "a share of replicas instead (canary pods = weight × replicas, so the split is "
+            "approximate)."
+        )
+    ignored = [name for name in strategy.ignored_fields if name != "trafficRouting"]
+    if ignored:
+        shown = ", ".join(code(name, _NAME) for name in ignored[:10])
+        more = f" and {len(ignored) - 10} more" if len(ignored) > 10 else ""
+        notes.append(f"ℹ️ Ignored fields{where} (read, but without effect): {shown}{more}.")
+    lines: list[str] = []
+    for note in notes:
+        lines += ["", f"> {note}"]
+    return lines
+
+
+# ------------------------------------------------------------------------------- steps
+
+
+def _steps_table(state: RolloutState) -> list[str]:
+    steps = state.strategy.steps
+    lines = ["| # | step | state |", "|--:|---|---|"]
+    if not steps:
+        return [*lines, "| | no steps | |"]
+    cells = _step_states(state)
+    first = max(0, min(state.step_index - STEP_ROWS // 4, len(steps) - STEP_ROWS))
+    last = min(len(steps), first + STEP_ROWS)
+    if first:
+        lines.append(f"| … | {first} earlier steps | |")
+    for index in range(first, last):
+        lines.append(f"| {index + 1} | {_cell_code(_describe(steps[index]))} | {cells[index]} |")
+    if last < len(steps):
+        lines.append(f"| … | {len(steps) - last} more steps | |")
+    background = state.strategy.analysis
+    if background is not None:
+        names = code(", ".join(ref.name for ref in background.templates), _NAME)
+        lines += ["", f"Background analysis {names} from step {background.starting_step + 1}."]
+    return lines
+
+
+def _describe(step: Step) -> str:
+    if isinstance(step, PauseStep) and step.duration is None:
+        return "pause (until /promote)"
+    return engine.describe_step(step)
+
+
+def _step_states(state: RolloutState) -> list[str]:
+    """One state cell per step, from the position, the phase and the current attempt's
+    history (which records who skipped or promoted past a step)."""
+    steps = state.strategy.steps
+    current = state.step_index
+    cells = ["✅ done" if index < current else "· pending" for index in range(len(steps))]
+    for entry in _this_attempt(state.history):
+        if entry.kind == "step" and _ALL_STEPS_SKIPPED in entry.message:
+            cells = ["⏭ skipped (same pod template as stable)"] * len(steps)
+        if entry.kind != "promoted":
+            continue
+        who = f" by {_user(entry.actor)}" if entry.actor else ""
+        if entry.message.startswith(_FULL_PROMOTION):
+            for index in range(_entered_before(state.history, entry), len(steps)):
+                cells[index] = f"⏭ skipped (full promotion{who})"
+            continue
+        skipped = _SKIPPED_STEP.match(entry.message)
+        promoted = _PROMOTED_PAST.match(entry.message)
+        if skipped and 0 < int(skipped.group(1)) <= len(steps):
+            cells[int(skipped.group(1)) - 1] = f"⏭ skipped{who}"
+        elif promoted and 0 < int(promoted.group(1)) <= len(steps):
+            index = int(promoted.group(1)) - 1
+            if isinstance(steps[index], AnalysisStep):
+                cells[index] = f"⏭ inconclusive, promoted{who}"
+            else:
+                cells[index] = f"✅ promoted{who}"
+    if current < len(steps):
+        cells[current] = _current_cell(state)
+        if state.phase in ("Aborted", "Superseded"):
+            for index in range(current + 1, len(steps)):
+                cells[index] = "· not run"
+    return cells
+
+
+def _current_cell(state: RolloutState) -> str:
+    if state.phase == "Aborted" or (state.phase == "Superseded" and state.aborted_reason):
+        abort = next((e for e in reversed(state.history) if e.kind == "aborted"), None)
+        if abort is not None and abort.actor:
+            return f"❌ aborted by {_user(abort.actor)}"
+        return "❌ failed"
+    if state.phase == "Superseded":
+        return "⏹ superseded"
+    if state.phase == "Paused":
+        return "⏸ paused"
+    if state.phase == "Pending":
+        return "· pending"
+    return "▶️ current"
+
+
+def _this_attempt(history: Sequence[HistoryEntry]) -> Sequence[HistoryEntry]:
+    """History since the latest retry: a retry starts the steps over."""
+    for position in range(len(history) - 1, -1, -1):
+        if history[position].kind == "retried":
+            return history[position:]
+    return history
+
+
+def _entered_before(history: Sequence[HistoryEntry], until: HistoryEntry) -> int:
+    """Index of the step that was current when `until` happened (from the last step entry)."""
+    index = 0
+    for entry in history:
+        if entry is until:
+            break
+        match = _ENTERED_STEP.match(entry.message) if entry.kind == "step" else None
+        if match:
+            index = int(match.group(1)) - 1
+        if entry.kind == "retried":
+            index = 0
+    return index
+
+
+def _cell_code(text: str, limit: int = _NAME) -> str:
+    """A code span that is safe inside a table cell: GFM splits cells on `|` even in code."""
+    return code(text, limit).replace("|", "\\|")
+
+
+# ---------------------------------------------------------------------------- analysis
+
+
+def _analysis(state: RolloutState) -> list[str]:
+    shown = _runs_to_show(state)
+    if not shown:
+        return []
+    lines = ["", "**Analysis**"]
+    rows_left = METRIC_ROWS
+    for run in shown:
+        lines += ["", _run_line(run)]
+        if run.error or not run.results:
+            continue
+        if rows_left <= 0:
+            lines.append(f"_{len(run.results)} metrics not shown._")
+            continue
+        lines += [
+            "",
+            "| metric | phase | latest | condition | measurements | message |",
+            "|---|---|---|---|---|---|",
+        ]
+        for spec, result in list(zip(run.metrics, run.results, strict=True))[:rows_left]:
+            lines.append(_metric_row(spec, result))
+        if len(run.results) > rows_left:
+            lines.append(f"| … | {len(run.results) - rows_left} more metrics | | | | |")
+        rows_left -= len(run.results)
+    return lines
+
+
+def _runs_to_show(state: RolloutState) -> list[AnalysisRun]:
+    active = [r for r in (state.step_run, state.background_run) if r is not None]
+    ids = {r.id for r in active}
+    finished = [r for r in reversed(state.finished_runs) if r.id not in ids]
+    return (active + finished)[:RUNS_SHOWN]
+
+
+def _run_line(run: AnalysisRun) -> str:
+    verdict = runs.phase(run)
+    label = f"{escape(run.purpose, _NAME)} analysis" if run.purpose else "analysis"
+    line = f"{_RUN_ICON[verdict]} **{label}** {code(run.id, _NAME)} — **{verdict}**"
+    if run.error:
+        return f"{line}: could not start: {escape(run.error, _TEXT * 2)}"
+    if run.terminated:
+        line += " (stopped)"
+    if verdict == "Running":
+        return f"{line}: {_run_progress(run)}"
+    reason = runs.message(run)
+    if reason:
+        line += f": {escape(reason, _TEXT * 2)}"
+    if verdict == "Inconclusive":
+        line += " — inconclusive neither promotes nor aborts: a person decides"
+    return line
+
+
+def _run_progress(run: AnalysisRun) -> str:
+    ok, wanted = runs.progress(run)
+    return f"{ok}/{wanted} ok" if wanted is not None else f"{ok} ok"
+
+
+def _metric_row(spec: MetricSpec, result: MetricResult) -> str:
+    last = result.measurements[-1] if result.measurements else None
+    if last is None:
+        latest = "measuring…" if result.requested_at is not None else "—"
+    else:
+        latest = _cell_code(last.value, _VALUE) if last.value is not None else "∅ (no value)"
+    conditions = [
+        f"{kind} {_cell_code(text, _CONDITION)}"
+        for kind, text in (
+            ("success", spec.success_condition),
+            ("failure", spec.failure_condition),
+        )
+        if text
+    ]
+    wanted = spec.effective_count
+    counts = f"{result.successful}/{wanted} ok" if wanted is not None else f"{result.successful} ok"
+    counts += f", {result.failed} failed, {result.inconclusive} inconclusive"
+    if result.error:
+        counts += f", {result.error} errors"
+    messages = [result.message] if result.message else []
+    if last is not None and last.message and last.message not in result.message:
+        messages.append(last.message)
+    return (
+        f"| {escape(result.name, _NAME)} | {_RUN_ICON[result.phase]} {result.phase} | {latest} "
+        f"| {' · '.join(conditions) or 'none (any value passes)'} | {counts} "
+        f"| {escape(' · '.join(messages), _TEXT) if messages else ''} |"
+    )
+
+
+# ---------------------------------------------------------------------- evidence, history
+
+
+def _evidence(state: RolloutState) -> list[str]:
+    if not state.evidence or state.phase not in ("Aborted", "Superseded"):
+        return []
+    lines = ["", "**Why it was aborted**", ""]
+    lines += [f"> - {escape(item, _EVIDENCE)}" for item in state.evidence[:EVIDENCE_LINES]]
+    if len(state.evidence) > EVIDENCE_LINES:
+        lines.append(f"> - … {len(state.evidence) - EVIDENCE_LINES} more")
+    return lines
+
+
+def _history(state: RolloutState) -> list[str]:
+    if not state.history:
+        return []
+    lines = ["", "**History** (UTC)", ""]
+    hidden = len(state.history) - HISTORY_SHOWN
+    if hidden > 0:
+        lines.append(f"- … {hidden} earlier events")
+    for entry in state.history[-HISTORY_SHOWN:]:
+        time = datetime.fromtimestamp(entry.at, tz=UTC).strftime("%H:%M:%S")
+        icon = _HISTORY_ICON.get(entry.kind, "•")
+        line = f"- `{time}` {icon} {escape(entry.message, _TEXT)}"
+        if entry.actor and f"@{entry.actor}" not in entry.message:
+            line += f" — by {_user(entry.actor)}"
+        lines.append(line)
+    return lines
+
+
+# ------------------------------------------------------------------------------ charts
+
+
+def _charts(state: RolloutState, now: float) -> list[str]:
+    start = state.started_at
+    if start is None or not state.weights:
+        return []
+    end = state.finished_at if state.finished_at is not None else max(now, start)
+    lines = ["", *_weight_chart(state, start, end)]
+    metric_charts = [
+        _metric_chart(name, points, start) for name, points in _numeric_series(state.metric_points)
+    ]
+    if metric_charts:
+        lines += ["", "<details><summary>Metric charts</summary>", ""]
+        for chart in metric_charts:
+            lines += [*chart, ""]
+        lines.append("</details>")
+    return lines
+
+
+def _weight_chart(state: RolloutState, start: float, end: float) -> list[str]:
+    span = max(math.ceil(end - start), 2)
+    count = min(CHART_POINTS, span)
+    # Mermaid places value i at i·(span+1)/count on a numeric axis; sample exactly there,
+    # except that the last value is the weight at the end, so a final abort (to 0) or
+    # completion (to 100) always shows.
+    times = [start + i * (span + 1) / count for i in range(count - 1)] + [end]
+    weights = [_weight_at(state, t) for t in times]
+    return [
+        "```mermaid",
+        "xychart-beta",
+        '    title "Canary weight (%)"',
+        f'    x-axis "seconds since start" 0 --> {span}',
+        '    y-axis "canary %" 0 --> 100',
+        f"    line [{', '.join(str(w) for w in weights)}]",
+        "```",
+    ]
+
+
+def _weight_at(state: RolloutState, at: float) -> int:
+    weight = 0
+    for point in state.weights:
+        if point.at > at:
+            break
+        weight = point.weight
+    return weight
+
+
+def _numeric_series(
+    points: Iterable[MetricPoint],
+) -> list[tuple[str, list[tuple[float, float]]]]:
+    """(metric, [(time, value)]) for the METRIC_CHARTS most recently measured metrics with
+    numeric values, each limited to its latest METRIC_CHART_POINTS values."""
+    series: dict[str, list[tuple[float, float]]] = {}
+    for point in points:
+        value = parse_number(point.value)
+        if value is not None:
+            series.setdefault(point.metric, []).append((point.at, value))
+    newest = sorted(series, key=lambda name: series[name][-1][0], reverse=True)[:METRIC_CHARTS]
+    return [(name, series[name][-METRIC_CHART_POINTS:]) for name in series if name in newest]
+
+
+def _metric_chart(name: str, points: list[tuple[float, float]], start: float) -> list[str]:
+    labels: list[str] = []
+    for at, _ in points:
+        label = format_duration(max(at - start, 0.0))
+        repeat = 2
+        while label in labels:  # Mermaid merges equal categories into one
+            label = f"{format_duration(max(at - start, 0.0))} ({repeat})"
+            repeat += 1
+        labels.append(label)
+    values = [value for _, value in points]
+    low, high = min(values), max(values)
+    pad = (high - low) * 0.1 or abs(high) * 0.1 or 1.0
+    categories = ", ".join(f'"{label}"' for label in labels)
+    return [
+        "```mermaid",
+        "xychart-beta",
+        f'    title "{_chart_text(name)}"',
+        f'    x-axis "time since start" [{categories}]',
+        f'    y-axis "value" {_number(low - pad)} --> {_number(high + pad)}',
+        f"    line [{', '.join(_number(v) for v in values)}]",
+        "```",
+    ]
+
+
+def parse_number(value: str | None) -> float | None:
+    """The number a measurement shows: "0.99" or a one-element vector "[0.99]"; None for no
+    value, several values, NaN, infinities and anything else."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1].strip()
+        if "," in text:
+            return None
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _number(value: float) -> str:
+    """A decimal Mermaid's lexer accepts: no exponent (`1e-05` would not parse), six
+    significant digits."""
+    if value == 0:
+        return "0"
+    magnitude = math.floor(math.log10(abs(value)))
+    decimals = min(max(5 - magnitude, 0), 12)
+    text = f"{value:.{decimals}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def _chart_text(text: str) -> str:
+    return _CHART_UNSAFE.sub("_", text)[:_NAME] or "_"
+
+
+def _latest_time(state: RolloutState) -> float:
+    times = [t for t in (state.started_at, state.finished_at) if t is not None]
+    times += [e.at for e in state.history[-1:]]
+    times += [p.at for p in state.weights[-1:]]
+    times += [p.at for p in state.metric_points[-1:]]
+    return max(times, default=0.0)
