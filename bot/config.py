@@ -40,11 +40,9 @@ class ClusterConfig:
 
 @dataclass(frozen=True)
 class RepoPolicy:
-    """What one repository may do; filled in by the policy work, defaults allow the basics."""
+    """One repository's entry in the server config; `raw` is checked by bot.policy at load."""
 
     deploy_branch: str | None = None
-    clusters: tuple[str, ...] = ()
-    namespaces: tuple[str, ...] = ()
     raw: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -102,7 +100,7 @@ class Settings:
         ]
         return [v for v in values if v]
 
-    def policy_for(self, full_name: str) -> RepoPolicy:
+    def repo_settings(self, full_name: str) -> RepoPolicy:
         return self.repos.get(full_name, RepoPolicy())
 
     def cluster(self, name: str | None) -> ClusterConfig:
@@ -223,6 +221,8 @@ def _parse_clusters(raw: Any, src: str) -> dict[str, ClusterConfig]:
 
 
 def _parse_repos(raw: Any, src: str) -> dict[str, RepoPolicy]:
+    from bot.policy import parse_policy  # the policy module builds on this one
+
     if not isinstance(raw, dict):
         raise ConfigError(src, "repos", "must be a mapping of repository name to settings")
     repos = {}
@@ -233,12 +233,8 @@ def _parse_repos(raw: Any, src: str) -> dict[str, RepoPolicy]:
         branch = spec.get("deployBranch")
         if branch is not None and not isinstance(branch, str):
             raise ConfigError(src, f"repos.{name}.deployBranch", "must be a branch name")
-        repos[str(name)] = RepoPolicy(
-            deploy_branch=branch,
-            clusters=tuple(str(c) for c in spec.get("clusters", []) or []),
-            namespaces=tuple(str(n) for n in spec.get("namespaces", []) or []),
-            raw=spec,
-        )
+        parse_policy(spec, src, str(name))  # fail at start-up, not at the first merge
+        repos[str(name)] = RepoPolicy(deploy_branch=branch, raw=spec)
     return repos
 
 
@@ -311,7 +307,7 @@ def parse_repo_config(
         if cluster is not None:
             if not isinstance(cluster, str):
                 raise ConfigError(source, f"{key}.cluster", "must be a cluster name")
-            if settings is not None and cluster not in settings.clusters:
+            if settings is not None and cluster != "default" and cluster not in settings.clusters:
                 known = ", ".join(sorted(settings.clusters)) or "none configured"
                 raise ConfigError(source, f"{key}.cluster", f"unknown cluster {cluster!r} (known: {known})")
         prune = raw.get("prune", False)

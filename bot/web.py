@@ -59,8 +59,9 @@ def create_app(settings: Settings | None = None, svc: services.Services | None =
             return _answer(403, "GitHub webhooks are disabled: GITHUB_WEBHOOK_SECRET is not set")
         body = request.get_data(cache=False)
         signature = request.headers.get("X-Hub-Signature-256", "")
-        if not signature.startswith("sha256="):
-            return _answer(401, "missing X-Hub-Signature-256")
+        # hmac.compare_digest raises TypeError on non-ASCII text, which would become a 503.
+        if not signature.startswith("sha256=") or not signature.isascii():
+            return _answer(401, "missing or malformed X-Hub-Signature-256")
         try:
             validate_event(body, signature=signature, secret=secret)
         except ValidationFailure:
@@ -126,7 +127,7 @@ def _answer(code: int, message: str, **extra: Any) -> tuple[Response, int]:
 def _json(body: bytes) -> Any:
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting exhausts the stack
         return None
 
 
@@ -160,7 +161,7 @@ def _job_for(svc: services.Services, event: events.Event) -> tuple[Callable | No
     from handlers import commands, merged
 
     if isinstance(event, events.MergedPullRequest):
-        policy = svc.settings.policy_for(event.repo.full_name)
+        policy = svc.settings.repo_settings(event.repo.full_name)
         deploy_branch = policy.deploy_branch or event.repo.default_branch
         if event.base_branch != deploy_branch:
             return None, f"merged into {event.base_branch!r}, not the deploy branch {deploy_branch!r}"

@@ -100,6 +100,13 @@ def deploy_app(
     notes: list[str] = []
     canary: tuple[CanaryPlan, dict[str, Any]] | None = None
     held: list[ObjectRef] = []  # the workload the rollout moves: kept out of apply and prune
+    violations = _policy_violations(svc, event, app, cluster,
+                                    objects + ([plan.deployment] if plan else []))
+    if violations:
+        listed = [str(v) for v in violations]
+        return AppOutcome(
+            "failure", f"policy forbids {len(listed)} object(s); nothing applied: {listed[0]}",
+            error="; ".join(listed), error_title="Refused by the repository's policy"), None
     try:
         if plan is not None:
             if plan.strategy.traffic_routing_ignored:
@@ -149,6 +156,33 @@ def deploy_app(
         return AppOutcome("pending", f"{summary}; canary rollout starting", listing, health_dict,
                           notes=notes), canary
     return AppOutcome("success", summary, listing, health_dict, notes=notes), None
+
+
+def _policy_violations(svc: services.Services, event: MergedPullRequest, app: AppConfig,
+                       cluster: Any, objects: list[dict[str, Any]]) -> list[Any]:
+    """What the repository's policy forbids among the objects, before anything is applied."""
+    from bot.cluster.model import ClusterError
+    from bot.policy import check, policy_for
+
+    defined_here = {
+        (crd["spec"].get("group", ""), crd["spec"].get("names", {}).get("kind", "")):
+            crd["spec"].get("scope") == "Cluster"
+        for crd in objects
+        if crd.get("kind") == "CustomResourceDefinition" and isinstance(crd.get("spec"), dict)
+    }
+
+    def cluster_scoped(api_version: str, kind: str) -> bool:
+        group = api_version.rpartition("/")[0]
+        if (group, kind) in defined_here:
+            return defined_here[(group, kind)]
+        try:
+            return not cluster.resource(api_version, kind).namespaced
+        except ClusterError:
+            return False  # unknown kinds fail the apply with their own clear error
+
+    policy = policy_for(svc.settings, event.repo.full_name)
+    return check(policy, objects, cluster=app.cluster or "default",
+                 default_namespace=app.namespace, cluster_scoped=cluster_scoped)
 
 
 def _aborted_before(svc: services.Services, event: MergedPullRequest, app: AppConfig,

@@ -111,3 +111,21 @@ def test_unhealthy_workload_fails_with_reason(world, fake_kube):
     assert status["state"] in ("failure", "failed")
     assert "ProgressDeadlineExceeded" in status["description"] or "unhealthy" in status["description"]
     w.wait_comment(world, number, "Health: ❌")
+
+
+def test_policy_violation_applies_nothing_and_names_object_and_rule(world, fake_kube):
+    world.bot.start_worker()
+    number, sha, _ = w.merge(world, {
+        "deploy/web/rbac.yaml": (
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n"
+            "  name: admin-all\nrules: []\n"),
+        "deploy/web/config.yaml": (
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web-config\ndata:\n  m: x\n"),
+    }, "Sneak in a ClusterRole")
+    status = final_status(world, sha)
+    assert status["state"] == "failure" and "ClusterRole admin-all" in status["description"]
+    body = w.wait_comment(world, number, "Refused by the repository")["body"].replace("\\", "")
+    assert "ClusterRole admin-all" in body and "clusterScopedKinds" in body
+    assert fake_kube.get_object("v1", "ConfigMap", "shop", "web-config") is None
+    assert fake_kube.get_object("rbac.authorization.k8s.io/v1", "ClusterRole", None,
+                                "admin-all") is None
