@@ -113,10 +113,10 @@ def _limit_breach(spec: MetricSpec, res: MetricResult) -> tuple[RunPhase, str] |
             f"inconclusive ({res.inconclusive}) > inconclusiveLimit ({spec.inconclusive_limit})",
         )
     if res.consecutive_error > spec.consecutive_error_limit:
+        limit = spec.consecutive_error_limit
         verdict = (
             "Error",
-            f"consecutiveErrors ({res.consecutive_error}) > consecutiveErrorLimit "
-            f"({spec.consecutive_error_limit})",
+            f"consecutiveErrors ({res.consecutive_error}) > consecutiveErrorLimit ({limit})",
         )
     return verdict
 
@@ -147,16 +147,22 @@ def _assess(spec: MetricSpec, res: MetricResult) -> tuple[RunPhase, str]:
 
 
 def record(run: AnalysisRun, metric_name: str, measurement: Measurement, now: float) -> AnalysisRun:
-    """The run after `measurement` of `metric_name`; unchanged when the metric is finished, the
-    run is over, or the measurement is still in flight (phase not completed)."""
-    if phase(run) in COMPLETED or measurement.phase not in COMPLETED:
+    """The run after `measurement` of `metric_name`.
+
+    Unchanged when the run was stopped or never started, when the metric already has its
+    verdict, or when the run has its verdict and this metric was not in flight. An in-flight
+    measurement still lands after another metric decided the run, as Argo completes in-flight
+    measurements while terminating: a late Failed must not be lost behind an Inconclusive.
+    """
+    if run.terminated or run.error or measurement.phase not in COMPLETED:
         return run
-    names = [r.name for r in run.results]
-    if metric_name not in names:
+    if metric_name not in {r.name for r in run.results}:
         return run
     spec = metric(run, metric_name)
     res = result(run, metric_name)
     if res.phase in COMPLETED:
+        return run
+    if res.requested_at is None and phase(run) in COMPLETED:
         return run
     if measurement.phase == "Error":
         res = replace(

@@ -8,8 +8,9 @@ only when a run starts, as in Argo, so one template can serve many steps with di
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 # `{{args.name}}` or `{{ args.name }}`, the only placeholders Argo resolves in a metric.
 _PLACEHOLDER = re.compile(r"\{\{\s*args\.([A-Za-z0-9_.\-]+)\s*\}\}")
@@ -23,30 +24,12 @@ class UnresolvedArgument(Exception):
         self.name = name
 
 
-@dataclass(frozen=True)
-class PrometheusProvider:
-    query: str
-    address: str | None = None  # None: the server's PROMETHEUS_URL
-    timeout: int | None = None  # seconds
+SUPPORTED_PROVIDERS = ("prometheus", "web")
 
 
-@dataclass(frozen=True)
-class WebHeader:
-    key: str
-    value: str
-
-
-@dataclass(frozen=True)
-class WebProvider:
-    url: str
-    method: str = "GET"
-    headers: tuple[WebHeader, ...] = ()
-    body: str | None = None
-    json_path: str | None = None  # Argo's default is "{$}", the whole document
-    timeout_seconds: int | None = None  # Argo's default is 10
-
-
-Provider = PrometheusProvider | WebProvider
+def provider_kind(provider: Mapping[str, Any]) -> str:
+    """ "prometheus" or "web": the single key of an Argo-shaped provider mapping."""
+    return next(iter(provider))
 
 
 @dataclass(frozen=True)
@@ -54,7 +37,7 @@ class MetricSpec:
     """One metric of a template; `count` may still hold a `{{args.x}}` string until resolved."""
 
     name: str
-    provider: Provider
+    provider: dict[str, Any]  # Argo's shape, validated: {"prometheus": {...}} or {"web": {...}}
     success_condition: str = ""
     failure_condition: str = ""
     interval: float | None = None  # seconds
@@ -130,20 +113,16 @@ def substitute(text: str, values: dict[str, str]) -> str:
     return _PLACEHOLDER.sub(value_of, text)
 
 
-def _resolve_provider(provider: Provider, values: dict[str, str]) -> Provider:
-    if isinstance(provider, PrometheusProvider):
-        address = substitute(provider.address, values) if provider.address else provider.address
-        return replace(provider, query=substitute(provider.query, values), address=address)
-    return replace(
-        provider,
-        url=substitute(provider.url, values),
-        headers=tuple(
-            WebHeader(substitute(h.key, values), substitute(h.value, values))
-            for h in provider.headers
-        ),
-        body=substitute(provider.body, values) if provider.body is not None else None,
-        json_path=substitute(provider.json_path, values) if provider.json_path else None,
-    )
+def _substitute_all(value: Any, values: dict[str, str]) -> Any:
+    """Every string inside a JSON-like value with its placeholders filled, as Argo resolves
+    the whole metric at once."""
+    if isinstance(value, str):
+        return substitute(value, values)
+    if isinstance(value, list):
+        return [_substitute_all(v, values) for v in value]
+    if isinstance(value, dict):
+        return {k: _substitute_all(v, values) for k, v in value.items()}
+    return value
 
 
 def _resolve_count(count: int | str | None, values: dict[str, str]) -> int | None:
@@ -174,7 +153,7 @@ def resolve_metrics(
             resolved.append(
                 replace(
                     metric,
-                    provider=_resolve_provider(metric.provider, values),
+                    provider=_substitute_all(metric.provider, values),
                     success_condition=substitute(metric.success_condition, values),
                     failure_condition=substitute(metric.failure_condition, values),
                     count=_resolve_count(metric.count, values),

@@ -15,11 +15,7 @@ from bot.analysis.templates import (
     AnalysisTemplate,
     Arg,
     MetricSpec,
-    PrometheusProvider,
-    Provider,
     TemplateArg,
-    WebHeader,
-    WebProvider,
 )
 
 DEFAULT_PROGRESS_DEADLINE_SECONDS = 600
@@ -74,12 +70,14 @@ class CanaryStrategy:
     traffic_routing_ignored: bool = False  # the source asked for a traffic router we lack
     ignored_fields: tuple[str, ...] = ()  # Argo fields read but without effect in Coalmine
     source: str = ""  # file the strategy came from
+    source_key: str = ""  # where in that file: "spec.strategy.canary" or "apps[0].canary"
 
 
 # ------------------------------------------------------------------------------------- state
 
-Phase = Literal["Pending", "Progressing", "Paused", "Completing", "Promoted", "Aborted",
-                "Superseded"]
+Phase = Literal[
+    "Pending", "Progressing", "Paused", "Completing", "Promoted", "Aborted", "Superseded"
+]
 TERMINAL_PHASES: frozenset[str] = frozenset({"Promoted", "Aborted", "Superseded"})
 
 # Why the engine itself holds the rollout (a user pause is tracked separately).
@@ -156,7 +154,7 @@ class RolloutState:
     def from_dict(cls, data: dict[str, Any]) -> RolloutState:
         state = decode(data)
         if not isinstance(state, cls):
-            raise ValueError("not a serialised RolloutState")
+            raise TypeError("not a serialised RolloutState")
         return state
 
 
@@ -247,8 +245,17 @@ class NewRevision:
 
 
 Event = (
-    Start | Tick | MeasurementTaken | WorkloadHealth | Promote | PromoteFull | Abort | Retry
-    | Pause | Resume | NewRevision
+    Start
+    | Tick
+    | MeasurementTaken
+    | WorkloadHealth
+    | Promote
+    | PromoteFull
+    | Abort
+    | Retry
+    | Pause
+    | Resume
+    | NewRevision
 )
 
 # ----------------------------------------------------------------------------------- actions
@@ -279,7 +286,7 @@ class Measure:
 
     run_id: str
     metric: str
-    provider: Provider
+    provider: dict[str, Any]  # Argo's shape, args resolved; pass to bot.analysis.measure
     success_condition: str
     failure_condition: str
 
@@ -324,52 +331,100 @@ class CommandRejected:
 
 
 Action = (
-    SetWeight | StartAnalysis | StopAnalysis | Measure | PostStatus | UpdateComment
-    | OpenRevertPR | Complete | ScheduleTick | CommandRejected
+    SetWeight
+    | StartAnalysis
+    | StopAnalysis
+    | Measure
+    | PostStatus
+    | UpdateComment
+    | OpenRevertPR
+    | Complete
+    | ScheduleTick
+    | CommandRejected
 )
 
 # ------------------------------------------------------------------------------- JSON codec
 
 _TYPE_KEY = "__type__"
+_JSON_KEY = "__json__"
 _CLASSES: dict[str, type] = {
     cls.__name__: cls
     for cls in (
-        TemplateRef, SetWeightStep, PauseStep, AnalysisStep, BackgroundAnalysis, WorkloadRef,
-        CanaryStrategy, HistoryEntry, WeightPoint, MetricPoint, RolloutState,
-        AnalysisTemplate, Arg, MetricSpec, PrometheusProvider, TemplateArg, WebHeader,
-        WebProvider, AnalysisRun, MetricResult, Measurement,
-        Start, Tick, MeasurementTaken, WorkloadHealth, Promote, PromoteFull, Abort, Retry,
-        Pause, Resume, NewRevision,
-        SetWeight, StartAnalysis, StopAnalysis, Measure, PostStatus, UpdateComment,
-        OpenRevertPR, Complete, ScheduleTick, CommandRejected,
+        TemplateRef,
+        SetWeightStep,
+        PauseStep,
+        AnalysisStep,
+        BackgroundAnalysis,
+        WorkloadRef,
+        CanaryStrategy,
+        HistoryEntry,
+        WeightPoint,
+        MetricPoint,
+        RolloutState,
+        AnalysisTemplate,
+        Arg,
+        MetricSpec,
+        TemplateArg,
+        AnalysisRun,
+        MetricResult,
+        Measurement,
+        Start,
+        Tick,
+        MeasurementTaken,
+        WorkloadHealth,
+        Promote,
+        PromoteFull,
+        Abort,
+        Retry,
+        Pause,
+        Resume,
+        NewRevision,
+        SetWeight,
+        StartAnalysis,
+        StopAnalysis,
+        Measure,
+        PostStatus,
+        UpdateComment,
+        OpenRevertPR,
+        Complete,
+        ScheduleTick,
+        CommandRejected,
     )
 }
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {
+    cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in _CLASSES.values()
+}
+
+
 def encode(value: Any) -> Any:
-    """Plain JSON data for a model value; dataclasses carry their type name."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        data = {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    """Plain JSON data for a model value. Dataclasses carry their type name; tuples become
+    lists; plain dicts (Argo-shaped providers) are JSON already and are wrapped untouched so
+    their lists stay lists."""
+    names = _FIELD_NAMES.get(type(value))
+    if names is not None:
+        data = {name: encode(getattr(value, name)) for name in names}
         data[_TYPE_KEY] = type(value).__name__
         return data
     if isinstance(value, tuple | list):
         return [encode(v) for v in value]
     if isinstance(value, dict):
-        return {k: encode(v) for k, v in value.items()}
+        return {_JSON_KEY: value}
+    if dataclasses.is_dataclass(value):
+        raise TypeError(f"{type(value).__name__} is not a registered model type")
     return value
 
 
 def decode(data: Any) -> Any:
-    """The model value `encode` produced; sequences come back as tuples."""
+    """The model value `encode` produced."""
     if isinstance(data, list):
         return tuple(decode(v) for v in data)
     if isinstance(data, dict):
-        if _TYPE_KEY not in data:
-            return {k: decode(v) for k, v in data.items()}
-        cls = _CLASSES.get(data[_TYPE_KEY])
+        if _JSON_KEY in data:
+            return data[_JSON_KEY]
+        cls = _CLASSES.get(data.get(_TYPE_KEY, ""))
         if cls is None:
-            raise ValueError(f"unknown model type {data[_TYPE_KEY]!r}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: decode(v) for k, v in data.items() if k in names})
+            raise ValueError(f"unknown model type {data.get(_TYPE_KEY)!r}")
+        return cls(**{k: decode(data[k]) for k in _FIELD_NAMES[cls] if k in data})
     return data
-
