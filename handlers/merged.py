@@ -22,7 +22,7 @@ from bot.rollout import traffic
 from bot.rollout.plan import CanaryPlan, split
 from bot.rollout.store import rollout_key
 from bot.rollout.strategy import StrategyError
-from handlers import rollout
+from handlers import outbox, rollout
 
 log = logging.getLogger(__name__)
 REPO_SECTION = "(repository)"
@@ -199,8 +199,8 @@ def _target_url(svc: services.Services, event: MergedPullRequest, app: str) -> s
 
 def _set_status(svc: services.Services, forge: Forge, event: MergedPullRequest, app: str,
                 state: StatusState, description: str) -> None:
-    forge.set_status(event.repo, event.merge_sha, status.context(app), state,
-                     status.clip(description), _target_url(svc, event, app))
+    outbox.post_status(svc, event.repo, event.number, event.merge_sha, status.context(app),
+                       state, status.clip(description), _target_url(svc, event, app))
 
 
 def _report(svc: services.Services, forge: Forge, event: MergedPullRequest, app: str,
@@ -217,4 +217,4 @@ def _report(svc: services.Services, forge: Forge, event: MergedPullRequest, app:
     context_app = "config" if app == REPO_SECTION else app
     _set_status(svc, forge, event, context_app, outcome.state, outcome.summary)
     comment.save_section(svc.redis, event.repo, event.number, app, section)
-    comment.publish(svc.redis, forge, event.repo, event.number)
+    outbox.post_comment(svc, event.repo, event.number, event.merge_sha)

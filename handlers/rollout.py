@@ -28,6 +28,7 @@ from bot.rollout import engine, traffic
 from bot.rollout import model as m
 from bot.rollout.plan import CanaryPlan
 from bot.rollout.store import RolloutRecord, RolloutStore, rollout_key
+from handlers import outbox
 
 log = logging.getLogger(__name__)
 HEALTH_POLL_S = 1.0
@@ -56,7 +57,7 @@ def start(svc: services.Services, event: MergedPullRequest, app: AppConfig, plan
             _run(svc, store, key, previous, m.NewRevision(event.merge_sha, event.number))
         snapshot = traffic.stable_at(live_stable, traffic.replicas_of(live_stable))
         context = {
-            "repo": _repo_dict(event.repo), "number": event.number, "title": event.title,
+            "repo": outbox.repo_dict(event.repo), "number": event.number, "title": event.title,
             "url": event.url, "base_branch": event.base_branch, "app": app.name,
             "cluster": app.cluster, "namespace": plan.namespace, "deployment": plan.deployment,
             "stable": snapshot, "replicas": traffic.replicas_of(plan.deployment),
@@ -315,9 +316,9 @@ class _Shell:
             description = self.status.description
             if self.state.phase == "Superseded" and self.state.superseded_by:
                 description = f"superseded by {self.context.get('superseded_by_pr') or self.state.superseded_by[:7]}"
-            forge.set_status(repo, self.status.sha or self.state.revision,
-                             status.context(self.context["app"]), self.status.state,
-                             status.clip(description), self._target_url())
+            outbox.post_status(self.svc, repo, number, self.status.sha or self.state.revision,
+                               status.context(self.context["app"]), self.status.state,
+                               status.clip(description), self._target_url())
         if self.comment or self.status is not None:
             publish_section(self.svc, self.context, self.state)
         for reply in self.replies:
@@ -342,7 +343,7 @@ def publish_section(svc: services.Services, context: dict[str, Any],
         "revert": context.get("revert"),
     })
     comment.save_section(svc.redis, repo, number, context["app"], section)
-    comment.publish(svc.redis, svc.forge(repo), repo, number)
+    outbox.post_comment(svc, repo, number, state.revision)
 
 
 # --------------------------------------------------------------------------- revert PR
@@ -409,12 +410,6 @@ def _revert_body(ctx: dict[str, Any], state: m.RolloutState) -> str:
         lines += ["", "**Failing measurements:**", ""]
         lines += [f"> {escape(line, 1000)}" for line in state.evidence]
     return "\n".join(lines)
-
-
-def _repo_dict(repo: RepoRef) -> dict[str, Any]:
-    return {"forge": repo.forge, "full_name": repo.full_name, "clone_url": repo.clone_url,
-            "default_branch": repo.default_branch, "project_id": repo.project_id,
-            "installation_id": repo.installation_id}
 
 
 def _pr_index(repo: RepoRef, number: int) -> str:
