@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -278,7 +279,7 @@ def parse_repo_config(
         raise ConfigError(source, "", "the top level must be a mapping with an `apps` list")
     unknown = set(data) - {"apps"}
     if unknown:
-        raise ConfigError(source, sorted(unknown)[0], "unknown key (expected `apps`)")
+        raise ConfigError(source, min(unknown), "unknown key (expected `apps`)")
     apps_raw = data.get("apps")
     if not isinstance(apps_raw, list) or not apps_raw:
         raise ConfigError(source, "apps", "must be a non-empty list of apps")

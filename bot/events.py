@@ -88,6 +88,18 @@ def _opt(data: Any, *path: str) -> Any:
         return None
 
 
+def _opt_str(data: Any, *path: str, default: str = "") -> str:
+    """An optional text field; a value of another type is treated as absent, so a forge quirk
+    or a forged payload cannot put a list where handlers expect text (`body.splitlines()`)."""
+    value = _opt(data, *path)
+    return value if isinstance(value, str) and value else default
+
+
+def _opt_int(data: Any, *path: str) -> int | None:
+    value = _opt(data, *path)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 # --------------------------------------------------------------------------- GitHub
 
 
@@ -108,13 +120,12 @@ def parse_github(event_name: str, payload: Any) -> Event:
 
 def _github_repo(payload: Mapping[str, Any]) -> RepoRef:
     repo = _get(payload, "repository")
-    installation = _opt(payload, "installation", "id")
     return RepoRef(
         forge="github",
         full_name=_str(repo, "full_name"),
         clone_url=_str(repo, "clone_url"),
-        default_branch=_opt(repo, "default_branch") or "main",
-        installation_id=installation if isinstance(installation, int) else None,
+        default_branch=_opt_str(repo, "default_branch", default="main"),
+        installation_id=_opt_int(payload, "installation", "id"),
     )
 
 
@@ -128,13 +139,13 @@ def _github_pull_request(payload: Mapping[str, Any]) -> Event:
     return MergedPullRequest(
         repo=_github_repo(payload),
         number=_int(pr, "number"),
-        title=_opt(pr, "title") or "",
-        url=_opt(pr, "html_url") or "",
+        title=_opt_str(pr, "title"),
+        url=_opt_str(pr, "html_url"),
         merge_sha=_str(pr, "merge_commit_sha"),
         base_branch=_str(pr, "base", "ref"),
-        head_branch=_opt(pr, "head", "ref") or "",
-        author=_opt(pr, "user", "login") or "",
-        merged_by=_opt(pr, "merged_by", "login") or "",
+        head_branch=_opt_str(pr, "head", "ref"),
+        author=_opt_str(pr, "user", "login"),
+        merged_by=_opt_str(pr, "merged_by", "login"),
     )
 
 
@@ -151,9 +162,9 @@ def _github_comment(payload: Mapping[str, Any]) -> Event:
         repo=_github_repo(payload),
         number=_int(issue, "number"),
         comment_id=_int(comment, "id"),
-        body=_opt(comment, "body") or "",
+        body=_opt_str(comment, "body"),
         author=_str(comment, "user", "login"),
-        author_id=_opt(comment, "user", "id"),
+        author_id=_opt_int(comment, "user", "id"),
         author_is_bot=user_type == "Bot",
     )
 
@@ -183,7 +194,7 @@ def _gitlab_repo(payload: Mapping[str, Any]) -> RepoRef:
         forge="gitlab",
         full_name=_str(project, "path_with_namespace"),
         clone_url=_str(project, "git_http_url"),
-        default_branch=_opt(project, "default_branch") or "main",
+        default_branch=_opt_str(project, "default_branch", default="main"),
         project_id=_int(project, "id"),
     )
 
@@ -204,13 +215,13 @@ def _gitlab_merge(payload: Mapping[str, Any]) -> Event:
     return MergedPullRequest(
         repo=_gitlab_repo(payload),
         number=_int(attrs, "iid"),
-        title=_opt(attrs, "title") or "",
-        url=_opt(attrs, "url") or "",
+        title=_opt_str(attrs, "title"),
+        url=_opt_str(attrs, "url"),
         merge_sha=sha,
         base_branch=_str(attrs, "target_branch"),
-        head_branch=_opt(attrs, "source_branch") or "",
-        author=_opt(attrs, "last_commit", "author", "name") or "",
-        merged_by=_opt(payload, "user", "username") or "",
+        head_branch=_opt_str(attrs, "source_branch"),
+        author=_opt_str(attrs, "last_commit", "author", "name"),
+        merged_by=_opt_str(payload, "user", "username"),
     )
 
 
@@ -227,8 +238,8 @@ def _gitlab_note(payload: Mapping[str, Any]) -> Event:
         repo=_gitlab_repo(payload),
         number=_int(payload, "merge_request", "iid"),
         comment_id=_int(attrs, "id"),
-        body=_opt(attrs, "note") or "",
+        body=_opt_str(attrs, "note"),
         author=_str(user, "username"),
-        author_id=_opt(user, "id"),
-        author_is_bot=bool(_opt(user, "bot")),
+        author_id=_opt_int(user, "id"),
+        author_is_bot=_opt(user, "bot") is True,
     )

@@ -7,13 +7,14 @@ production runs the web and worker processes apart, sharing Redis through RQ.
 from __future__ import annotations
 
 import heapq
-import json
 import itertools
+import json
 import logging
 import threading
 import time
 import uuid
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from redis import Redis
 

@@ -397,14 +397,14 @@ def _revert_body(ctx: dict[str, Any], state: m.RolloutState) -> str:
     from bot.report.markdown import escape
 
     lines = [
-        f"Coalmine aborted the rollout of `{ctx['app']}` at {state.revision[:7]} from "
-        f"{ctx.get('url') or '#' + str(ctx['number'])} and restored the stable version.",
+        (f"Coalmine aborted the rollout of `{ctx['app']}` at {state.revision[:7]} from "
+        f"{ctx.get('url') or '#' + str(ctx['number'])} and restored the stable version."),
         "",
         f"**Reason:** {escape(state.aborted_reason or 'aborted')}",
         "",
-        "Merging this PR makes Git describe what runs again (it deploys the stable version "
+        ("Merging this PR makes Git describe what runs again (it deploys the stable version "
         "without a canary). To try the change again instead, comment `/retry` on the original "
-        "PR and close this one.",
+        "PR and close this one."),
     ]
     if state.evidence:
         lines += ["", "**Failing measurements:**", ""]

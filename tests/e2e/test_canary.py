@@ -212,7 +212,7 @@ def test_worker_killed_mid_rollout_finishes_after_restart(world, fake_kube, prom
     track = prometheus.exporter.fresh_track("kill")
     prometheus.exporter.set_traffic(track, requests_per_second=50, error_ratio=0.0)
     first_deploy(world, analysis_steps(track))
-    number, sha = release(world, "registry.example/web:6.0", "Web 6.0")
+    _number, sha = release(world, "registry.example/web:6.0", "Web 6.0")
     wait_until(lambda: fake_kube.get_object("apps/v1", "Deployment", "shop", "web-canary"),
                30, 0.05)
     for proc in list(world.bot.workers):
@@ -228,7 +228,7 @@ def test_second_merge_supersedes_the_first(world, fake_kube):
     number1, sha1 = release(world, "registry.example/web:7.0", "Web 7.0")
     # GitLab keeps a running status's first description, so the comment tells the progress.
     w.wait_comment(world, number1, "**Paused**")
-    number2, sha2 = release(world, "registry.example/web:7.1", "Web 7.1")
+    number2, _sha2 = release(world, "registry.example/web:7.1", "Web 7.1")
     old = final(world, sha1)
     assert old["state"] in ("failure", "error") and f"#{number2}" in old["description"]
     w.wait_comment(world, number1, "uperseded")

@@ -113,8 +113,12 @@ def test_interval_only_runs_until_terminated():
 def test_count_reached_without_required_consecutive_successes():
     both = {"interval": 60.0, "count": 3, "failure_limit": 2, "consecutive_success_limit": 2}
     assert runs.phase(single("SFS", **both)) == "Inconclusive"
-    only_success = {"interval": 60.0, "count": 3, "failure_limit": -1,
-                    "consecutive_success_limit": 2}
+    only_success = {
+        "interval": 60.0,
+        "count": 3,
+        "failure_limit": -1,
+        "consecutive_success_limit": 2,
+    }
     assert runs.phase(single("SFS", **only_success)) == "Failed"
     assert runs.phase(single("FSS", **both)) == "Successful"
 
@@ -122,7 +126,10 @@ def test_count_reached_without_required_consecutive_successes():
 def test_counters_follow_argo():
     result = runs.result(single("SSFS", interval=1.0, count=10, failure_limit=5), "m")
     assert (result.count, result.successful, result.failed, result.consecutive_success) == (
-        4, 3, 1, 1,
+        4,
+        3,
+        1,
+        1,
     )
 
 
@@ -256,8 +263,9 @@ def test_args_resolve_with_defaults_and_overrides():
         TemplateArg("api-url", "http://default"),
         TemplateArg("threshold", "0.9"),
     )
-    (metric,) = resolve_metrics([t], [Arg("service", "web"), Arg("threshold", "0.95"),
-                                      Arg("unused", "x")])
+    (metric,) = resolve_metrics(
+        [t], [Arg("service", "web"), Arg("threshold", "0.95"), Arg("unused", "x")]
+    )
     web = metric.provider["web"]
     assert web["url"] == "http://default?service=web"
     assert web["headers"] == [{"key": "X-Service", "value": "web"}]
@@ -281,8 +289,12 @@ def test_a_placeholder_without_declared_arg_is_unresolved():
 
 def test_count_placeholder_resolves_to_a_number():
     t = template(
-        TemplateArg("service", "s"), TemplateArg("api-url", "u"), TemplateArg("threshold", "1"),
-        TemplateArg("n", "4"), interval=60.0, count="{{args.n}}",
+        TemplateArg("service", "s"),
+        TemplateArg("api-url", "u"),
+        TemplateArg("threshold", "1"),
+        TemplateArg("n", "4"),
+        interval=60.0,
+        count="{{args.n}}",
     )
     (metric,) = resolve_metrics([t], [])
     assert metric.count == 4 and metric.effective_count == 4

@@ -47,8 +47,7 @@ T0 = 1_700_000_000.0
 
 def metric(name: str = "success-rate", **fields) -> MetricSpec:
     provider = {"prometheus": {"query": 'rate(ok{service="{{args.service}}"}[1m])'}}
-    return MetricSpec(name=name, provider=provider, success_condition="result[0] >= 0.95",
-                      **fields)
+    return MetricSpec(name=name, provider=provider, success_condition="result[0] >= 0.95", **fields)
 
 
 def template(name: str = "success-rate", *metrics: MetricSpec) -> AnalysisTemplate:
@@ -65,15 +64,22 @@ def analysis(name: str = "success-rate", service: str | None = "web") -> Analysi
 class Sim:
     """Drives the engine like the shell does: keeps state, time and the last actions."""
 
-    def __init__(self, steps, templates=(template(),), background=None, deadline=600):
+    def __init__(self, steps, templates=None, background=None, deadline=600):
         strategy = CanaryStrategy(
             workload=WorkloadRef("Deployment", "web"),
             steps=tuple(steps),
             analysis=background,
             progress_deadline_seconds=deadline,
         )
-        self.state = new_state(app="web", revision="a1b2c3d4e5", stable_revision="0f0f0f0",
-                               pr=42, strategy=strategy, templates=tuple(templates))
+        templates = (template(),) if templates is None else templates
+        self.state = new_state(
+            app="web",
+            revision="a1b2c3d4e5",
+            stable_revision="0f0f0f0",
+            pr=42,
+            strategy=strategy,
+            templates=tuple(templates),
+        )
         self.now = T0
         self.actions: list = []
 
@@ -102,8 +108,9 @@ class Sim:
         """Answer every outstanding measurement with `phase`."""
         actions = []
         for run_id, name in self.pending_measures():
-            actions += self.send(MeasurementTaken(run_id, name, Measurement(
-                phase, value, message, self.now)))  # type: ignore[arg-type]
+            actions += self.send(
+                MeasurementTaken(run_id, name, Measurement(phase, value, message, self.now))
+            )  # type: ignore[arg-type]
         self.actions = actions
         return actions
 
@@ -460,8 +467,11 @@ def test_user_pause_does_not_stop_a_failing_analysis_from_aborting():
 
 def test_progress_deadline_does_not_count_pauses_or_analysis():
     slow = template("slow", metric("m", interval=300.0, count=3))
-    sim = Sim([SetWeightStep(10), PauseStep(1800), analysis("slow"), SetWeightStep(50)],
-              templates=[slow], deadline=600)
+    sim = Sim(
+        [SetWeightStep(10), PauseStep(1800), analysis("slow"), SetWeightStep(50)],
+        templates=[slow],
+        deadline=600,
+    )
     sim.send(Start())
     sim.now += 500
     sim.healthy()
@@ -509,11 +519,14 @@ def test_new_revision_supersedes_and_stops_runs():
     sim.send(NewRevision("ffffeeee00", pr=43))
     assert sim.state.phase == "Superseded" and sim.state.superseded_by == "ffffeeee00"
     assert sim.of(StopAnalysis)[0].run_id == run_id
-    assert sim.of(PostStatus) == [PostStatus("error", "superseded by ffffeee at step 2/2",
-                                             "a1b2c3d4e5")]
+    assert sim.of(PostStatus) == [
+        PostStatus("error", "superseded by ffffeee at step 2/2", "a1b2c3d4e5")
+    ]
     assert sim.of(SetWeight) == [] and sim.tick is None
-    assert sim.send(MeasurementTaken(run_id, "success-rate",
-                                     Measurement("Failed", "0", "", sim.now))) == []
+    assert (
+        sim.send(MeasurementTaken(run_id, "success-rate", Measurement("Failed", "0", "", sim.now)))
+        == []
+    )
 
 
 def test_new_revision_after_promotion_changes_nothing():
@@ -553,8 +566,10 @@ def test_a_measurement_nobody_asked_for_is_ignored():
     run_id = sim.state.step_run.id
     sim.answer("Successful")
     assert sim.state.phase == "Completing"
-    assert sim.send(MeasurementTaken(run_id, "success-rate",
-                                     Measurement("Failed", "0", "", sim.now))) == []
+    assert (
+        sim.send(MeasurementTaken(run_id, "success-rate", Measurement("Failed", "0", "", sim.now)))
+        == []
+    )
 
 
 def test_version_bumps_once_per_change():

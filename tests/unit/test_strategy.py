@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bot.rollout.durations import DurationError, format_duration, parse_duration
 from bot.rollout.model import AnalysisStep, PauseStep, SetWeightStep, TemplateRef, WorkloadRef
 from bot.rollout.strategy import (
     StrategyError,
@@ -136,8 +137,9 @@ def test_rollout_with_workload_ref_takes_the_deployment_template():
     (doc,) = load("canary-basic-rollout.yaml")
     template = doc["spec"].pop("template")
     doc["spec"]["workloadRef"] = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}
-    web = {"spec": {"replicas": 0, "selector": {"matchLabels": {"app": "nginx"}},
-                    "template": template}}
+    web = {
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "nginx"}}, "template": template}
+    }
     deployment = rollout_to_deployment(doc, source="r.yaml", deployments={"web": web})
     assert deployment["metadata"]["name"] == "example-rollout"
     assert deployment["spec"]["replicas"] == 10
@@ -215,8 +217,10 @@ def rollout_error(steps_yaml: str) -> str:
     [
         (
             "        - setWeight: 10\n        - setWeight: 20\n        - pause: {duration: 5x}",
-            "deploy/web/rollout.yaml: spec.strategy.canary.steps[2].pause.duration: '5x' is not "
-            'a duration (use 30, "30s", "5m", "1h")',
+            (
+                "deploy/web/rollout.yaml: spec.strategy.canary.steps[2].pause.duration: '5x' is not "
+                'a duration (use 30, "30s", "5m", "1h")'
+            ),
         ),
         (
             "        - setWeight: 120",
@@ -228,82 +232,116 @@ def rollout_error(steps_yaml: str) -> str:
         ),
         (
             "        - setWeight: ten",
-            "deploy/web/rollout.yaml: spec.strategy.canary.steps[0].setWeight: 'ten' is not a "
-            "whole number",
+            (
+                "deploy/web/rollout.yaml: spec.strategy.canary.steps[0].setWeight: 'ten' is not a "
+                "whole number"
+            ),
         ),
         (
             "        - experiment: {templates: []}",
-            "deploy/web/rollout.yaml: spec.strategy.canary.steps[0].experiment: experiment "
-            "steps are not supported by Coalmine",
+            (
+                "deploy/web/rollout.yaml: spec.strategy.canary.steps[0].experiment: experiment "
+                "steps are not supported by Coalmine"
+            ),
         ),
         (
             "        - setWeight: 5\n        - setCanaryScale: {replicas: 3}",
-            "deploy/web/rollout.yaml: spec.strategy.canary.steps[1].setCanaryScale: "
-            "setCanaryScale is not supported: without a traffic router the canary's scale "
-            "follows setWeight (Argo also allows setCanaryScale only with trafficRouting)",
+            (
+                "deploy/web/rollout.yaml: spec.strategy.canary.steps[1].setCanaryScale: "
+                "setCanaryScale is not supported: without a traffic router the canary's scale "
+                "follows setWeight (Argo also allows setCanaryScale only with trafficRouting)"
+            ),
         ),
         (
             "        - setHeaderRoute: {name: h}",
-            "deploy/web/rollout.yaml: spec.strategy.canary.steps[0].setHeaderRoute: "
-            "setHeaderRoute needs a traffic router, which Coalmine does not drive yet",
+            (
+                "deploy/web/rollout.yaml: spec.strategy.canary.steps[0].setHeaderRoute: "
+                "setHeaderRoute needs a traffic router, which Coalmine does not drive yet"
+            ),
         ),
         (
             "        - setMirrorRoute: {name: m}",
-            "deploy/web/rollout.yaml: spec.strategy.canary.steps[0].setMirrorRoute: "
-            "setMirrorRoute needs a traffic router, which Coalmine does not drive yet",
+            (
+                "deploy/web/rollout.yaml: spec.strategy.canary.steps[0].setMirrorRoute: "
+                "setMirrorRoute needs a traffic router, which Coalmine does not drive yet"
+            ),
         ),
         (
             "        - plugin: {name: p}",
-            "deploy/web/rollout.yaml: spec.strategy.canary.steps[0].plugin: step plugins are "
-            "not supported by Coalmine",
+            (
+                "deploy/web/rollout.yaml: spec.strategy.canary.steps[0].plugin: step plugins are "
+                "not supported by Coalmine"
+            ),
         ),
         (
             "        - {setWeight: 10, pause: {}}",
-            "deploy/web/rollout.yaml: spec.strategy.canary.steps[0]: a step must have exactly "
-            "one of setWeight, pause, analysis (found: pause, setWeight)",
+            (
+                "deploy/web/rollout.yaml: spec.strategy.canary.steps[0]: a step must have exactly "
+                "one of setWeight, pause, analysis (found: pause, setWeight)"
+            ),
         ),
         (
             "        - wait: 10",
-            "deploy/web/rollout.yaml: spec.strategy.canary.steps[0].wait: unknown step "
-            "(supported: setWeight, pause, analysis)",
+            (
+                "deploy/web/rollout.yaml: spec.strategy.canary.steps[0].wait: unknown step "
+                "(supported: setWeight, pause, analysis)"
+            ),
         ),
         (
             "        - pause: {duration: 5m, until: never}",
-            "deploy/web/rollout.yaml: spec.strategy.canary.steps[0].pause.until: unknown key "
-            "(a pause takes only duration)",
+            (
+                "deploy/web/rollout.yaml: spec.strategy.canary.steps[0].pause.until: unknown key "
+                "(a pause takes only duration)"
+            ),
         ),
         (
             "        - analysis: {args: []}",
-            "deploy/web/rollout.yaml: spec.strategy.canary.steps[0].analysis.templates: is "
-            "required: [{templateName: ...}]",
+            (
+                "deploy/web/rollout.yaml: spec.strategy.canary.steps[0].analysis.templates: is "
+                "required: [{templateName: ...}]"
+            ),
         ),
         (
             "        - analysis: {templates: [{clusterScope: true}]}",
-            "deploy/web/rollout.yaml: spec.strategy.canary.steps[0].analysis.templates[0]."
-            "templateName: must be a non-empty string, got nothing",
+            (
+                "deploy/web/rollout.yaml: spec.strategy.canary.steps[0].analysis.templates[0]."
+                "templateName: must be a non-empty string, got nothing"
+            ),
         ),
         (
-            "        - analysis:\n            templates: [{templateName: t}]\n"
-            "            args: [{name: hash, valueFrom: {podTemplateHashValue: Latest}}]",
-            "deploy/web/rollout.yaml: spec.strategy.canary.steps[0].analysis.args[0].valueFrom: "
-            "valueFrom is not supported (podTemplateHashValue, fieldRef, secretKeyRef); give a "
-            "literal value",
+            (
+                "        - analysis:\n            templates: [{templateName: t}]\n"
+                "            args: [{name: hash, valueFrom: {podTemplateHashValue: Latest}}]"
+            ),
+            (
+                "deploy/web/rollout.yaml: spec.strategy.canary.steps[0].analysis.args[0].valueFrom: "
+                "valueFrom is not supported (podTemplateHashValue, fieldRef, secretKeyRef); give a "
+                "literal value"
+            ),
         ),
         (
-            "        - analysis:\n            templates: [{templateName: t}]\n"
-            "            args: [{name: service}]",
-            "deploy/web/rollout.yaml: spec.strategy.canary.steps[0].analysis.args[0].value: "
-            "argument 'service' needs a value",
+            (
+                "        - analysis:\n            templates: [{templateName: t}]\n"
+                "            args: [{name: service}]"
+            ),
+            (
+                "deploy/web/rollout.yaml: spec.strategy.canary.steps[0].analysis.args[0].value: "
+                "argument 'service' needs a value"
+            ),
         ),
         (
             "        - analysis: {templates: [{templateName: t}], dryRun: [{metricName: x}]}",
-            "deploy/web/rollout.yaml: spec.strategy.canary.steps[0].analysis.dryRun: dry-run "
-            "metrics are not supported yet; remove dryRun",
+            (
+                "deploy/web/rollout.yaml: spec.strategy.canary.steps[0].analysis.dryRun: dry-run "
+                "metrics are not supported yet; remove dryRun"
+            ),
         ),
         (
             "        - 10",
-            "deploy/web/rollout.yaml: spec.strategy.canary.steps[0]: must be a mapping such as "
-            "{setWeight: 20}, got 10",
+            (
+                "deploy/web/rollout.yaml: spec.strategy.canary.steps[0]: must be a mapping such as "
+                "{setWeight: 20}, got 10"
+            ),
         ),
     ],
 )
@@ -356,13 +394,17 @@ def test_progress_deadline_must_be_positive():
         ),
         (
             {"workload": "StatefulSet/db", "steps": []},
-            ".coalmine.yaml: apps[0].canary.workload: 'StatefulSet/db' must look like "
-            "Deployment/<name>",
+            (
+                ".coalmine.yaml: apps[0].canary.workload: 'StatefulSet/db' must look like "
+                "Deployment/<name>"
+            ),
         ),
         (
             {"workload": "Deployment/web", "stpes": []},
-            ".coalmine.yaml: apps[0].canary.stpes: unknown key (allowed: workload, steps, "
-            "analysis, progressDeadlineSeconds)",
+            (
+                ".coalmine.yaml: apps[0].canary.stpes: unknown key (allowed: workload, steps, "
+                "analysis, progressDeadlineSeconds)"
+            ),
         ),
         (
             {"workload": "Deployment/web", "steps": {"setWeight": 10}},
@@ -370,8 +412,10 @@ def test_progress_deadline_must_be_positive():
         ),
         (
             {"workload": "Deployment/web", "steps": [{"pause": {"duration": "soon"}}]},
-            ".coalmine.yaml: apps[0].canary.steps[0].pause.duration: 'soon' is not a duration "
-            '(use 30, "30s", "5m", "1h")',
+            (
+                ".coalmine.yaml: apps[0].canary.steps[0].pause.duration: 'soon' is not a duration "
+                '(use 30, "30s", "5m", "1h")'
+            ),
         ),
         (
             "yes",
@@ -406,8 +450,10 @@ METRIC = "  metrics:\n  - name: m\n    provider: {prometheus: {query: up}}\n"
     [
         (
             "  metrics:\n  - name: m\n    provider: {datadog: {query: x}}\n",
-            "spec.metrics[0].provider.datadog: provider 'datadog' is not supported (supported: "
-            "prometheus, web)",
+            (
+                "spec.metrics[0].provider.datadog: provider 'datadog' is not supported (supported: "
+                "prometheus, web)"
+            ),
         ),
         (
             "  metrics:\n  - name: m\n    provider: {prometheus: {query: x}, web: {url: y}}\n",
@@ -418,10 +464,14 @@ METRIC = "  metrics:\n  - name: m\n    provider: {prometheus: {query: up}}\n"
             "spec.metrics[0].provider.prometheus.query: must be a non-empty string, got nothing",
         ),
         (
-            "  metrics:\n  - name: m\n    provider:\n      prometheus:\n        query: up\n"
-            "        authentication: {sigv4: {region: x}}\n",
-            "spec.metrics[0].provider.prometheus.authentication: not supported for prometheus "
-            "(supported: address, query, timeout, headers, insecure)",
+            (
+                "  metrics:\n  - name: m\n    provider:\n      prometheus:\n        query: up\n"
+                "        authentication: {sigv4: {region: x}}\n"
+            ),
+            (
+                "spec.metrics[0].provider.prometheus.authentication: not supported for prometheus "
+                "(supported: address, query, timeout, headers, insecure)"
+            ),
         ),
         (
             "  metrics:\n  - name: m\n    provider: {web: {url: 'http://x', method: DELETE}}\n",
@@ -440,14 +490,18 @@ METRIC = "  metrics:\n  - name: m\n    provider: {prometheus: {query: up}}\n"
             "spec.metrics[0].interval: is required when count > 1 (count is 3)",
         ),
         (
-            "  metrics:\n  - name: m\n    interval: 1m\n    count: 2\n    failureLimit: 3\n"
-            "    provider: {prometheus: {query: up}}\n",
+            (
+                "  metrics:\n  - name: m\n    interval: 1m\n    count: 2\n    failureLimit: 3\n"
+                "    provider: {prometheus: {query: up}}\n"
+            ),
             "spec.metrics[0].count: 2 must be >= failureLimit + consecutiveSuccessLimit (3)",
         ),
         (
             "  metrics:\n  - name: m\n    failureLimit: -1\n    provider: {prometheus: {query: up}}\n",
-            "spec.metrics[0].failureLimit: failureLimit -1 needs a consecutiveSuccessLimit > 0 "
-            "(both cannot be disabled)",
+            (
+                "spec.metrics[0].failureLimit: failureLimit -1 needs a consecutiveSuccessLimit > 0 "
+                "(both cannot be disabled)"
+            ),
         ),
         (
             "  metrics:\n  - name: m\n    failureLimit: -2\n    provider: {prometheus: {query: up}}\n",
@@ -455,23 +509,29 @@ METRIC = "  metrics:\n  - name: m\n    provider: {prometheus: {query: up}}\n"
         ),
         (
             "  metrics:\n  - name: m\n    interval: often\n    provider: {prometheus: {query: up}}\n",
-            "spec.metrics[0].interval: 'often' is not a duration (use 30, \"30s\", \"5m\", \"1h\")",
+            'spec.metrics[0].interval: \'often\' is not a duration (use 30, "30s", "5m", "1h")',
         ),
         (
             "  metrics:\n  - name: m\n    count: many\n    provider: {prometheus: {query: up}}\n",
             "spec.metrics[0].count: 'many' is not a whole number",
         ),
         (
-            "  metrics:\n  - name: m\n    successCondition: [1]\n"
-            "    provider: {prometheus: {query: up}}\n",
-            "spec.metrics[0].successCondition: must be a string expression such as result[0] >= "
-            "0.95",
+            (
+                "  metrics:\n  - name: m\n    successCondition: [1]\n"
+                "    provider: {prometheus: {query: up}}\n"
+            ),
+            (
+                "spec.metrics[0].successCondition: must be a string expression such as result[0] >= "
+                "0.95"
+            ),
         ),
         (
             "  metrics:\n  - name: m\n    sucessCondition: x\n    provider: {prometheus: {query: up}}\n",
-            "spec.metrics[0].sucessCondition: unknown metric key (allowed: name, interval, "
-            "initialDelay, count, successCondition, failureCondition, failureLimit, "
-            "inconclusiveLimit, consecutiveErrorLimit, consecutiveSuccessLimit, provider)",
+            (
+                "spec.metrics[0].sucessCondition: unknown metric key (allowed: name, interval, "
+                "initialDelay, count, successCondition, failureCondition, failureLimit, "
+                "inconclusiveLimit, consecutiveErrorLimit, consecutiveSuccessLimit, provider)"
+            ),
         ),
         (
             METRIC + "  - name: m\n    provider: {prometheus: {query: up}}\n",
@@ -480,13 +540,17 @@ METRIC = "  metrics:\n  - name: m\n    provider: {prometheus: {query: up}}\n"
         ("  metrics: []\n", "spec.metrics: needs at least one metric"),
         (
             "  args:\n  - name: token\n    valueFrom: {secretKeyRef: {name: s, key: k}}\n" + METRIC,
-            "spec.args[0].valueFrom: valueFrom (secretKeyRef, fieldRef) is not supported; give a "
-            "value, or pass one from the rollout's args",
+            (
+                "spec.args[0].valueFrom: valueFrom (secretKeyRef, fieldRef) is not supported; give a "
+                "value, or pass one from the rollout's args"
+            ),
         ),
         (
             "  templates: [{templateName: other}]\n" + METRIC,
-            "spec.templates: templates that include other templates are not supported yet; list "
-            "the metrics directly",
+            (
+                "spec.templates: templates that include other templates are not supported yet; list "
+                "the metrics directly"
+            ),
         ),
     ],
 )
@@ -496,8 +560,7 @@ def test_template_errors_name_file_key_and_reason(spec, message):
 
 def test_count_may_be_a_placeholder_or_a_string_number():
     doc = yaml.safe_load(
-        TEMPLATE_HEAD
-        + "  args: [{name: n}]\n  metrics:\n  - name: a\n    interval: 1m\n"
+        TEMPLATE_HEAD + "  args: [{name: n}]\n  metrics:\n  - name: a\n    interval: 1m\n"
         "    count: '{{args.n}}'\n    provider: {prometheus: {query: up}}\n"
         "  - name: b\n    interval: 1m\n    count: '3'\n    provider: {prometheus: {query: up}}\n"
     )
@@ -525,3 +588,62 @@ def test_duplicate_templates_across_files():
     assert error_of(parse_analysis_templates, [("a.yaml", doc), ("b.yaml", doc)]) == (
         "b.yaml: metadata.name: AnalysisTemplate 't' is also defined in a.yaml"
     )
+
+
+# ----------------------------------------------------------------------------- durations
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        (30, 30.0),
+        ("30", 30.0),
+        ("30s", 30.0),
+        ("5m", 300.0),
+        ("1h", 3600.0),
+        ("1h30m", 5400.0),
+        ("1.5h", 5400.0),
+        ("500ms", 0.5),
+        (0, 0.0),
+    ],
+)
+def test_durations(value, seconds):
+    assert parse_duration(value) == seconds
+
+
+@pytest.mark.parametrize("value", ["5x", "", "m", "-5s", "1h 30m", True, None, 1.5, -3])
+def test_not_durations(value):
+    with pytest.raises(DurationError):
+        parse_duration(value)
+
+
+def test_format_duration():
+    assert [format_duration(s) for s in (0, 45, 300, 5400, 150)] == [
+        "0s",
+        "45s",
+        "5m",
+        "1h30m",
+        "2m30s",
+    ]
+
+
+# ----------------------------------------------------------------- config/examples parse
+
+EXAMPLES = Path(__file__).parents[2] / "config" / "examples"
+
+
+def test_the_shipped_examples_parse_and_reference_existing_templates():
+    config = yaml.safe_load((EXAMPLES / "coalmine.yaml").read_text())
+    web = parse_canary_config(
+        config["apps"][0]["canary"], source="coalmine.yaml", key="apps[0].canary"
+    )
+    docs = []
+    for path in sorted(EXAMPLES.glob("deploy/*/*.yaml")):
+        docs += [(str(path), doc) for doc in yaml.safe_load_all(path.read_text())]
+    templates = parse_analysis_templates(docs)
+    check_template_refs(web, templates)
+    ((rollout_file, rollout),) = [(f, d) for f, d in docs if d.get("kind") == "Rollout"]
+    shop = parse_rollout(rollout, source=rollout_file)
+    check_template_refs(shop, templates)
+    assert rollout_to_deployment(rollout, source=rollout_file)["metadata"]["name"] == "shop"
+    assert len(web.steps) == 5 and len(shop.steps) == 6
