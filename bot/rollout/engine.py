@@ -592,8 +592,9 @@ def _on_start(t: _Transition, event: Start) -> None:
         t.begin_completion()
         return
     steps = t.state.strategy.steps
-    if not steps or not isinstance(steps[0], SetWeightStep):
-        # Scale away any canary left by a superseded rollout before the first step.
+    first = steps[0] if steps else None
+    if first is not None and not (isinstance(first, SetWeightStep) and first.weight > 0):
+        # Scale away any canary a superseded rollout left, since no first weight will replace it.
         t.set_weight(0, await_health=False)
     t.enter_step(0)
     t.reconcile()

@@ -80,10 +80,10 @@ Phase = Literal[
 ]
 TERMINAL_PHASES: frozenset[str] = frozenset({"Promoted", "Aborted", "Superseded"})
 
-# Why the engine itself holds the rollout (a user pause is tracked separately).
+# Why the engine holds the rollout at its step. A user pause (`paused_by`) and an inconclusive
+# background run (read from the run itself) are tracked separately.
 PAUSE_STEP = "pause step"
 INCONCLUSIVE_STEP = "inconclusive analysis"
-INCONCLUSIVE_BACKGROUND = "inconclusive background analysis"
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ class RolloutState:
     templates: tuple[AnalysisTemplate, ...] = ()
     version: int = 0
     phase: Phase = "Pending"
-    pause_reason: str | None = None  # PAUSE_STEP / INCONCLUSIVE_*; None when not held
+    pause_reason: str | None = None  # PAUSE_STEP or INCONCLUSIVE_STEP; None when not held
     paused_by: str | None = None  # user who paused with /pause
     step_index: int = 0
     weight: int = 0  # canary weight last asked of the cluster

@@ -333,10 +333,11 @@ def test_same_template_as_stable_skips_the_steps():
     assert sim.state.phase == "Completing" and sim.of(SetWeight) == []
 
 
-def test_first_step_not_a_weight_scales_away_an_old_canary():
-    sim = Sim([PauseStep(None), SetWeightStep(10)])
+@pytest.mark.parametrize("first", [PauseStep(None), SetWeightStep(0)])
+def test_first_step_not_a_weight_scales_away_an_old_canary(first):
+    sim = Sim([first, SetWeightStep(10), PauseStep(None)])
     sim.send(Start())
-    assert sim.of(SetWeight) == [SetWeight(0)] and not sim.state.awaiting_health
+    assert sim.of(SetWeight)[0] == SetWeight(0)
 
 
 # -------------------------------------------------------------------- background analysis
