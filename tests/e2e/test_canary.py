@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e import world as w
+from tests.harness.bot import REPO_ROOT
 from tests.harness.processes import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -77,9 +78,9 @@ def first_deploy(world: w.World, steps: str) -> None:
     assert status["state"] == "success", status
 
 
-def final(world: w.World, sha: str, timeout: float = 90) -> dict:
+def final(world: w.World, sha: str, timeout: float = 90, app: str = "web") -> dict:
     def done():
-        status = w.latest_statuses(world, sha).get("coalmine/web")
+        status = w.latest_statuses(world, sha).get(f"coalmine/{app}")
         return status if status and status["state"] not in ("pending",) else None
 
     try:
@@ -234,3 +235,39 @@ def test_second_merge_supersedes_the_first(world, fake_kube):
     w.wait_comment(world, number1, "uperseded")
     wait_until(lambda: image_of(fake_kube, "web-canary") == "registry.example/web:7.1", 30, 0.05)
     assert image_of(fake_kube, "web") == "registry.example/web:1.0"
+
+
+ARGO_DOC_EXAMPLE = (REPO_ROOT / "tests/unit/data/argo/canary-basic-rollout.yaml").read_text()
+
+
+def test_argo_rollout_from_the_docs_runs_unchanged(github_world, fake_kube):
+    """The basic canary example of the Argo Rollouts docs, as is, steered with /promote --full."""
+    world = github_world
+    world.bot.start_worker()
+    _, sha, _ = w.merge(world, {
+        ".coalmine.yaml": "apps:\n  - name: shop\n    path: deploy/shop\n    namespace: shop\n",
+        "deploy/shop/rollout.yaml": ARGO_DOC_EXAMPLE,
+        "deploy/shop/namespace.yaml": "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n",
+    }, "Adopt the Argo Rollout")
+    status = final(world, sha, app="shop")
+    assert status["state"] == "success", status
+    assert fake_kube.get_object("argoproj.io/v1alpha1", "Rollout", "shop", "example-rollout") \
+        is None  # read, never applied
+    assert replicas(fake_kube, "example-rollout") == 10
+
+    number, sha = w.merge(world, {"deploy/shop/rollout.yaml": ARGO_DOC_EXAMPLE.replace(
+        "nginx:1.15.4", "nginx:1.16.1")}, "nginx 1.16.1")[:2]
+    # setWeight 10 of 10 replicas: one canary pod, nine stable; then the 1h pause.
+    wait_until(lambda: (replicas(fake_kube, "example-rollout"),
+                        replicas(fake_kube, "example-rollout-canary")) == (9, 1), 30, 0.05)
+    w.wait_comment(world, number, "**Paused**")
+    w.allow(world, "alice", "write")
+    w.command(world, number, "/promote nope", "alice")
+    wait_until(lambda: any("valid apps" in c["body"] for c in w.comments(world, number)), 30, 0.1)
+    w.command(world, number, "/promote --full", "alice")
+    assert final(world, sha, app="shop")["description"] == "promoted"
+    obj = fake_kube.get_object("apps/v1", "Deployment", "shop", "example-rollout")
+    assert obj["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:1.16.1"
+    assert fake_kube.get_object("apps/v1", "Deployment", "shop", "example-rollout-canary") is None
+    (full,) = [c for c in w.comments(world, number) if c["body"] == "/promote --full"]
+    assert world.github.reactions(w.REPO, full["id"]), "accepted command not acknowledged"
