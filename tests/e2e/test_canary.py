@@ -271,3 +271,16 @@ def test_argo_rollout_from_the_docs_runs_unchanged(github_world, fake_kube):
     assert fake_kube.get_object("apps/v1", "Deployment", "shop", "example-rollout-canary") is None
     (full,) = [c for c in w.comments(world, number) if c["body"] == "/promote --full"]
     assert world.github.reactions(w.REPO, full["id"]), "accepted command not acknowledged"
+
+
+def test_redis_restart_mid_rollout_loses_nothing(github_world, fake_kube, redis_server):
+    """Redis restarts (with its append-only file) during a timed pause; the rollout finishes."""
+    world = github_world
+    first_deploy(world, "        - setWeight: 50\n        - pause: {duration: 4}\n")
+    number, sha = release(world, "registry.example/web:8.0", "Web 8.0")
+    w.wait_comment(world, number, "**Paused**")
+    redis_server.restart()
+    status = final(world, sha)
+    assert status["description"] == "promoted"
+    assert image_of(fake_kube, "web") == "registry.example/web:8.0"
+    assert fake_kube.get_object("apps/v1", "Deployment", "shop", "web-canary") is None
