@@ -151,6 +151,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     )
     src = source or "COALMINE_CONFIG"
     clusters = _parse_clusters(file_data.get("clusters", {}), src)
+    clusters.setdefault("default", ClusterConfig(
+        "default", env.get("KUBECONFIG") or None, env.get("COALMINE_KUBE_CONTEXT") or None))
     repos = _parse_repos(file_data.get("repos", {}), src)
     perms = file_data.get("permissions", {}) or {}
     if not isinstance(perms, dict):

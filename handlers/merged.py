@@ -214,7 +214,9 @@ def _report(svc: services.Services, forge: Forge, event: MergedPullRequest, app:
     save_deployment(svc.redis, {
         "forge": event.repo.forge, "repo": event.repo.full_name, "sha": event.merge_sha,
         "app": app, "pr": event.number, **section})
-    context_app = "config" if app == REPO_SECTION else app
+    context_app = app
+    if app == REPO_SECTION:
+        context_app = "config" if outcome.error_title == "Invalid configuration" else "deploy"
     _set_status(svc, forge, event, context_app, outcome.state, outcome.summary)
     comment.save_section(svc.redis, event.repo, event.number, app, section)
     outbox.post_comment(svc, event.repo, event.number, event.merge_sha)
