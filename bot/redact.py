@@ -17,6 +17,9 @@ from urllib.parse import quote, quote_plus, unquote, urlsplit, urlunsplit
 MASK = "***"
 
 
+MIN_SECRET_LENGTH = 6
+
+
 class Redactor:
     """Replaces every registered secret (and its encoded forms) with `***`."""
 
@@ -26,8 +29,10 @@ class Redactor:
         self.add(*secrets)
 
     def add(self, *secrets: str | None) -> None:
-        """Register secrets; empty values are ignored because they would match everywhere."""
-        new = {form for secret in secrets if secret for form in _encoded_forms(secret)}
+        """Register secrets. Values shorter than MIN_SECRET_LENGTH are ignored: masking every
+        "t" would make logs unreadable, and no real credential is that short."""
+        new = {form for secret in secrets if secret and len(secret) >= MIN_SECRET_LENGTH
+               for form in _encoded_forms(secret) if len(form) >= MIN_SECRET_LENGTH}
         with self._write_lock:
             forms = new | set(self._forms)
             # Longest first, so a secret containing another one is masked whole.
