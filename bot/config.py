@@ -281,7 +281,7 @@ def parse_repo_config(
         raise ConfigError(source, "", "the top level must be a mapping with an `apps` list")
     unknown = set(data) - {"apps"}
     if unknown:
-        raise ConfigError(source, min(unknown), "unknown key (expected `apps`)")
+        raise ConfigError(source, str(min(unknown, key=str)), "unknown key (expected `apps`)")
     apps_raw = data.get("apps")
     if not isinstance(apps_raw, list) or not apps_raw:
         raise ConfigError(source, "apps", "must be a non-empty list of apps")

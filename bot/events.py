@@ -7,8 +7,9 @@ reason, and a payload that claims to be one but lacks required fields becomes `M
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from bot.forge.base import RepoRef
 

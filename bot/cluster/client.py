@@ -84,13 +84,19 @@ class Cluster:
     ) -> Cluster:
         """A kubeconfig file (explicit, $KUBECONFIG or ~/.kube/config), else in-cluster config."""
         default_path = os.path.expanduser(k8s_config.KUBE_CONFIG_DEFAULT_LOCATION)
+        configuration = k8s_client.Configuration()
+        # `call` retries with backoff; urllib3's own immediate retries of a timed-out GET (3 by
+        # default) would multiply every timeout by four before `call` even sees it.
+        configuration.retries = False
         try:
             if kubeconfig or os.environ.get("KUBECONFIG") or os.path.exists(default_path):
                 api_client = k8s_config.new_client_from_config(
-                    config_file=kubeconfig, context=context, persist_config=False
+                    config_file=kubeconfig,
+                    context=context,
+                    persist_config=False,
+                    client_configuration=configuration,
                 )
             else:
-                configuration = k8s_client.Configuration()
                 k8s_config.load_incluster_config(client_configuration=configuration)
                 api_client = k8s_client.ApiClient(configuration)
         except (k8s_config.ConfigException, OSError) as err:

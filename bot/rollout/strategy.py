@@ -158,6 +158,12 @@ def _seconds(value: Any, at: _At) -> float:
         at.fail(str(error))
 
 
+def _key_names(keys: Iterable[Any]) -> list[str]:
+    """Mapping keys as sorted text: YAML keys may be numbers, booleans or null, which neither
+    sort among strings nor join into a message."""
+    return sorted(map(str, keys))
+
+
 def _shown(value: Any) -> str:
     if value is None:
         return "nothing"
@@ -235,7 +241,7 @@ def _pause_step(raw: Any, at: _At) -> PauseStep:
     if raw is None:
         return PauseStep()
     raw = _mapping(raw, at, "a mapping like {} or {duration: 5m}")
-    unknown = sorted(set(raw) - {"duration"})
+    unknown = _key_names(set(raw) - {"duration"})
     if unknown:
         at.key(unknown[0]).fail("unknown key (a pause takes only duration)")
     if raw.get("duration") is None:
@@ -300,7 +306,7 @@ def parse_canary_config(raw: Any, *, source: str, key: str) -> CanaryStrategy:
     """The `canary:` mapping of one app in `.coalmine.yaml` (`key` is e.g. "apps[0].canary")."""
     at = _At(source, key)
     raw = _mapping(raw, at, "a mapping with workload and steps")
-    unknown = sorted(set(raw) - set(_CONFIG_CANARY_KEYS))
+    unknown = _key_names(set(raw) - set(_CONFIG_CANARY_KEYS))
     if unknown:
         at.key(unknown[0]).fail(f"unknown key (allowed: {', '.join(_CONFIG_CANARY_KEYS)})")
     workload_text = _text(raw.get("workload"), at.key("workload"))
@@ -354,12 +360,12 @@ def parse_rollout(doc: Any, *, source: str) -> CanaryStrategy:
     strategy_at = root.key("spec.strategy")
     strategy = _mapping(spec.get("strategy"), strategy_at, "a mapping with canary")
     if "canary" not in strategy:
-        other = ", ".join(sorted(strategy)) or "nothing"
+        other = ", ".join(_key_names(strategy)) or "nothing"
         strategy_at.fail(f"only the canary strategy is supported (found: {other})")
     canary_at = strategy_at.key("canary")
     canary = _mapping(strategy["canary"] or {}, canary_at)
     steps = _steps(canary.get("steps"), canary_at.key("steps"))
-    ignored = tuple(sorted(set(canary) - {"steps", "analysis"}))
+    ignored = tuple(_key_names(set(canary) - {"steps", "analysis"}))
     return CanaryStrategy(
         workload=WorkloadRef(kind="Deployment", name=name),
         steps=steps,
@@ -471,7 +477,7 @@ def _provider(raw: Any, at: _At) -> dict[str, Any]:
             f"provider '{kind}' is not supported (supported: {', '.join(SUPPORTED_PROVIDERS)})"
         )
     spec = _mapping(spec, where)
-    unknown = sorted(set(spec) - set(_PROVIDER_KEYS[kind]))
+    unknown = _key_names(set(spec) - set(_PROVIDER_KEYS[kind]))
     if unknown:
         where.key(unknown[0]).fail(
             f"not supported for {kind} (supported: {', '.join(_PROVIDER_KEYS[kind])})"
@@ -501,7 +507,7 @@ def _provider(raw: Any, at: _At) -> dict[str, Any]:
 
 def _metric(raw: Any, at: _At) -> MetricSpec:
     raw = _mapping(raw, at, "a mapping with name and provider")
-    unknown = sorted(set(raw) - set(_METRIC_KEYS))
+    unknown = _key_names(set(raw) - set(_METRIC_KEYS))
     if unknown:
         at.key(unknown[0]).fail(f"unknown metric key (allowed: {', '.join(_METRIC_KEYS)})")
     name = _text(raw.get("name"), at.key("name"))

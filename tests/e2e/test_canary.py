@@ -196,6 +196,11 @@ def test_abort_command_restores_stable(world, fake_kube):
     assert fake_kube.get_object("apps/v1", "Deployment", "shop", "web-canary") is None
     assert image_of(fake_kube, "web") == "registry.example/web:1.0"
 
+    # /retry starts the aborted revision again from its first step.
+    w.command(world, number, "/retry", "alice")
+    wait_until(lambda: image_of(fake_kube, "web-canary") == "registry.example/web:4.0", 30, 0.05)
+    w.wait_comment(world, number, "back to step 1")
+
 
 def test_denied_command_changes_nothing(world, fake_kube):
     first_deploy(world, MANUAL_STEPS)
