@@ -40,7 +40,7 @@ def _serve(bind: str, workers: int | None) -> int:
 
 
 def _worker(burst: bool = False) -> int:
-    from rq import Worker
+    from rq import SimpleWorker
 
     from bot import services
     from bot.config import load_settings
@@ -65,7 +65,9 @@ def _worker(burst: bool = False) -> int:
     stop = threading.Event()
     ticker = threading.Thread(target=run_ticker, args=(svc.queue, stop), daemon=True)
     ticker.start()
-    worker = Worker([QUEUE_NAME], connection=svc.redis)
+    # Jobs run in this process (no fork per job), so the cluster, forge and git adapters built
+    # on the first job serve every later one instead of being rebuilt a second at a time.
+    worker = SimpleWorker([QUEUE_NAME], connection=svc.redis)
     try:
         worker.work(burst=burst)
     finally:

@@ -53,7 +53,11 @@ class RQJobQueue:
         self.queue = Queue(QUEUE_NAME, connection=redis, default_timeout=JOB_TIMEOUT_S)
 
     def enqueue(self, func: Callable[..., Any], *args: Any, job_id: str | None = None) -> str:
-        job = self.queue.enqueue_call(func, args=args, job_id=job_id, failure_ttl=7 * 86400)
+        # One round trip for RQ's several writes: the webhook path waits on this.
+        with self.redis.pipeline() as pipe:
+            job = self.queue.enqueue_call(func, args=args, job_id=job_id, failure_ttl=7 * 86400,
+                                          pipeline=pipe)
+            pipe.execute()
         return job.id
 
     def enqueue_at(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from bot.cluster.model import (
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 Obj = dict[str, Any]
 
 FIRST_KINDS = ("Namespace", "CustomResourceDefinition")
+APPLY_CONCURRENCY = 8
 CRD_ESTABLISH_TIMEOUT_S = 10.0
 
 
@@ -45,13 +47,18 @@ def apply(
     _check_kinds_known(cluster, rest, defined_here=_kinds_defined_by(first))
     report = ApplyReport()
     for obj in first:
-        _apply_one(cluster, obj, default_namespace, report)
+        kind, ref = _apply_one(cluster, obj, default_namespace)
+        getattr(report, kind).append(ref)
     crds = [obj for obj in first if obj["kind"] == "CustomResourceDefinition"]
     if crds:
         _wait_established(cluster, crds)
         cluster.refresh_discovery()
-    for obj in rest:
-        _apply_one(cluster, obj, default_namespace, report)
+    # Objects of one stage don't depend on each other: apply them concurrently, reporting in
+    # manifest order so the PR comment stays stable from run to run.
+    with ThreadPoolExecutor(max_workers=APPLY_CONCURRENCY) as pool:
+        outcomes = list(pool.map(lambda o: _apply_one(cluster, o, default_namespace), rest))
+    for kind, ref in outcomes:
+        getattr(report, kind).append(ref)
     return report
 
 
@@ -94,7 +101,8 @@ def _check_kinds_known(
             cluster.resource(obj["apiVersion"], obj["kind"], for_object=_describe(obj))
 
 
-def _apply_one(cluster: Cluster, obj: Obj, default_namespace: str, report: ApplyReport) -> None:
+def _apply_one(cluster: Cluster, obj: Obj, default_namespace: str) -> tuple[str, ObjectRef]:
+    """("created" | "configured" | "unchanged", ref) for one applied object."""
     resource = cluster.resource(obj["apiVersion"], obj["kind"], for_object=_describe(obj))
     meta = obj["metadata"]
     if resource.namespaced:
@@ -105,11 +113,8 @@ def _apply_one(cluster: Cluster, obj: Obj, default_namespace: str, report: Apply
     before = cluster.get(ref.api_version, ref.kind, ref.namespace, ref.name)
     after = cluster.server_side_apply(obj)
     if before is None:
-        report.created.append(ref)
-    elif _same(before, after):
-        report.unchanged.append(ref)
-    else:
-        report.configured.append(ref)
+        return "created", ref
+    return ("unchanged" if _same(before, after) else "configured"), ref
 
 
 def _same(before: Obj, after: Obj) -> bool:

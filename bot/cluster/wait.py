@@ -25,8 +25,14 @@ def wait_healthy(
     refs = list(refs)
     started = clock()
     deadline = started + timeout_s
+    # Only workloads have a rollout to wait for; anything else is healthy once applied, so it
+    # costs no request. A workload found healthy is not asked again.
+    results: dict[ObjectRef, Health] = {
+        ref: APPLIED for ref in refs if ref.kind not in WORKLOAD_KINDS}
     while True:
-        results = {ref: _health(cluster, ref) for ref in refs}
+        for ref in refs:
+            if ref not in results or not results[ref].healthy:
+                results[ref] = _health(cluster, ref)
         elapsed = clock() - started
         failed = next(((ref, h) for ref, h in results.items() if h.failed), None)
         if failed:
@@ -48,6 +54,10 @@ def wait_healthy(
                 elapsed,
             )
         sleep(min(poll_s, remaining))
+
+
+WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet"})
+APPLIED = Health("Healthy", "applied")
 
 
 def _health(cluster: Cluster, ref: ObjectRef) -> Health:

@@ -66,6 +66,16 @@ def world(request, prometheus) -> w.World:
     return world
 
 
+def traffic(prometheus, name: str, error_ratio: float) -> str:
+    """A fresh exporter track with steady traffic, once Prometheus can compute its ratio."""
+    track = prometheus.exporter.fresh_track(name)
+    prometheus.exporter.set_traffic(track, requests_per_second=50, error_ratio=error_ratio)
+    query = (f'sum(rate(http_requests_total{{track="{track}",code!~"5.."}}[30s])) / '
+             f'sum(rate(http_requests_total{{track="{track}"}}[30s]))')
+    prometheus.wait_for_value(query, lambda r: isinstance(r, list) and len(r) == 1, 60)
+    return track
+
+
 def first_deploy(world: w.World, steps: str) -> None:
     """Put the canary config and a stable v1 in place (a first deploy is a plain apply)."""
     world.bot.start_worker()
@@ -109,8 +119,7 @@ def image_of(kube, name: str) -> str | None:
 
 
 def test_good_release_is_promoted_and_canary_removed(world, fake_kube, prometheus):
-    track = prometheus.exporter.fresh_track("good")
-    prometheus.exporter.set_traffic(track, requests_per_second=50, error_ratio=0.0)
+    track = traffic(prometheus, "good", 0.0)
     first_deploy(world, analysis_steps(track))
     number, sha = release(world, "registry.example/web:2.0", "Web 2.0")
 
@@ -131,8 +140,7 @@ def test_good_release_is_promoted_and_canary_removed(world, fake_kube, prometheu
 
 
 def test_bad_release_is_aborted_and_reverted(world, fake_kube, prometheus):
-    track = prometheus.exporter.fresh_track("bad")
-    prometheus.exporter.set_traffic(track, requests_per_second=50, error_ratio=0.5)
+    track = traffic(prometheus, "bad", 0.5)
     first_deploy(world, analysis_steps(track))
     before = world.remote.head()
     number, sha = release(world, "registry.example/web:bad", "Web bad")
@@ -215,8 +223,7 @@ def test_denied_command_changes_nothing(world, fake_kube):
 
 
 def test_worker_killed_mid_rollout_finishes_after_restart(world, fake_kube, prometheus):
-    track = prometheus.exporter.fresh_track("kill")
-    prometheus.exporter.set_traffic(track, requests_per_second=50, error_ratio=0.0)
+    track = traffic(prometheus, "kill", 0.0)
     first_deploy(world, analysis_steps(track))
     _number, sha = release(world, "registry.example/web:6.0", "Web 6.0")
     wait_until(lambda: fake_kube.get_object("apps/v1", "Deployment", "shop", "web-canary"),

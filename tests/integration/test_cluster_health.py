@@ -92,13 +92,21 @@ def test_wait_healthy_times_out_with_the_reason(fake_kube, kube_cluster):
 
 
 def test_missing_objects_are_waited_for_then_reported(kube_cluster):
-    ghost = ObjectRef("v1", "ConfigMap", "default", "ghost")
+    ghost = ObjectRef("apps/v1", "Deployment", "default", "ghost")
     clock = StepClock()
 
     result = kube_cluster.wait_healthy([ghost], timeout_s=1, clock=clock, sleep=clock.sleep)
 
     assert not result.ok
-    assert "ConfigMap default/ghost (Missing: not found in the cluster)" in result.message
+    assert "Deployment default/ghost (Missing: not found in the cluster)" in result.message
+
+
+def test_objects_without_a_rollout_cost_no_request(fake_kube, kube_cluster):
+    """Wait only polls workloads: a ConfigMap that was just applied is healthy as it is."""
+    refs = [ObjectRef("v1", "ConfigMap", "default", f"cm-{i}") for i in range(5)]
+    before = len(fake_kube.requests)
+    result = kube_cluster.wait_healthy(refs, timeout_s=1)
+    assert result.ok and len(fake_kube.requests) == before
 
 
 def test_scale_get_and_delete(fake_kube, kube_cluster):
