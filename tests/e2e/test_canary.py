@@ -166,15 +166,13 @@ def test_bad_release_is_aborted_and_reverted(world, fake_kube, prometheus):
 
 
 def _revert_pr(world: w.World, branch: str) -> dict | None:
+    """The revert PR from `branch` once it carries its label (GitHub adds labels separately)."""
     if world.github:
-        found = [p for p in world.github.pulls(w.REPO) if p["head"]["ref"] == branch]
-        if found:
-            assert "coalmine-revert" in world.github.issue_labels(w.REPO, found[0]["number"])
+        found = [p for p in world.github.pulls(w.REPO) if p["head"]["ref"] == branch
+                 and "coalmine-revert" in world.github.issue_labels(w.REPO, p["number"])]
     else:
         found = [mr for mr in world.gitlab.merge_requests(w.REPO)
-                 if mr["source_branch"] == branch]
-        if found:
-            assert "coalmine-revert" in found[0]["labels"]
+                 if mr["source_branch"] == branch and "coalmine-revert" in mr["labels"]]
     return found[0] if found else None
 
 
