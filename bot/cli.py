@@ -63,7 +63,14 @@ def _worker(burst: bool = False) -> int:
     from bot.queue import run_ticker
 
     stop = threading.Event()
-    ticker = threading.Thread(target=run_ticker, args=(svc.queue, stop), daemon=True)
+    from bot.leases import requeue_lapsed
+
+    sweeps = (
+        (lambda: requeue_lapsed(svc.redis, svc.queue.enqueue), 2.0),
+        (lambda: resume_all(svc, overdue_by=30.0), 30.0),
+    )
+    ticker = threading.Thread(target=run_ticker, args=(svc.queue, stop),
+                              kwargs={"sweeps": sweeps}, daemon=True)
     ticker.start()
     # Jobs run in this process (no fork per job), so the cluster, forge and git adapters built
     # on the first job serve every later one instead of being rebuilt a second at a time.

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -81,6 +82,7 @@ class Settings:
     max_body_bytes: int = 25 * 1024 * 1024
     delivery_ttl_s: int = 7 * 24 * 3600
     log_level: str = "INFO"
+    extra_git_hosts: tuple[str, ...] = ()
 
     @property
     def github_enabled(self) -> bool:
@@ -102,7 +104,23 @@ class Settings:
         return [v for v in values if v]
 
     def repo_settings(self, full_name: str) -> RepoPolicy:
-        return self.repos.get(full_name, RepoPolicy())
+        """The repository's entry, matched case-insensitively as the forges match names."""
+        wanted = full_name.casefold()
+        return next((p for name, p in self.repos.items() if name.casefold() == wanted),
+                    RepoPolicy())
+
+    def clone_host_allowed(self, forge: str, clone_url: str) -> bool:
+        """Only the forge's own host gets the bot's token: a webhook payload names the clone
+        URL, and anyone holding the webhook secret could otherwise point it elsewhere."""
+        parts = urlsplit(clone_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return False
+        if forge == "github":
+            api_host = urlsplit(self.github.api_url).hostname or ""
+            allowed = {api_host.removeprefix("api.")}
+        else:
+            allowed = {urlsplit(self.gitlab.url).hostname or ""}
+        return parts.hostname in allowed | set(self.extra_git_hosts)
 
     def cluster(self, name: str | None) -> ClusterConfig:
         if name is None:
@@ -179,6 +197,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_body_bytes=int(_number(env, "COALMINE_MAX_BODY_BYTES", 25 * 1024 * 1024)),
         delivery_ttl_s=int(_number(env, "COALMINE_DELIVERY_TTL", 7 * 24 * 3600)),
         log_level=(env.get("COALMINE_LOG_LEVEL") or "INFO").upper(),
+        extra_git_hosts=tuple(
+            h.strip() for h in (env.get("COALMINE_GIT_HOSTS") or "").split(",") if h.strip()),
     )
 
 

@@ -80,12 +80,23 @@ class RQJobQueue:
         return moved
 
 
-def run_ticker(queue: RQJobQueue, stop: threading.Event, interval_s: float = 0.2) -> None:
-    """Drain the schedule until `stop` is set (a daemon thread in each worker)."""
+def run_ticker(
+    queue: RQJobQueue,
+    stop: threading.Event,
+    interval_s: float = 0.2,
+    sweeps: tuple[tuple[Callable[[], Any], float], ...] = (),
+) -> None:
+    """Drain the schedule until `stop` is set (a daemon thread in each worker), and call each
+    sweep (re-arming work whose scheduling or worker was lost) every so many seconds."""
+    next_run = [time.monotonic() + every for _, every in sweeps]
     while not stop.wait(interval_s):
         try:
             queue.move_due()
-        except Exception:  # Redis away for a moment: keep ticking, log once per failure
+            for i, (sweep, every) in enumerate(sweeps):
+                if time.monotonic() >= next_run[i]:
+                    next_run[i] = time.monotonic() + every
+                    sweep()
+        except Exception:
             log.warning("could not move scheduled jobs", exc_info=True)
 
 

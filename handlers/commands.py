@@ -53,6 +53,8 @@ def run(event: PullRequestComment) -> None:
                       f"@{event.author} {why}; your command was not run.")
         return
     forge.acknowledge(event.repo, event.number, event.comment_id)
+    # No lease here: unlike a merge, a command is not idempotent (/promote twice skips two
+    # steps), so one lost with a killed worker is left for its author to repeat.
     for command in commands:
         if isinstance(command, CommandError):
             forge.comment(event.repo, event.number,

@@ -17,6 +17,7 @@ from bot.config import REPO_CONFIG_FILE, AppConfig, ConfigError, parse_repo_conf
 from bot.deployments import deployment_path, save_deployment
 from bot.events import MergedPullRequest
 from bot.forge.base import Forge, StatusState
+from bot.leases import leased
 from bot.report import comment, status
 from bot.rollout import traffic
 from bot.rollout.plan import CanaryPlan, split
@@ -44,7 +45,8 @@ def run(event: MergedPullRequest) -> None:
     svc = services.current()
     forge = svc.forge(event.repo)
     try:
-        deploy(svc, forge, event)
+        with leased(svc.redis, run, event):
+            deploy(svc, forge, event)
     except Exception as exc:
         # Report on the PR, not only in a log; the message is redacted of every known secret.
         reason = services.redactor().redact(f"{type(exc).__name__}: {exc}")
@@ -57,6 +59,13 @@ def run(event: MergedPullRequest) -> None:
 def deploy(svc: services.Services, forge: Forge, event: MergedPullRequest) -> None:
     from bot.manifests import ManifestError
 
+    if not svc.settings.clone_host_allowed(event.repo.forge, event.repo.clone_url):
+        _report(svc, forge, event, REPO_SECTION, AppOutcome(
+            "failure", "clone URL is not on the forge's host; nothing fetched",
+            error=f"the webhook named the clone URL host of {event.repo.clone_url!r}, which is "
+                  "not the configured forge's host (allow more hosts with COALMINE_GIT_HOSTS)",
+            error_title="Refused clone URL"))
+        return
     repo_key = f"{event.repo.forge}/{event.repo.full_name}"
     clone_url = forge.authenticated_clone_url(event.repo)
     with svc.mirrors.checkout(repo_key, clone_url, event.merge_sha) as tree:
@@ -100,6 +109,7 @@ def deploy_app(
     notes: list[str] = []
     canary: tuple[CanaryPlan, dict[str, Any]] | None = None
     held: list[ObjectRef] = []  # the workload the rollout moves: kept out of apply and prune
+    short = ""  # why the workload was held back, for the status line
     violations = _policy_violations(svc, event, app, cluster,
                                     objects + ([plan.deployment] if plan else []))
     if violations:
@@ -116,7 +126,16 @@ def deploy_app(
             if traffic.needs_canary(plan.deployment, live):
                 held = [ObjectRef.of(plan.deployment),
                         traffic.canary_ref(plan.deployment, plan.namespace)]
-                if _aborted_before(svc, event, app, plan):
+                running = rollout.running_rollout(svc, event.repo, app.name)
+                if running is not None and running.context.get("template_hash") == \
+                        traffic.template_hash(plan.deployment) and \
+                        running.state.revision != event.merge_sha:
+                    continuing = f"#{running.context['number']}"
+                    short = f"canary of {continuing} continues"
+                    notes.append(f"this merge leaves {plan.name} as it is; the canary rollout "
+                                 f"started by {continuing} continues there")
+                elif _aborted_before(svc, event, app, plan):
+                    short = "aborted revision held back; /retry deploys it"
                     notes.append(
                         f"this revision of {plan.name} was aborted before; the stable version "
                         "keeps running. Comment /retry on the aborted PR to deploy it again.")
@@ -155,6 +174,8 @@ def deploy_app(
     if canary is not None:
         return AppOutcome("pending", f"{summary}; canary rollout starting", listing, health_dict,
                           notes=notes), canary
+    if short:
+        summary = f"{summary}; {short}"
     return AppOutcome("success", summary, listing, health_dict, notes=notes), None
 
 

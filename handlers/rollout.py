@@ -22,7 +22,9 @@ from bot.cluster.model import ClusterError
 from bot.config import AppConfig
 from bot.deployments import deployment_path
 from bot.events import MergedPullRequest
-from bot.forge.base import Forge, RepoRef
+from bot.forge.base import Forge, ForgeError, RepoRef
+from bot.gitrepo import GitError
+from bot.leases import leased
 from bot.report import comment, status
 from bot.rollout import engine, traffic
 from bot.rollout import model as m
@@ -32,6 +34,9 @@ from handlers import outbox
 
 log = logging.getLogger(__name__)
 HEALTH_POLL_S = 1.0
+RESTORE_RETRY_S = 5.0
+REVERT_RETRY_S = 30.0
+REVERT_ATTEMPTS = 8
 MAX_FOLLOW_UPS = 200  # a guard against an engine/shell loop, never reached in practice
 REVERT_LABEL = "coalmine-revert"
 
@@ -51,16 +56,20 @@ def start(svc: services.Services, event: MergedPullRequest, app: AppConfig, plan
     with store.locked(key):
         previous = store.load(key)
         if previous is not None and not engine.is_finished(previous.state):
-            if previous.state.revision == event.merge_sha:
-                return  # the same merge delivered twice: the rollout already runs
+            if previous.state.revision == event.merge_sha or (
+                    previous.context.get("template_hash") == traffic.template_hash(plan.deployment)):
+                return  # the same merge again, or one that left this workload alone: carry on
             previous.context["superseded_by_pr"] = f"#{event.number}"
             _run(svc, store, key, previous, m.NewRevision(event.merge_sha, event.number))
+        git_replicas = plan.deployment.get("spec", {}).get("replicas")
+        # An HPA-managed workload leaves replicas out of Git: keep the live count then.
+        replicas = traffic.replicas_of(live_stable if git_replicas is None else plan.deployment)
         snapshot = traffic.stable_at(live_stable, traffic.replicas_of(live_stable))
         context = {
             "repo": outbox.repo_dict(event.repo), "number": event.number, "title": event.title,
             "url": event.url, "base_branch": event.base_branch, "app": app.name,
             "cluster": app.cluster, "namespace": plan.namespace, "deployment": plan.deployment,
-            "stable": snapshot, "replicas": traffic.replicas_of(plan.deployment),
+            "stable": snapshot, "replicas": replicas,
             "template_hash": traffic.template_hash(plan.deployment),
             "stable_revision": (live_stable["metadata"].get("labels") or {}).get(
                 "coalmine.dev/revision"),
@@ -72,6 +81,12 @@ def start(svc: services.Services, event: MergedPullRequest, app: AppConfig, plan
         _run(svc, store, key, RolloutRecord(state, context), m.Start())
 
 
+def running_rollout(svc: services.Services, repo: RepoRef, app: str) -> RolloutRecord | None:
+    """The app's unfinished rollout, if any."""
+    record = RolloutStore(svc.redis).load(rollout_key(repo.forge, repo.full_name, app))
+    return record if record is not None and not engine.is_finished(record.state) else None
+
+
 def supersede_without_canary(svc: services.Services, event: MergedPullRequest,
                              app: AppConfig, plan: CanaryPlan) -> bool:
     """A merge that needs no canary (its template equals stable) ends any running rollout."""
@@ -81,6 +96,8 @@ def supersede_without_canary(svc: services.Services, event: MergedPullRequest,
         previous = store.load(key)
         if previous is None or engine.is_finished(previous.state):
             return False
+        if previous.context.get("template_hash") == traffic.template_hash(plan.deployment):
+            return False  # the rollout is completing this very template: let it finish
         previous.context["superseded_by_pr"] = f"#{event.number}"
         _run(svc, store, key, previous, m.NewRevision(event.merge_sha, event.number))
         canary = traffic.canary_ref(plan.deployment, plan.namespace)
@@ -122,18 +139,41 @@ def health_poll(key: str, revision: str, attempt: int, weight: int) -> None:
         _run(svc, store, key, record, event)
 
 
-def resume_all(svc: services.Services) -> int:
-    """Re-arm the next tick of every rollout waiting on time (worker start-up)."""
+def restore(key: str, revision: str) -> None:
+    """RQ job: retry putting stable back after an abort whose restore the cluster refused."""
+    svc = services.current()
     store = RolloutStore(svc.redis)
+    with store.locked(key):
+        record = store.load(key)
+        if record is None or record.state.revision != revision:
+            return
+        if "restore_pending" not in record.context:
+            return
+        shell = _Shell(svc, record.context, record.state)
+        shell.restore_stable()
+        store.save(key, RolloutRecord(record.state, shell.context),
+                   engine.next_wakeup(record.state))
+        if shell.restore_retry:
+            svc.queue.enqueue_at(time.time() + RESTORE_RETRY_S, restore, key, revision)
+
+
+def resume_all(svc: services.Services, overdue_by: float | None = None) -> int:
+    """Re-arm the tick of every rollout waiting on time: all of them at start-up, then
+    periodically those overdue by `overdue_by` s (a tick lost between a save and its
+    scheduling). Identical schedule entries collapse and stale ticks do nothing."""
+    store = RolloutStore(svc.redis)
+    now = time.time()
     count = 0
     for key, due in store.due():
+        if overdue_by is not None and due > now - overdue_by:
+            continue
         record = store.load(key)
         if record is None or engine.is_finished(record.state):
             continue
-        svc.queue.enqueue_at(max(due, time.time()), tick, key, record.state.version)
-        if record.state.awaiting_health:
-            s = record.state
-            svc.queue.enqueue(health_poll, key, s.revision, s.attempt, s.weight)
+        s = record.state
+        svc.queue.enqueue_at(max(due, now), tick, key, s.version)
+        if s.awaiting_health:
+            svc.queue.enqueue_at(now, health_poll, key, s.revision, s.attempt, s.weight)
         count += 1
     return count
 
@@ -189,6 +229,7 @@ class _Shell:
     replies: list[str] = field(default_factory=list)
     revert: bool = False
     poll: tuple[str, int, int] | None = None
+    restore_retry: bool = False
 
     @property
     def repo(self) -> RepoRef:
@@ -233,8 +274,9 @@ class _Shell:
                            default_namespace=self.context["namespace"])
 
     def set_weight(self, weight: int) -> list[m.Event]:
-        replicas = self.context["replicas"]
-        stable_n, canary_n = engine.split_replicas(weight, replicas)
+        if self.state.phase in m.TERMINAL_PHASES:
+            return self.restore_stable()
+        stable_n, canary_n = engine.split_replicas(weight, self.context["replicas"])
         deployment = self.context["deployment"]
         canary = traffic.canary_ref(deployment, self.context["namespace"])
         try:
@@ -243,21 +285,45 @@ class _Shell:
                             self.state.revision)
             else:
                 self.cluster.delete(canary.api_version, canary.kind, canary.namespace, canary.name)
-            stable = dict(self.context["stable"])
-            self._apply(traffic.stable_at(stable, stable_n), self.context.get("stable_revision"))
+            # Only the replica count moves: the scale subresource leaves Git's fields alone.
+            self.cluster.scale(canary.namespace, deployment["metadata"]["name"], stable_n)
         except ClusterError as exc:
-            if self.state.phase in m.TERMINAL_PHASES:
-                raise  # restoring stable must not be skipped silently: let the job fail loudly
-            return [m.Abort(None, f"the cluster refused the canary change: {exc}")]
-        if weight == 0 or self.state.phase in m.TERMINAL_PHASES:
-            return []
+            # A passing API hiccup is no verdict on the release: retry; the deadline decides.
+            self.poll = (self.state.revision, self.state.attempt, self.state.weight)
+            return [m.WorkloadHealth(False, f"the cluster refused the change: {exc}", weight)]
         return [self.health_event(completing=False)]
 
-    def complete(self) -> list[m.Event]:
+    def restore_stable(self) -> list[m.Event]:
+        """After an abort: stable back to its own template at full size, then the canary gone.
+
+        Stable comes first so capacity never dips; a failure is retried by a job until it
+        succeeds, because leaving a bad canary serving must not depend on the next tick.
+        """
+        deployment = self.context["deployment"]
+        ns = self.context["namespace"]
+        canary = traffic.canary_ref(deployment, ns)
         try:
-            self._apply(traffic.as_stable(self.context["deployment"]), self.state.revision)
+            if self.context.get("stable_touched"):
+                self._apply(traffic.stable_at(self.context["stable"], self.context["replicas"]),
+                            self.context.get("stable_revision"))
+            self.cluster.scale(ns, deployment["metadata"]["name"], self.context["replicas"])
+            self.cluster.delete(canary.api_version, canary.kind, canary.namespace, canary.name)
         except ClusterError as exc:
-            return [m.Abort(None, f"the cluster refused the new stable version: {exc}")]
+            self.context["restore_pending"] = str(exc)
+            self.restore_retry = True
+            return []
+        self.context.pop("restore_pending", None)
+        return []
+
+    def complete(self) -> list[m.Event]:
+        self.context["stable_touched"] = True
+        stable = traffic.as_stable(self.context["deployment"])
+        stable["spec"].setdefault("replicas", self.context["replicas"])
+        try:
+            self._apply(stable, self.state.revision)
+        except ClusterError as exc:
+            self.poll = (self.state.revision, self.state.attempt, self.state.weight)
+            return [m.WorkloadHealth(False, f"the cluster refused the new stable: {exc}", 100)]
         return [self.health_event(completing=True)]
 
     def health_event(self, *, completing: bool) -> m.Event:
@@ -310,7 +376,9 @@ class _Shell:
         if self.poll is not None and self.state.awaiting_health:
             queue.enqueue_at(time.time() + HEALTH_POLL_S, health_poll, key, *self.poll)
         if self.revert:
-            queue.enqueue(open_revert, key, self.state.revision)
+            queue.enqueue(open_revert, key, self.state.revision, 0)
+        if self.restore_retry:
+            queue.enqueue_at(time.time() + RESTORE_RETRY_S, restore, key, self.state.revision)
         forge, repo, number = self.forge, self.repo, self.context["number"]
         if self.status is not None:
             description = self.status.description
@@ -349,48 +417,63 @@ def publish_section(svc: services.Services, context: dict[str, Any],
 # --------------------------------------------------------------------------- revert PR
 
 
-def open_revert(key: str, revision: str) -> None:
-    """RQ job: push `coalmine/revert-<sha>` reverting the merge and open a PR for it, once."""
-    from bot.gitrepo import repo_key
+def open_revert(key: str, revision: str, attempt: int = 0) -> None:
+    """RQ job: push `coalmine/revert-<sha>` reverting the merge and open a PR for it, once.
 
+    Failures (forge or git away) are retried with growing delays and shown in the comment;
+    an earlier revert PR that was closed unmerged does not count as opened.
+    """
     svc = services.current()
     store = RolloutStore(svc.redis)
     record = store.load(key)
     if record is None or record.state.revision != revision:
         return
-    ctx, state = record.context, record.state
-    repo = RepoRef(**ctx["repo"])
-    forge = svc.forge(repo)
-    branch = f"coalmine/revert-{revision[:7]}"
-    outcome: dict[str, Any]
-    existing = forge.find_pull_request(repo, branch)
-    if existing is not None:
-        outcome = {"state": "opened", "url": existing.url, "number": existing.number}
-    else:
-        result = svc.mirrors.create_revert_branch(
-            repo_key(repo), forge.authenticated_clone_url(repo), ctx["base_branch"], revision,
-            branch, "Coalmine", "coalmine@users.noreply.github.com")
-        if result.conflict:
-            files = ", ".join(f"`{f}`" for f in result.files) or "unknown files"
-            forge.comment(repo, ctx["number"], (
-                f"Coalmine could not open a revert PR for {revision[:7]}: reverting it conflicts "
-                f"with later changes on `{ctx['base_branch']}` in {files}. The cluster runs the "
-                "stable version; please revert the change by hand so Git matches it again."))
-            outcome = {"state": "conflict", "files": list(result.files)}
-        elif result.outcome == "nothing_to_revert":
-            outcome = {"state": "not needed", "reason": "the change is already undone"}
-        else:
-            title = f'Revert "{ctx.get("title") or revision[:7]}"'
-            pr = forge.open_pull_request(repo, branch, ctx["base_branch"], title[:250],
-                                         _revert_body(ctx, state), [REVERT_LABEL])
-            outcome = {"state": "opened", "url": pr.url, "number": pr.number}
+    try:
+        with leased(svc.redis, open_revert, key, revision, attempt):
+            outcome = _revert(svc, record)
+    except (ForgeError, GitError, OSError) as exc:  # report it and try again later
+        reason = services.redactor().redact(f"{type(exc).__name__}: {exc}")
+        log.warning("revert PR for %s failed (attempt %d): %s", revision[:7], attempt + 1, reason)
+        outcome = {"state": "failed", "reason": reason[:300]}
+        if attempt + 1 < REVERT_ATTEMPTS:
+            svc.queue.enqueue_at(time.time() + REVERT_RETRY_S * 2**attempt, open_revert, key,
+                                 revision, attempt + 1)
     with store.locked(key):
         record = store.load(key)
-        if record is None:
+        if record is None or record.state.revision != revision:
             return
         record.context["revert"] = outcome
         store.save(key, record, engine.next_wakeup(record.state))
         publish_section(svc, record.context, record.state)
+
+
+def _revert(svc: services.Services, record: RolloutRecord) -> dict[str, Any]:
+    from bot.gitrepo import repo_key
+
+    ctx, state = record.context, record.state
+    revision = state.revision
+    repo = RepoRef(**ctx["repo"])
+    forge = svc.forge(repo)
+    branch = f"coalmine/revert-{revision[:7]}"
+    existing = forge.find_pull_request(repo, branch)
+    if existing is not None and existing.state != "closed":
+        return {"state": "opened", "url": existing.url, "number": existing.number}
+    result = svc.mirrors.create_revert_branch(
+        repo_key(repo), forge.authenticated_clone_url(repo), ctx["base_branch"], revision,
+        branch, "Coalmine", "coalmine@users.noreply.github.com")
+    if result.conflict:
+        files = ", ".join(f"`{f}`" for f in result.files) or "unknown files"
+        forge.comment(repo, ctx["number"], (
+            f"Coalmine could not open a revert PR for {revision[:7]}: reverting it conflicts "
+            f"with later changes on `{ctx['base_branch']}` in {files}. The cluster runs the "
+            "stable version; please revert the change by hand so Git matches it again."))
+        return {"state": "conflict", "files": list(result.files)}
+    if result.outcome == "nothing_to_revert":
+        return {"state": "not needed", "reason": "the change is already undone"}
+    title = f'Revert "{ctx.get("title") or revision[:7]}"'
+    pr = forge.open_pull_request(repo, branch, ctx["base_branch"], title[:250],
+                                 _revert_body(ctx, state), [REVERT_LABEL])
+    return {"state": "opened", "url": pr.url, "number": pr.number}
 
 
 def _revert_body(ctx: dict[str, Any], state: m.RolloutState) -> str:

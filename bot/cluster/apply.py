@@ -29,6 +29,7 @@ Obj = dict[str, Any]
 
 FIRST_KINDS = ("Namespace", "CustomResourceDefinition")
 APPLY_CONCURRENCY = 8
+LIST_THRESHOLD = 20  # from this many objects, one LIST per kind beats a GET per object
 CRD_ESTABLISH_TIMEOUT_S = 10.0
 
 
@@ -55,8 +56,12 @@ def apply(
         cluster.refresh_discovery()
     # Objects of one stage don't depend on each other: apply them concurrently, reporting in
     # manifest order so the PR comment stays stable from run to run.
+    for obj in rest:
+        _set_namespace(cluster, obj, default_namespace)
+    live = _live_objects(cluster, rest) if len(rest) >= LIST_THRESHOLD else None
     with ThreadPoolExecutor(max_workers=APPLY_CONCURRENCY) as pool:
-        outcomes = list(pool.map(lambda o: _apply_one(cluster, o, default_namespace), rest))
+        outcomes = list(pool.map(
+            lambda o: _apply_one(cluster, o, default_namespace, live), rest))
     for kind, ref in outcomes:
         getattr(report, kind).append(ref)
     return report
@@ -101,16 +106,36 @@ def _check_kinds_known(
             cluster.resource(obj["apiVersion"], obj["kind"], for_object=_describe(obj))
 
 
-def _apply_one(cluster: Cluster, obj: Obj, default_namespace: str) -> tuple[str, ObjectRef]:
-    """("created" | "configured" | "unchanged", ref) for one applied object."""
+def _set_namespace(cluster: Cluster, obj: Obj, default_namespace: str) -> None:
     resource = cluster.resource(obj["apiVersion"], obj["kind"], for_object=_describe(obj))
     meta = obj["metadata"]
     if resource.namespaced:
         meta["namespace"] = meta.get("namespace") or default_namespace
     else:
         meta.pop("namespace", None)
+
+
+def _live_objects(cluster: Cluster, objects: list[Obj]) -> dict[ObjectRef, Obj]:
+    """The live state of many objects with one LIST per kind and namespace, not a GET each."""
+    groups = {(o["apiVersion"], o["kind"], o["metadata"].get("namespace")) for o in objects}
+    live: dict[ObjectRef, Obj] = {}
+    for api_version, kind, namespace in sorted(groups, key=str):
+        for item in cluster.list(api_version, kind, namespace):
+            live[ObjectRef(api_version, kind, namespace, item["metadata"]["name"])] = item
+    return live
+
+
+def _apply_one(
+    cluster: Cluster, obj: Obj, default_namespace: str, live: dict[ObjectRef, Obj] | None = None
+) -> tuple[str, ObjectRef]:
+    """("created" | "configured" | "unchanged", ref) for one applied object; `live` (when
+    given) holds the state before the apply, so no GET is needed."""
+    _set_namespace(cluster, obj, default_namespace)
     ref = ObjectRef.of(obj)
-    before = cluster.get(ref.api_version, ref.kind, ref.namespace, ref.name)
+    if live is not None:
+        before = live.get(ref)
+    else:
+        before = cluster.get(ref.api_version, ref.kind, ref.namespace, ref.name)
     after = cluster.server_side_apply(obj)
     if before is None:
         return "created", ref

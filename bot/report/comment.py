@@ -37,8 +37,9 @@ def load_sections(redis: Redis, repo: RepoRef, number: int) -> dict[str, dict]:
 
 def publish(redis: Redis, forge: Forge, repo: RepoRef, number: int) -> int:
     """Render every app's section and edit (or create) the PR's comment; returns its id."""
-    with redis.lock(f"coalmine:pr-lock:{repo.forge}:{repo.full_name}:{number}", timeout=120,
-                    blocking_timeout=120):
+    # Short-lived: a worker killed while holding it must not silence the PR for long.
+    with redis.lock(f"coalmine:pr-lock:{repo.forge}:{repo.full_name}:{number}", timeout=30,
+                    blocking_timeout=60):
         body = render(load_sections(redis, repo, number))
         return forge.upsert_comment(repo, number, MARKER, body)
 
@@ -79,6 +80,8 @@ def _revert_lines(revert: dict[str, Any] | None) -> list[str]:
         return ["", f"⚠️ Revert PR not opened: reverting conflicts with later changes in {files}"]
     if state == "pending":
         return ["", "↩️ Revert PR: being prepared…"]
+    if state == "failed":
+        return ["", f"⚠️ Revert PR not opened yet, retrying: {escape(revert.get('reason', ''))}"]
     return ["", f"↩️ Revert PR not needed: {escape(revert.get('reason', ''))}"]
 
 

@@ -8,19 +8,24 @@ worker that starts after a crash re-arm every tick that was lost with the old wo
 from __future__ import annotations
 
 import json
+import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import LockError, RedisError
 
 from bot.rollout.model import TERMINAL_PHASES, RolloutState
 
+log = logging.getLogger(__name__)
 PREFIX = "coalmine:rollout:"
 DUE_INDEX = "coalmine:rollouts:due"
 ACTIVE_INDEX = "coalmine:rollouts:active"
 FINISHED_TTL_S = 30 * 24 * 3600
+LOCK_TTL_S = 15.0
 
 
 def rollout_key(forge: str, repo: str, app: str) -> str:
@@ -48,10 +53,37 @@ class RolloutStore:
         self.redis = redis
 
     @contextmanager
-    def locked(self, key: str, timeout_s: float = 600) -> Iterator[None]:
-        """Exclusive access to one rollout; the timeout frees it if a worker dies holding it."""
-        with self.redis.lock(f"{key}:lock", timeout=timeout_s, blocking_timeout=timeout_s):
+    def locked(self, key: str, wait_s: float = 300) -> Iterator[None]:
+        """Exclusive access to one rollout.
+
+        The lock lives only LOCK_TTL_S unless renewed, and a watchdog renews it while the holder
+        works, so a worker killed while holding it blocks the rollout for seconds, not minutes.
+        """
+        lock = self.redis.lock(f"{key}:lock", timeout=LOCK_TTL_S, blocking_timeout=wait_s,
+                               thread_local=False)  # the watchdog thread renews it
+        if not lock.acquire():
+            raise TimeoutError(f"rollout {key} stayed locked for {wait_s:g} s")
+        done = threading.Event()
+
+        def renew() -> None:
+            while not done.wait(LOCK_TTL_S / 3):
+                try:
+                    lock.reacquire()
+                except (LockError, RedisError):
+                    log.warning("could not renew the lock of %s", key)
+                    return
+
+        watchdog = threading.Thread(target=renew, name="rollout-lock", daemon=True)
+        watchdog.start()
+        try:
             yield
+        finally:
+            done.set()
+            watchdog.join(timeout=5)
+            try:
+                lock.release()
+            except LockError:
+                pass  # expired while Redis was away; the next holder takes over
 
     def load(self, key: str) -> RolloutRecord | None:
         raw = self.redis.get(key)

@@ -68,9 +68,16 @@ def canary_of(deployment: Obj, replicas: int, revision: str) -> Obj:
 
 
 def stable_at(live_stable: Obj, replicas: int) -> Obj:
-    """A minimal apply object that keeps the live stable template and sets its replicas."""
+    """The live stable Deployment as an apply object (server-set fields dropped) at `replicas`.
+
+    The whole spec is kept, so restoring it after an aborted completion brings back every
+    field Git had, not only the template.
+    """
     meta = live_stable["metadata"]
-    spec = live_stable["spec"]
+    spec = copy.deepcopy(live_stable["spec"])
+    spec["replicas"] = replicas
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items()
+                   if k not in _SERVER_ANNOTATIONS}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -78,17 +85,13 @@ def stable_at(live_stable: Obj, replicas: int) -> Obj:
             "name": meta["name"],
             "namespace": meta.get("namespace"),
             "labels": dict(meta.get("labels") or {}),
-            "annotations": {
-                k: v for k, v in (meta.get("annotations") or {}).items()
-                if k == TEMPLATE_HASH_ANNOTATION
-            },
+            "annotations": annotations,
         },
-        "spec": {
-            "replicas": replicas,
-            "selector": copy.deepcopy(spec["selector"]),
-            "template": copy.deepcopy(spec["template"]),
-        },
+        "spec": spec,
     }
+
+
+_SERVER_ANNOTATIONS = frozenset({"deployment.kubernetes.io/revision"})
 
 
 def canary_ref(deployment: Obj, namespace: str) -> ObjectRef:

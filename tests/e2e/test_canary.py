@@ -294,3 +294,24 @@ def test_redis_restart_mid_rollout_loses_nothing(github_world, fake_kube, redis_
     assert status["description"] == "promoted"
     assert image_of(fake_kube, "web") == "registry.example/web:8.0"
     assert fake_kube.get_object("apps/v1", "Deployment", "shop", "web-canary") is None
+
+
+def test_unrelated_merge_leaves_a_running_canary_alone(github_world, fake_kube):
+    """A later merge that doesn't touch the workload neither restarts nor steals the rollout."""
+    world = github_world
+    first_deploy(world, MANUAL_STEPS)
+    number, sha = release(world, "registry.example/web:9.0", "Web 9.0")
+    w.wait_comment(world, number, "**Paused**")
+    other_number, other_sha, _ = w.merge(world, {"deploy/web/config.yaml": (
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web-config\ndata:\n  m: other\n")},
+        "Only a ConfigMap")
+    wait_until(lambda: fake_kube.get_object("v1", "ConfigMap", "shop", "web-config")
+               ["data"] == {"m": "other"}, 30, 0.05)
+    assert w.latest_statuses(world, sha)["coalmine/web"]["state"] == "pending"
+    other = final(world, other_sha)
+    assert other["state"] == "success" and f"#{number}" in other["description"]
+    w.allow(world, "alice", "write")
+    w.command(world, number, "/promote", "alice")
+    assert final(world, sha)["description"] == "promoted"
+    assert image_of(fake_kube, "web") == "registry.example/web:9.0"
+    assert w.comments(world, other_number)

@@ -251,3 +251,19 @@ def test_the_kubeconfig_token_is_sent_and_never_echoed(fake_kube, tmp_path):
         cluster.get("v1", "Namespace", None, "default")
     assert "HTTP 401" in str(caught.value)
     assert "s3cret-wrong-token" not in str(caught.value)
+
+
+def test_many_objects_are_judged_from_one_list_per_kind(fake_kube, kube_cluster):
+    """Past the list threshold no object is fetched one by one, and the report stays exact."""
+    maps = [config_map(f"cm-{i:02}", n=str(i)) for i in range(25)]
+    first = apply(kube_cluster, [namespace(), *maps])
+    assert len(first.created) == 26
+    gets_before = sum(1 for r in fake_kube.requests
+                      if r[0] == "GET" and "/configmaps/" in r[1])
+    maps[7] = config_map("cm-07", n="changed")
+    again = apply(kube_cluster, [namespace(), *maps])
+    single_gets = sum(1 for r in fake_kube.requests
+                      if r[0] == "GET" and "/configmaps/" in r[1]) - gets_before
+    assert single_gets == 0
+    assert [str(r) for r in again.configured] == ["ConfigMap shop/cm-07"]
+    assert len(again.unchanged) == 25  # the Namespace and 24 ConfigMaps
