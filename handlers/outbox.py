@@ -22,6 +22,7 @@ MAX_ATTEMPTS = 20
 FIRST_DELAY_S = 5.0
 MAX_DELAY_S = 1800.0
 TTL_S = 7 * 24 * 3600
+COMMENT_EVERY_S = 5.0
 
 
 def _desired_key(repo: RepoRef, sha: str) -> str:
@@ -39,11 +40,31 @@ def post_status(svc: services.Services, repo: RepoRef, number: int, sha: str, co
         _later(svc, repo, number, sha, str(exc))
 
 
-def post_comment(svc: services.Services, repo: RepoRef, number: int, sha: str) -> None:
+def post_comment(svc: services.Services, repo: RepoRef, number: int, sha: str,
+                 urgent: bool = True) -> None:
+    """Re-render the PR's comment now, or (not urgent) at most once per COMMENT_EVERY_S.
+
+    A busy rollout changes its state every second or so; editing the comment each time costs
+    two forge calls per tick and rate limit for no reader's benefit.
+    """
+    last_key = f"coalmine:comment-at:{repo.forge}:{repo.full_name}:{number}"
+    now = time.time()
+    if not urgent:
+        last = svc.redis.get(last_key)
+        if last is not None and now - float(last) < COMMENT_EVERY_S:
+            svc.queue.enqueue_at(float(last) + COMMENT_EVERY_S, flush_comment, repo_dict(repo),
+                                 number, sha)
+            return
+    svc.redis.set(last_key, now, ex=int(COMMENT_EVERY_S) + 60)
     try:
         comment.publish(svc.redis, svc.forge(repo), repo, number)
     except ForgeError as exc:
         _later(svc, repo, number, sha, str(exc))
+
+
+def flush_comment(repo_data: dict[str, Any], number: int, sha: str) -> None:
+    """RQ job: the delayed comment edit of a non-urgent update."""
+    post_comment(services.current(), RepoRef(**repo_data), number, sha)
 
 
 def _later(svc: services.Services, repo: RepoRef, number: int, sha: str, reason: str,

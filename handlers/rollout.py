@@ -411,7 +411,10 @@ def publish_section(svc: services.Services, context: dict[str, Any],
         "revert": context.get("revert"),
     })
     comment.save_section(svc.redis, repo, number, context["app"], section)
-    outbox.post_comment(svc, repo, number, state.revision)
+    # People read the comment when the rollout waits for them or has ended: those edits go out
+    # at once; progress in between is batched.
+    urgent = engine.is_finished(state) or engine.waiting_on_people(state)
+    outbox.post_comment(svc, repo, number, state.revision, urgent=urgent)
 
 
 # --------------------------------------------------------------------------- revert PR
