@@ -17,6 +17,7 @@ from bot.config import REPO_CONFIG_FILE, AppConfig, ConfigError, parse_repo_conf
 from bot.deployments import deployment_path, save_deployment
 from bot.events import MergedPullRequest
 from bot.forge.base import Forge, StatusState
+from bot.gitrepo import repo_key
 from bot.leases import leased
 from bot.report import comment, status
 from bot.rollout import traffic
@@ -51,7 +52,7 @@ def run(event: MergedPullRequest) -> None:
         # Report on the PR, not only in a log; the message is redacted of every known secret.
         reason = services.redactor().redact(f"{type(exc).__name__}: {exc}")
         log.exception("deploy of %s@%s failed", event.repo.full_name, event.merge_sha[:7])
-        _report(svc, forge, event, REPO_SECTION, AppOutcome(
+        _report(svc, event, REPO_SECTION, AppOutcome(
             "error", "Coalmine failed before finishing", error=reason, error_title="Internal error"))
         raise
 
@@ -60,15 +61,14 @@ def deploy(svc: services.Services, forge: Forge, event: MergedPullRequest) -> No
     from bot.manifests import ManifestError
 
     if not svc.settings.clone_host_allowed(event.repo.forge, event.repo.clone_url):
-        _report(svc, forge, event, REPO_SECTION, AppOutcome(
+        _report(svc, event, REPO_SECTION, AppOutcome(
             "failure", "clone URL is not on the forge's host; nothing fetched",
             error=f"the webhook named the clone URL host of {event.repo.clone_url!r}, which is "
                   "not the configured forge's host (allow more hosts with COALMINE_GIT_HOSTS)",
             error_title="Refused clone URL"))
         return
-    repo_key = f"{event.repo.forge}/{event.repo.full_name}"
     clone_url = forge.authenticated_clone_url(event.repo)
-    with svc.mirrors.checkout(repo_key, clone_url, event.merge_sha) as tree:
+    with svc.mirrors.checkout(repo_key(event.repo), clone_url, event.merge_sha) as tree:
         config_file = Path(tree) / REPO_CONFIG_FILE
         if not config_file.is_file():
             log.info("%s has no %s at %s; nothing to deploy",
@@ -77,12 +77,12 @@ def deploy(svc: services.Services, forge: Forge, event: MergedPullRequest) -> No
         try:
             config = parse_repo_config(config_file.read_text(errors="replace"), svc.settings)
         except ConfigError as exc:
-            _report(svc, forge, event, REPO_SECTION, AppOutcome(
+            _report(svc, event, REPO_SECTION, AppOutcome(
                 "failure", "invalid configuration; nothing applied",
                 error=str(exc), error_title="Invalid configuration"))
             return
         for app in config.apps:
-            _set_status(svc, forge, event, app.name, "pending", "applying manifests")
+            _set_status(svc, event, app.name, "pending", "applying manifests")
             canary = None
             try:
                 outcome, canary = deploy_app(svc, event, app, Path(tree))
@@ -92,7 +92,7 @@ def deploy(svc: services.Services, forge: Forge, event: MergedPullRequest) -> No
             except StrategyError as exc:
                 outcome = AppOutcome("failure", "invalid rollout strategy; nothing applied",
                                      error=str(exc), error_title="Invalid rollout strategy")
-            _report(svc, forge, event, app.name, outcome)
+            _report(svc, event, app.name, outcome)
             if canary is not None:
                 rollout.start(svc, event, app, *canary)
 
@@ -163,7 +163,7 @@ def deploy_app(
     }
     counts = {k: len(v) for k, v in listing.items()}
     timeout = app.health_timeout_s or svc.settings.health_timeout_s
-    _set_status(svc, svc.forge(event.repo), event, app.name, "pending",
+    _set_status(svc, event, app.name, "pending",
                 f"applied ({status.applied_summary(counts)}); waiting for rollout")
     health = cluster.wait_healthy(applied.refs, timeout_s=timeout)
     summary = f"{status.applied_summary(counts)}; " + ("healthy" if health.ok else "unhealthy")
@@ -218,13 +218,13 @@ def _target_url(svc: services.Services, event: MergedPullRequest, app: str) -> s
         event.repo.forge, event.repo.full_name, event.merge_sha, app)
 
 
-def _set_status(svc: services.Services, forge: Forge, event: MergedPullRequest, app: str,
+def _set_status(svc: services.Services, event: MergedPullRequest, app: str,
                 state: StatusState, description: str) -> None:
     outbox.post_status(svc, event.repo, event.number, event.merge_sha, status.context(app),
                        state, status.clip(description), _target_url(svc, event, app))
 
 
-def _report(svc: services.Services, forge: Forge, event: MergedPullRequest, app: str,
+def _report(svc: services.Services, event: MergedPullRequest, app: str,
             outcome: AppOutcome) -> None:
     """Record the outcome, set the final status and refresh the PR's comment."""
     section = {
@@ -238,6 +238,6 @@ def _report(svc: services.Services, forge: Forge, event: MergedPullRequest, app:
     context_app = app
     if app == REPO_SECTION:
         context_app = "config" if outcome.error_title == "Invalid configuration" else "deploy"
-    _set_status(svc, forge, event, context_app, outcome.state, outcome.summary)
+    _set_status(svc, event, context_app, outcome.state, outcome.summary)
     comment.save_section(svc.redis, event.repo, event.number, app, section)
     outbox.post_comment(svc, event.repo, event.number, event.merge_sha)
