@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.harness.processes import wait_until
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REPO = "acme/gitops"
 GH_TOKEN = "ghs_benchTokenForTheBot0123456789"
@@ -85,15 +87,8 @@ def verdict(met: bool) -> str:
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.01):
-    """Poll `predicate` until truthy; raise naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not within {timeout:g} s")
-        time.sleep(interval)
+    """Poll `predicate` until truthy (the test harness's wait_until), naming `what` if it isn't."""
+    return wait_until(predicate, timeout, interval, f"{what} not within {timeout:g} s")
 
 
 # --------------------------------------------------------------------------- processes

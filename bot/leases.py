@@ -11,7 +11,6 @@ import base64
 import importlib
 import logging
 import pickle
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +18,8 @@ from typing import Any
 
 from redis import Redis
 from redis.exceptions import RedisError
+
+from bot.heartbeat import renewing
 
 log = logging.getLogger(__name__)
 LEASES = "coalmine:leases"
@@ -38,22 +39,18 @@ def leased(redis: Redis, func: Callable[..., Any], *args: Any) -> Iterator[None]
         pickle.dumps((f"{func.__module__}.{func.__qualname__}", args))).decode()
     redis.set(_alive_key(lease_id), 1, ex=LEASE_TTL_S)
     redis.hset(LEASES, lease_id, payload)
-    done = threading.Event()
 
-    def renew() -> None:
-        while not done.wait(LEASE_TTL_S / 3):
-            try:
-                redis.set(_alive_key(lease_id), 1, ex=LEASE_TTL_S)
-            except RedisError:
-                log.warning("could not renew the lease of %s", func.__qualname__)
+    def renew() -> bool:
+        try:
+            redis.set(_alive_key(lease_id), 1, ex=LEASE_TTL_S)
+        except RedisError:
+            log.warning("could not renew the lease of %s", func.__qualname__)
+        return True
 
-    watchdog = threading.Thread(target=renew, name="job-lease", daemon=True)
-    watchdog.start()
     try:
-        yield
+        with renewing(renew, LEASE_TTL_S / 3, "job-lease"):
+            yield
     finally:
-        done.set()
-        watchdog.join(timeout=5)
         redis.hdel(LEASES, lease_id)
         redis.delete(_alive_key(lease_id))
 

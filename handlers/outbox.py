@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import asdict
 from typing import Any
 
 from bot import services
@@ -52,7 +53,7 @@ def post_comment(svc: services.Services, repo: RepoRef, number: int, sha: str,
     if not urgent:
         last = svc.redis.get(last_key)
         if last is not None and now - float(last) < COMMENT_EVERY_S:
-            svc.queue.enqueue_at(float(last) + COMMENT_EVERY_S, flush_comment, repo_dict(repo),
+            svc.queue.enqueue_at(float(last) + COMMENT_EVERY_S, flush_comment, asdict(repo),
                                  number, sha)
             return
     svc.redis.set(last_key, now, ex=int(COMMENT_EVERY_S) + 60)
@@ -76,7 +77,7 @@ def _later(svc: services.Services, repo: RepoRef, number: int, sha: str, reason:
     delay = min(FIRST_DELAY_S * 2**attempt, MAX_DELAY_S)
     log.warning("the forge refused a report on %s#%s (%s); retrying in %.0f s",
                 repo.full_name, number, reason, delay)
-    svc.queue.enqueue_at(time.time() + delay, flush, repo_dict(repo), number, sha, attempt + 1)
+    svc.queue.enqueue_at(time.time() + delay, flush, asdict(repo), number, sha, attempt + 1)
 
 
 def flush(repo_data: dict[str, Any], number: int, sha: str, attempt: int) -> None:
@@ -92,9 +93,3 @@ def flush(repo_data: dict[str, Any], number: int, sha: str, attempt: int) -> Non
         comment.publish(svc.redis, forge, repo, number)
     except ForgeError as exc:
         _later(svc, repo, number, sha, str(exc), attempt)
-
-
-def repo_dict(repo: RepoRef) -> dict[str, Any]:
-    return {"forge": repo.forge, "full_name": repo.full_name, "clone_url": repo.clone_url,
-            "default_branch": repo.default_branch, "project_id": repo.project_id,
-            "installation_id": repo.installation_id}

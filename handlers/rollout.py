@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bot import services
@@ -66,7 +66,7 @@ def start(svc: services.Services, event: MergedPullRequest, app: AppConfig, plan
         replicas = traffic.replicas_of(live_stable if git_replicas is None else plan.deployment)
         snapshot = traffic.stable_at(live_stable, traffic.replicas_of(live_stable))
         context = {
-            "repo": outbox.repo_dict(event.repo), "number": event.number, "title": event.title,
+            "repo": asdict(event.repo), "number": event.number, "title": event.title,
             "url": event.url, "base_branch": event.base_branch, "app": app.name,
             "cluster": app.cluster, "namespace": plan.namespace, "deployment": plan.deployment,
             "stable": snapshot, "replicas": replicas,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import LockError, RedisError
 
+from bot.heartbeat import renewing
 from bot.rollout.model import TERMINAL_PHASES, RolloutState
 
 log = logging.getLogger(__name__)
@@ -63,23 +63,19 @@ class RolloutStore:
                                thread_local=False)  # the watchdog thread renews it
         if not lock.acquire():
             raise TimeoutError(f"rollout {key} stayed locked for {wait_s:g} s")
-        done = threading.Event()
 
-        def renew() -> None:
-            while not done.wait(LOCK_TTL_S / 3):
-                try:
-                    lock.reacquire()
-                except (LockError, RedisError):
-                    log.warning("could not renew the lock of %s", key)
-                    return
+        def renew() -> bool:
+            try:
+                lock.reacquire()
+            except (LockError, RedisError):
+                log.warning("could not renew the lock of %s", key)
+                return False
+            return True
 
-        watchdog = threading.Thread(target=renew, name="rollout-lock", daemon=True)
-        watchdog.start()
         try:
-            yield
+            with renewing(renew, LOCK_TTL_S / 3, "rollout-lock"):
+                yield
         finally:
-            done.set()
-            watchdog.join(timeout=5)
             try:
                 lock.release()
             except LockError:
