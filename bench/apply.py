@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench.common import REPO_ROOT, child_env, header, median, python, table, verdict, workdir
+from bot.cluster.model import Owner
 
 TARGET_RATIO = 0.5
 NAMESPACES = ("alpha", "beta", "gamma", "delta")
@@ -76,7 +77,8 @@ def coalmine_apply(kubeconfig: Path, manifests: Path) -> tuple[float, dict[str, 
     began = time.perf_counter()
     cluster = Cluster.from_config(str(kubeconfig))
     objects = render(manifests.parent, manifests.name)
-    report = cluster.apply(objects, app="bench", revision="r1", default_namespace="alpha")
+    report = cluster.apply(objects, app="bench", revision="r1", default_namespace="alpha",
+                           owner=Owner("github", 1, "bench/bench", "bench"))
     took = time.perf_counter() - began
     return took, {"created": len(report.created), "configured": len(report.configured),
                   "unchanged": len(report.unchanged)}

@@ -2,6 +2,14 @@
 
 Namespaces and CustomResourceDefinitions go first so that the objects living in them, or
 made of them, can be applied in the same run (the staging flux's kustomize-controller uses).
+
+Before anything is written, the live state of every object is read once and judged by
+`bot.cluster.ownership`: one object that belongs to another repository or app (or exists
+unmanaged, unless the policy allows adoption) refuses the whole set. The same snapshot then
+tells created from configured from unchanged, so the check costs no extra request. What it
+cannot close is the moment between that read and the writes: an object created by someone
+else in that window is overwritten. Merges of one repository are serialized by the caller, so
+only two repositories racing to create the same name at the same instant could meet there.
 """
 
 from __future__ import annotations
@@ -13,19 +21,21 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from bot.cluster.model import (
-    APP_LABEL,
-    MANAGED_BY_LABEL,
-    MANAGED_BY_VALUE,
     REVISION_LABEL,
     ApplyReport,
     ClusterError,
+    Conflict,
     ObjectRef,
+    Owner,
+    OwnershipConflict,
 )
+from bot.cluster.ownership import ownership_annotations, ownership_labels, refusal
 
 if TYPE_CHECKING:
     from bot.cluster.client import Cluster
 
 Obj = dict[str, Any]
+Snapshot = dict[ObjectRef, Obj]
 
 FIRST_KINDS = ("Namespace", "CustomResourceDefinition")
 APPLY_CONCURRENCY = 8
@@ -40,15 +50,29 @@ def apply(
     app: str,
     revision: str,
     default_namespace: str,
+    owner: Owner,
+    adopt: bool = False,
 ) -> ApplyReport:
-    """Applies every object with field manager `coalmine`; safe to run twice."""
-    manifests = [_labelled(obj, app, revision) for obj in objects]
+    """Applies every object with field manager `coalmine` as `owner`'s; safe to run twice.
+
+    Raises OwnershipConflict, having written nothing, when any object may not be taken.
+    """
+    if owner.app != app:
+        raise ValueError(f"owner app {owner.app!r} is not the applied app {app!r}")
+    manifests = [_labelled(obj, owner, revision) for obj in objects]
     first = [obj for obj in manifests if obj["kind"] in FIRST_KINDS]
     rest = [obj for obj in manifests if obj["kind"] not in FIRST_KINDS]
-    _check_kinds_known(cluster, rest, defined_here=_kinds_defined_by(first))
+    defined_here = _kinds_defined_by(first)
+    _check_kinds_known(cluster, rest, defined_here=defined_here)
+    # A kind only a CRD of this same set will define has no live objects to judge yet.
+    existing = [obj for obj in manifests if cluster.serves(obj["apiVersion"], obj["kind"])]
+    for obj in existing:
+        _set_namespace(cluster, obj, default_namespace)
+    live = _snapshot(cluster, existing, many=len(manifests) >= LIST_THRESHOLD)
+    _refuse_conflicts(existing, live, owner, adopt)
     report = ApplyReport()
     for obj in first:
-        kind, ref = _apply_one(cluster, obj, default_namespace)
+        kind, ref = _apply_one(cluster, obj, default_namespace, live)
         getattr(report, kind).append(ref)
     crds = [obj for obj in first if obj["kind"] == "CustomResourceDefinition"]
     if crds:
@@ -58,7 +82,6 @@ def apply(
     # manifest order so the PR comment stays stable from run to run.
     for obj in rest:
         _set_namespace(cluster, obj, default_namespace)
-    live = _live_objects(cluster, rest) if len(rest) >= LIST_THRESHOLD else None
     with ThreadPoolExecutor(max_workers=APPLY_CONCURRENCY) as pool:
         outcomes = list(pool.map(
             lambda o: _apply_one(cluster, o, default_namespace, live), rest))
@@ -67,17 +90,46 @@ def apply(
     return report
 
 
-def _labelled(obj: Obj, app: str, revision: str) -> Obj:
+def _labelled(obj: Obj, owner: Owner, revision: str) -> Obj:
+    """A copy carrying the owner's labels and annotation; the manifest's own values for those
+    keys are overwritten, so a manifest cannot name another owner."""
     for required in ("apiVersion", "kind"):
         if not obj.get(required):
             raise ClusterError(f"manifest without {required}: {_describe(obj)}")
     if not (obj.get("metadata") or {}).get("name"):
         raise ClusterError(f"{obj['kind']} without metadata.name cannot be applied")
     labelled = copy.deepcopy(obj)
-    labels = labelled["metadata"].setdefault("labels", {}) or {}
-    labels.update({MANAGED_BY_LABEL: MANAGED_BY_VALUE, APP_LABEL: app, REVISION_LABEL: revision})
-    labelled["metadata"]["labels"] = labels
+    meta = labelled["metadata"]
+    labels = meta.get("labels") or {}
+    labels.update({**ownership_labels(owner), REVISION_LABEL: revision})
+    meta["labels"] = labels
+    annotations = meta.get("annotations") or {}
+    annotations.update(ownership_annotations(owner))
+    meta["annotations"] = annotations
     return labelled
+
+
+def _snapshot(cluster: Cluster, objects: list[Obj], *, many: bool) -> Snapshot:
+    """The live state of the objects that exist: one LIST per kind and namespace when there
+    are many, else one GET each (concurrently)."""
+    if many:
+        return _live_objects(cluster, objects)
+    refs = [ObjectRef.of(obj) for obj in objects]
+    with ThreadPoolExecutor(max_workers=APPLY_CONCURRENCY) as pool:
+        found = list(pool.map(
+            lambda r: cluster.get(r.api_version, r.kind, r.namespace, r.name), refs))
+    return {ref: obj for ref, obj in zip(refs, found, strict=True) if obj is not None}
+
+
+def _refuse_conflicts(objects: list[Obj], live: Snapshot, owner: Owner, adopt: bool) -> None:
+    conflicts = []
+    for obj in objects:
+        ref = ObjectRef.of(obj)
+        reason = refusal(live.get(ref), owner, adopt=adopt)
+        if reason is not None:
+            conflicts.append(Conflict(ref, reason))
+    if conflicts:
+        raise OwnershipConflict(conflicts)
 
 
 def _describe(obj: Obj) -> str:
@@ -126,16 +178,13 @@ def _live_objects(cluster: Cluster, objects: list[Obj]) -> dict[ObjectRef, Obj]:
 
 
 def _apply_one(
-    cluster: Cluster, obj: Obj, default_namespace: str, live: dict[ObjectRef, Obj] | None = None
+    cluster: Cluster, obj: Obj, default_namespace: str, live: Snapshot
 ) -> tuple[str, ObjectRef]:
-    """("created" | "configured" | "unchanged", ref) for one applied object; `live` (when
-    given) holds the state before the apply, so no GET is needed."""
+    """("created" | "configured" | "unchanged", ref) for one applied object; `live` holds the
+    state before the apply, so no GET is needed."""
     _set_namespace(cluster, obj, default_namespace)
     ref = ObjectRef.of(obj)
-    if live is not None:
-        before = live.get(ref)
-    else:
-        before = cluster.get(ref.api_version, ref.kind, ref.namespace, ref.name)
+    before = live.get(ref)
     after = cluster.server_side_apply(obj)
     if before is None:
         return "created", ref

@@ -1,17 +1,21 @@
 """The connection to one Kubernetes cluster: discovery, retries and error translation.
 
 Everything else in `bot.cluster` goes through `Cluster`, so retries, timeouts and the wording
-of errors are decided in one place.
+of errors are decided in one place. `Cluster.impersonating` gives a view whose every request
+is made as another Kubernetes user (a repository's ServiceAccount), so that the cluster's own
+RBAC enforces a repository's boundary as well as Coalmine's policy does.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+import re
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -23,6 +27,7 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.discovery import LazyDiscoverer
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 from kubernetes.dynamic.resource import Resource
+from urllib3 import HTTPHeaderDict
 
 from bot.cluster.model import (
     FIELD_MANAGER,
@@ -30,12 +35,17 @@ from bot.cluster.model import (
     ClusterError,
     HealthReport,
     ObjectRef,
+    Owner,
 )
 
 Obj = dict[str, Any]
 T = TypeVar("T")
 
 RETRYABLE_STATUS = frozenset({409, 429, 500, 502, 503, 504})
+# A failed delete precondition is a 409 too, but retrying the same precondition cannot succeed.
+RETRYABLE_WITH_PRECONDITION = RETRYABLE_STATUS - {409}
+# Kubernetes user and group names as they may travel in a header: printable, no newlines.
+_IMPERSONATION_NAME = re.compile(r"^[!-~][ -~]*$")
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,39 @@ class _MemoryDiscoverer(LazyDiscoverer):
         """Never persist; the in-memory cache is all we want."""
 
 
+@dataclass(frozen=True)
+class Identity:
+    """Whom a Cluster's requests are made as: the user (and groups) it impersonates."""
+
+    user: str
+    groups: tuple[str, ...] = ()
+
+
+class _ImpersonatingPool:
+    """Wraps the REST client's urllib3 pool so every request carries the impersonation headers.
+
+    The kubernetes client keeps default headers in a dict, which cannot repeat
+    `Impersonate-Group` once per group the way the API server reads it; urllib3's header dict
+    can. Anything else is delegated to the wrapped pool unchanged.
+    """
+
+    def __init__(self, pool: Any, identity: Identity):
+        self._pool = pool
+        self._identity = identity
+
+    def request(self, method: str, url: str, *args: Any, headers: Any = None, **kwargs: Any):
+        merged = HTTPHeaderDict(headers or {})
+        merged.discard("Impersonate-User")
+        merged.discard("Impersonate-Group")
+        merged["Impersonate-User"] = self._identity.user
+        for group in self._identity.groups:
+            merged.add("Impersonate-Group", group)
+        return self._pool.request(method, url, *args, headers=merged, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
+
+
 class Cluster:
     """One cluster, reached through the kubernetes client's ApiClient and DynamicClient."""
 
@@ -76,6 +119,7 @@ class Cluster:
         self.retry = retry
         self.request_timeout_s = request_timeout_s
         self.sleep = sleep
+        self.identity: Identity | None = None  # None: the bot's own credential
         self._dynamic: DynamicClient | None = None
 
     @classmethod
@@ -103,17 +147,52 @@ class Cluster:
             raise ClusterError(f"cannot load cluster configuration: {err}") from None
         return cls(api_client, **kwargs)
 
+    def impersonating(self, user: str, groups: tuple[str, ...] = ()) -> Cluster:
+        """A view of this cluster whose every request is made as `user` (and `groups`).
+
+        Reads, writes and discovery all carry `Impersonate-User` (and one `Impersonate-Group`
+        per group), so the cluster's RBAC decides what the repository may do: the bot's
+        credential needs only the right to impersonate. The view has its own ApiClient over a
+        deep copy of the configuration, its own connection pool and its own discovery cache;
+        it shares only the retry policy (frozen), the timeout and the sleep function. A view
+        of a view impersonates `user` alone: the bot's credential always makes the request.
+        """
+        groups = tuple(groups)
+        for name in (user, *groups):
+            if not isinstance(name, str) or not _IMPERSONATION_NAME.match(name):
+                raise ValueError(f"cannot impersonate {name!r}: not a printable one-line name")
+        identity = Identity(user, groups)
+        api_client = k8s_client.ApiClient(copy.deepcopy(self.api_client.configuration))
+        api_client.rest_client.pool_manager = _ImpersonatingPool(
+            api_client.rest_client.pool_manager, identity
+        )
+        view = Cluster(
+            api_client,
+            retry=self.retry,
+            request_timeout_s=self.request_timeout_s,
+            sleep=self.sleep,
+        )
+        view.identity = identity
+        return view
+
     # -- plumbing ----------------------------------------------------------------------------
 
     def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Runs one API call with retries on transient failures; errors become ClusterError."""
+        return self._call(what, RETRYABLE_STATUS, fn, *args, **kwargs)
+
+    def _call(
+        self, what: str, retry_on: frozenset[int], fn: Callable[..., T], *args: Any, **kwargs: Any
+    ) -> T:
         for attempt in range(self.retry.attempts):
             last = attempt == self.retry.attempts - 1
             try:
                 return fn(*args, **kwargs)
             except ApiException as err:
-                if err.status not in RETRYABLE_STATUS or last:
-                    raise ClusterError(f"{what}: {status_message(err)}") from err
+                if err.status not in retry_on or last:
+                    raise ClusterError(
+                        f"{what}: {status_message(err)}", status=err.status
+                    ) from err
             except (urllib3.exceptions.HTTPError, OSError) as err:
                 if last:
                     raise ClusterError(f"{what}: {type(err).__name__}: {err}") from err
@@ -136,6 +215,19 @@ class Cluster:
     def refresh_discovery(self) -> None:
         """Forget cached API resources, e.g. after CRDs were created."""
         self.call("refresh API discovery", self.dynamic.resources.invalidate_cache)
+
+    def serves(self, api_version: str, kind: str) -> bool:
+        """Whether discovery knows the kind; other failures (unreachable...) still raise."""
+        try:
+            self.call(
+                f"discover {api_version} {kind}",
+                self.dynamic.resources.get,
+                api_version=api_version,
+                kind=kind,
+            )
+        except ResourceNotFoundError:
+            return False
+        return True
 
     def resource(self, api_version: str, kind: str, for_object: str | None = None) -> Resource:
         """The API resource serving `kind`; unknown kinds are a ClusterError naming the object."""
@@ -202,17 +294,29 @@ class Cluster:
         namespace: str | None,
         name: str,
         propagation_policy: str = "Background",
+        *,
+        preconditions: Mapping[str, str] | None = None,
     ) -> bool:
-        """Deletes the object; False when it was already gone, which is what we wanted anyway."""
+        """Deletes the object; False when it was already gone, which is what we wanted anyway.
+
+        `preconditions` ({"uid": ..., "resourceVersion": ...}) make the server delete only the
+        very object that was looked at; when it changed since, the ClusterError has status 409
+        and is not retried (the caller must look again).
+        """
         ref = ObjectRef(api_version, kind, namespace, name)
         resource = self.resource(api_version, kind, str(ref))
+        body: dict[str, Any] = {"propagationPolicy": propagation_policy}
+        if preconditions:
+            body["preconditions"] = dict(preconditions)
+        retry_on = RETRYABLE_WITH_PRECONDITION if preconditions else RETRYABLE_STATUS
         try:
-            self.call(
+            self._call(
                 f"delete {ref}",
+                retry_on,
                 resource.delete,
                 name=name,
                 namespace=namespace if resource.namespaced else None,
-                body={"propagationPolicy": propagation_policy},
+                body=body,
                 _request_timeout=self.request_timeout_s,
             )
         except ClusterError as err:
@@ -254,18 +358,44 @@ class Cluster:
     # -- whole sets (see apply.py, prune.py, wait.py) ----------------------------------------
 
     def apply(
-        self, objects: Iterable[Obj], *, app: str, revision: str, default_namespace: str
+        self,
+        objects: Iterable[Obj],
+        *,
+        app: str,
+        revision: str,
+        default_namespace: str,
+        owner: Owner,
+        adopt: bool = False,
     ) -> ApplyReport:
+        """See bot.cluster.apply.apply: refuses (OwnershipConflict) before writing anything."""
         from bot.cluster.apply import apply
 
-        return apply(self, objects, app=app, revision=revision, default_namespace=default_namespace)
+        return apply(
+            self,
+            objects,
+            app=app,
+            revision=revision,
+            default_namespace=default_namespace,
+            owner=owner,
+            adopt=adopt,
+        )
 
     def prune(
-        self, app: str, keep: Iterable[ObjectRef], kinds: Iterable[tuple[str, str]] | None = None
+        self,
+        app: str,
+        keep: Iterable[ObjectRef],
+        *,
+        owner: Owner,
+        may_delete: Callable[[ObjectRef], bool],
+        kinds: Iterable[tuple[str, str]] | None = None,
+        namespaces: Iterable[str] | None = None,
     ) -> list[ObjectRef]:
+        """See bot.cluster.prune.prune: only the owner's objects, only where `may_delete`."""
         from bot.cluster.prune import prune
 
-        return prune(self, app, keep, kinds)
+        return prune(
+            self, app, keep, owner=owner, may_delete=may_delete, kinds=kinds, namespaces=namespaces
+        )
 
     def wait_healthy(self, refs: Iterable[ObjectRef], timeout_s: float, **kwargs) -> HealthReport:
         from bot.cluster.wait import wait_healthy
@@ -285,4 +415,4 @@ def status_message(err: ApiException) -> str:
 
 
 def _is_not_found(err: ClusterError) -> bool:
-    return isinstance(err.__cause__, ApiException) and err.__cause__.status == 404
+    return err.status == 404

@@ -9,13 +9,78 @@ MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE = "coalmine"
 APP_LABEL = "coalmine.dev/app"
 REVISION_LABEL = "coalmine.dev/revision"
+OWNER_LABEL = "coalmine.dev/owner"  # "<forge>.<repository id>": what ownership is decided on
+REPOSITORY_ANNOTATION = "coalmine.dev/repository"  # "<forge>:<owner/name>", for people only
 FIELD_MANAGER = "coalmine"
+FORGES = ("github", "gitlab")
 
 HealthStatus = Literal["Healthy", "Progressing", "Degraded", "Suspended", "Missing"]
 
 
 class ClusterError(Exception):
-    """A cluster call failed after retries; the message names the object and never a credential."""
+    """A cluster call failed after retries; the message names the object and never a credential.
+
+    `status` is the API server's HTTP code when it answered (404, 403, 409...), else None.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The repository (by its forge's stable id) and app that own the objects they apply.
+
+    The id, not the name, goes into the label: a renamed repository keeps its objects, and a
+    new repository that takes over the old name cannot claim them. The name travels in an
+    annotation only so that people (and error messages) can tell who the owner is.
+    """
+
+    forge: str
+    repo_id: int
+    full_name: str
+    app: str
+
+    def __post_init__(self) -> None:
+        if self.forge not in FORGES:
+            raise ValueError(f"owner forge {self.forge!r} is not one of {', '.join(FORGES)}")
+        if isinstance(self.repo_id, bool) or not isinstance(self.repo_id, int) or self.repo_id < 1:
+            raise ValueError(f"owner repo_id {self.repo_id!r} is not a positive integer")
+        if not self.app:
+            raise ValueError("owner app is empty")
+
+    @property
+    def label_value(self) -> str:
+        """A valid label value (alphanumerics and dots, under 63 characters): forge and id."""
+        return f"{self.forge}.{self.repo_id}"
+
+    @property
+    def repository(self) -> str:
+        """`github:acme/gitops`: the value of the repository annotation."""
+        return f"{self.forge}:{self.full_name}"
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """One live object a set may not write, and who it belongs to, in words."""
+
+    ref: ObjectRef
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.ref} {self.reason}"
+
+
+class OwnershipConflict(ClusterError):
+    """Objects of an apply belong to someone else; nothing of the set was written."""
+
+    def __init__(self, conflicts: list[Conflict]):
+        self.conflicts = tuple(conflicts)
+        listed = "; ".join(str(conflict) for conflict in self.conflicts)
+        count = len(self.conflicts)
+        noun = "object belongs" if count == 1 else "objects belong"
+        super().__init__(f"nothing applied: {count} {noun} to someone else: {listed}")
 
 
 @dataclass(frozen=True, order=True)

@@ -1,23 +1,27 @@
 """Deletes objects an app used to own but that left its manifests.
 
-The inventory is the labels apply sets, so nothing outside Coalmine's app is ever touched.
+The inventory is the labels apply sets: managed-by, the owning repository (forge and id) and
+the app, so objects of another repository that names its app the same are never selected.
+Each candidate must also pass the caller's `may_delete` (the repository's policy: namespaces
+and kinds), and is deleted with its uid and resourceVersion as preconditions after its labels
+were checked, so an object that changed hands in between is looked at again, not deleted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+import logging
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
-from bot.cluster.model import (
-    APP_LABEL,
-    MANAGED_BY_LABEL,
-    MANAGED_BY_VALUE,
-    ClusterError,
-    ObjectRef,
-)
+from bot.cluster.model import ClusterError, ObjectRef, Owner
+from bot.cluster.ownership import owned_by, selector
 
 if TYPE_CHECKING:
     from bot.cluster.client import Cluster
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+DELETE_ATTEMPTS = 3  # re-reads of an object that kept changing between check and delete
 
 # Kinds looked at on every prune, besides those in `keep`. Order is deletion order: workloads
 # and their configuration first, cluster-scoped objects after, Namespaces and CRDs last
@@ -52,28 +56,78 @@ def prune(
     cluster: Cluster,
     app: str,
     keep: Iterable[ObjectRef],
+    *,
+    owner: Owner,
+    may_delete: Callable[[ObjectRef], bool],
     kinds: Iterable[tuple[str, str]] | None = None,
+    namespaces: Iterable[str] | None = None,
 ) -> list[ObjectRef]:
-    """Deletes the app's labelled objects not in `keep`; returns what was deleted."""
+    """Deletes the owner's objects of `app` not in `keep`; returns what was deleted.
+
+    `namespaces` None lists namespaced kinds across the cluster; otherwise only in those
+    namespaces (what an identity holding a Role per namespace can list). A kind the identity
+    is forbidden to list is skipped with a warning: it could not delete there either.
+    """
+    if owner.app != app:
+        raise ValueError(f"owner app {owner.app!r} is not the pruned app {app!r}")
     keep = set(keep)
     kept = {ref.identity() for ref in keep}
-    scan = _kinds_to_scan(keep, kinds)
-    selector = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{APP_LABEL}={app}"
+    scopes: list[str | None] = [None] if namespaces is None else sorted(set(namespaces))
     pruned = []
-    for api_version, kind in scan:
-        try:
-            live = cluster.list(api_version, kind, label_selector=selector)
-        except ClusterError:
-            if (api_version, kind) in PRUNABLE_KINDS + LAST_KINDS:
-                raise
-            continue  # a custom kind whose CRD is gone has nothing left to prune
-        for obj in live:
-            ref = ObjectRef.of(obj)
-            if ref.identity() in kept:
+    for api_version, kind in _kinds_to_scan(keep, kinds):
+        for live in _listed(cluster, api_version, kind, selector(owner), scopes):
+            ref = ObjectRef.of(live)
+            if ref.identity() in kept or not may_delete(ref):
                 continue
-            if cluster.delete(ref.api_version, ref.kind, ref.namespace, ref.name):
+            if _delete_if_owned(cluster, live, owner):
                 pruned.append(ref)
     return pruned
+
+
+def _listed(
+    cluster: Cluster, api_version: str, kind: str, labels: str, scopes: list[str | None]
+) -> list[Obj]:
+    """The owner's live objects of one kind; cluster-scoped kinds are listed once."""
+    found: dict[ObjectRef, Obj] = {}
+    for namespace in scopes:
+        try:
+            items = cluster.list(api_version, kind, namespace, label_selector=labels)
+        except ClusterError as err:
+            if err.status == 403:
+                log.warning("prune skips %s %s: %s", api_version, kind, err)
+                continue
+            if (api_version, kind) in PRUNABLE_KINDS + LAST_KINDS:
+                raise
+            return []  # a custom kind whose CRD is gone has nothing left to prune
+        for item in items:
+            found.setdefault(ObjectRef.of(item), item)
+    return list(found.values())
+
+
+def _delete_if_owned(cluster: Cluster, live: Obj, owner: Owner) -> bool:
+    """Deletes `live` only while it is still the owner's; True when this call deleted it."""
+    ref = ObjectRef.of(live)
+    current: Obj | None = live
+    for _ in range(DELETE_ATTEMPTS):
+        if current is None:
+            return False
+        if not owned_by(current, owner):
+            log.warning("prune leaves %s alone: it is no longer owned by %s app %s",
+                        ref, owner.repository, owner.app)
+            return False
+        meta = current["metadata"]
+        preconditions = {"uid": meta["uid"], "resourceVersion": meta["resourceVersion"]}
+        try:
+            return cluster.delete(
+                ref.api_version, ref.kind, ref.namespace, ref.name, preconditions=preconditions
+            )
+        except ClusterError as err:
+            if err.status != 409:
+                raise
+        current = cluster.get(ref.api_version, ref.kind, ref.namespace, ref.name)
+    raise ClusterError(
+        f"prune {ref}: it kept changing while being deleted; left for the next prune"
+    )
 
 
 def _kinds_to_scan(

@@ -3,8 +3,20 @@
 It keeps objects in memory, speaks the REST paths, discovery documents, patch flavours and
 Status errors of a real API server, and runs a tiny "controller" that makes workloads become
 ready after `ready_delay` seconds, so rollout logic can be exercised over real sockets. Tests
-steer it with `block(...)` (a pod template that never becomes ready), `fail_next(...)` and
-`delay_next(...)`, and read back `requests` and the stored objects.
+steer it with `block(...)` (a pod template that never becomes ready), `fail_next(...)`,
+`delay_next(...)` and `intercept_next(...)` (a concurrent change at a chosen moment), and read
+back `requests`, `writes` and the stored objects.
+
+Impersonation: a request's `Impersonate-User` / `Impersonate-Group` headers are honoured the
+way the real API server does for a credential allowed to impersonate. The fake trusts the
+bot's own credential with that right and, like kubectl over plain http which sends no token,
+any caller when `require_token` is off: impersonation is never refused here, because what is
+under test is that Coalmine sends the headers and that the impersonated user's rights decide.
+Every write (create, update, patch, apply, delete, scale) is recorded in `writes` with the
+user and groups it was made as. `restrict(user, namespaces=...)` is a minimal RBAC: that
+impersonated user may write only in those namespaces (and cluster-scoped objects only when
+allowed); anything else answers 403 Forbidden with the real server's Status body. Reads are
+not restricted. DELETE honours `preconditions` (uid, resourceVersion) with a 409 Conflict.
 
 Deliberate simplifications: no watch history beyond a polling stream, no dry-run, no field
 conflicts on server-side apply (every apply behaves as if forced), no garbage collection by
@@ -50,6 +62,7 @@ ALL_VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "up
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
+WRITE_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 
 
 @dataclass(frozen=True)
@@ -459,6 +472,37 @@ class Request(NamedTuple):
     path: str
     query: dict[str, str]
     content_type: str
+    user: str | None = None  # the impersonated user, None for the credential's own identity
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Write:
+    """One write that reached the API (allowed or not), and whom it was made as."""
+
+    verb: str  # create, update, patch, delete, deletecollection (RBAC's verbs)
+    resource: str  # "configmaps", "deployments/scale", as RBAC names it
+    namespace: str | None
+    name: str | None
+    user: str | None  # the impersonated user; None when the request impersonated no one
+    groups: tuple[str, ...]
+    allowed: bool
+
+    @property
+    def target(self) -> str:
+        where = f"{self.namespace}/" if self.namespace else ""
+        return f"{self.resource} {where}{self.name or '*'}"
+
+
+@dataclass(frozen=True)
+class _Grant:
+    """What one restricted user may write: `namespaces`, and cluster-scoped objects or not."""
+
+    namespaces: frozenset[str]
+    cluster_scoped: bool
+
+    def allows(self, namespaced: bool, namespace: str | None) -> bool:
+        return namespace in self.namespaces if namespaced else self.cluster_scoped
 
 
 @dataclass
@@ -468,6 +512,7 @@ class _Fault:
     path_contains: str | None
     status: int = 500
     delay_s: float = 0.0
+    action: Callable[[], None] | None = None
 
     def matches(self, method: str, path: str) -> bool:
         return (
@@ -512,6 +557,8 @@ class FakeKube:
         self.daemonset_nodes = daemonset_nodes
         self.token = token or f"fake-{uuid.uuid4().hex}"
         self.requests: list[Request] = []
+        self.writes: list[Write] = []
+        self._grants: dict[str, _Grant] = {}
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._types: dict[tuple[str, str, str], ResourceType] = {}
@@ -631,6 +678,30 @@ class FakeKube:
         """The next `n` matching requests are answered only after `seconds`."""
         with self._lock:
             self._faults.append(_Fault(n, method, path_contains, status=0, delay_s=seconds))
+
+    def intercept_next(
+        self,
+        action: Callable[[], None],
+        n: int = 1,
+        method: str | None = None,
+        path_contains: str | None = None,
+    ) -> None:
+        """Runs `action()` just before each of the next `n` matching requests is answered, as
+        if another client had acted at that moment (e.g. between a list and a delete)."""
+        with self._lock:
+            self._faults.append(_Fault(n, method, path_contains, status=0, action=action))
+
+    def restrict(
+        self, user: str, namespaces: set[str] | frozenset[str], cluster_scoped: bool = False
+    ) -> None:
+        """Minimal RBAC: writes impersonating `user` are allowed only in `namespaces` (and on
+        cluster-scoped objects only with `cluster_scoped`); others answer 403 Forbidden."""
+        with self._lock:
+            self._grants[user] = _Grant(frozenset(namespaces), cluster_scoped)
+
+    def writes_by(self, user: str | None) -> list[Write]:
+        with self._lock:
+            return [write for write in self.writes if write.user == user]
 
     def objects(self, kind: str | None = None, namespace: str | None = None) -> list[Obj]:
         with self._lock:
@@ -953,14 +1024,23 @@ class FakeKube:
     # -- REST verbs --------------------------------------------------------------------------
 
     def handle(
-        self, method: str, path: str, query: dict[str, str], content_type: str, body: bytes
+        self,
+        method: str,
+        path: str,
+        query: dict[str, str],
+        content_type: str,
+        body: bytes,
+        *,
+        user: str | None = None,
+        groups: tuple[str, ...] = (),
     ) -> tuple[int, Obj]:
-        """Answers one API request; the HTTP handler only moves bytes."""
+        """Answers one API request as `user` (impersonated); the HTTP handler only moves bytes."""
         with self._lock:
             if (document := self._discovery(path)) is not None:
                 return 200, document
             route = self._route(path)
             rt = route.rt
+            self._authorize_write(method, route, user, groups)
             if route.name is None:
                 if method == "GET":
                     return 200, self._list(route, query)
@@ -996,6 +1076,7 @@ class FakeKube:
             if method == "DELETE":
                 if live is None:
                     raise _not_found(rt, route.name)
+                self._check_delete_preconditions(rt, route.name, live, body)
                 deleted = self._delete(rt, key)
                 return 200, {
                     "kind": "Status",
@@ -1017,6 +1098,63 @@ class FakeKube:
             if method == "PATCH":
                 return self._patch(route, key, live, content_type, body, query, status_write)
             raise ApiError(405, "MethodNotAllowed", f"{method} is not supported")
+
+    def _authorize_write(
+        self, method: str, route: _Route, user: str | None, groups: tuple[str, ...]
+    ) -> None:
+        """Records a write and answers 403 like the real RBAC authorizer when `user` (as
+        impersonated) has no grant for where it writes. Reads are not recorded."""
+        verb = WRITE_VERBS.get(method)
+        if verb is None:
+            return
+        if verb == "delete" and route.name is None:
+            verb = "deletecollection"
+        rt = route.rt
+        resource = f"{rt.plural}/{route.subresource}" if route.subresource else rt.plural
+        namespace = route.namespace if rt.namespaced else None
+        grant = self._grants.get(user) if user is not None else None
+        allowed = grant is None or grant.allows(rt.namespaced, namespace)
+        self.writes.append(Write(verb, resource, namespace, route.name, user, groups, allowed))
+        if allowed:
+            return
+        subject = f'{rt.qualified} "{route.name}"' if route.name else rt.qualified
+        scope = f'in the namespace "{namespace}"' if rt.namespaced else "at the cluster scope"
+        details: Obj = {"kind": rt.plural}
+        if route.name:
+            details["name"] = route.name
+        if rt.group:
+            details["group"] = rt.group
+        raise ApiError(
+            403,
+            "Forbidden",
+            f'{subject} is forbidden: User "{user}" cannot {verb} resource "{resource}" '
+            f'in API group "{rt.group}" {scope}',
+            details,
+        )
+
+    @staticmethod
+    def _check_delete_preconditions(rt: ResourceType, name: str, live: Obj, body: bytes) -> None:
+        """DeleteOptions.preconditions: delete only the very object (and version) named."""
+        try:
+            options = json.loads(body.decode() or "{}")
+        except ValueError as err:
+            raise ApiError(
+                400, "BadRequest", f"the request body could not be decoded: {err}"
+            ) from err
+        wanted = options.get("preconditions") if isinstance(options, dict) else None
+        wanted = wanted if isinstance(wanted, dict) else {}
+        meta = live["metadata"]
+        for field_name, key in (("UID", "uid"), ("ResourceVersion", "resourceVersion")):
+            expected = wanted.get(key)
+            if expected and expected != meta.get(key):
+                raise ApiError(
+                    409,
+                    "Conflict",
+                    f'Operation cannot be fulfilled on {rt.qualified} "{name}": Precondition '
+                    f"failed: {field_name} in precondition: {expected}, {field_name} in object "
+                    f"meta: {meta.get(key)}",
+                    {"name": name, "group": rt.group, "kind": rt.plural},
+                )
 
     def _check_body_namespace(self, route: _Route, meta: Obj) -> None:
         body_ns = meta.get("namespace")
@@ -1596,7 +1734,11 @@ def _handler_for(kube: FakeKube) -> type[BaseHTTPRequestHandler]:
             query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
             content_type = self.headers.get("Content-Type", "")
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            kube.requests.append(Request(self.command, url.path, query, content_type))
+            user = self.headers.get("Impersonate-User")
+            groups = tuple(self.headers.get_all("Impersonate-Group") or ())
+            kube.requests.append(
+                Request(self.command, url.path, query, content_type, user, groups)
+            )
             try:
                 code, document = self._answer(url.path, query, content_type, body)
             except ApiError as err:
@@ -1621,14 +1763,24 @@ def _handler_for(kube: FakeKube) -> type[BaseHTTPRequestHandler]:
                 fault = next((f for f in kube._faults if f.matches(self.command, path)), None)
                 if fault:
                     fault.remaining -= 1
-            if fault and fault.delay_s:
+            if fault and fault.action:
+                fault.action()
+            elif fault and fault.delay_s:
                 time.sleep(fault.delay_s)
             elif fault:
                 reason = HTTPStatus(fault.status).phrase.replace(" ", "")
                 raise ApiError(fault.status, reason, f"injected failure ({fault.status})")
             if query.get("watch") in ("true", "1"):
                 raise ApiError(405, "MethodNotAllowed", "watch is not supported by the fake")
-            return kube.handle(self.command, path, query, content_type, body)
+            return kube.handle(
+                self.command,
+                path,
+                query,
+                content_type,
+                body,
+                user=self.headers.get("Impersonate-User"),
+                groups=tuple(self.headers.get_all("Impersonate-Group") or ()),
+            )
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 

@@ -7,7 +7,7 @@ import copy
 import pytest
 
 from bot.cluster.client import Cluster, RetryPolicy
-from bot.cluster.model import ClusterError, ObjectRef
+from bot.cluster.model import ClusterError, ObjectRef, Owner
 
 
 def namespace(name="shop"):
@@ -51,8 +51,13 @@ CRD = {
 WIDGET = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {}}
 
 
+OWNER = Owner("github", 1296269, "acme/gitops", "web")
+
+
 def apply(cluster, objects, revision="abc123"):
-    return cluster.apply(objects, app="web", revision=revision, default_namespace="shop")
+    return cluster.apply(
+        objects, app="web", revision=revision, default_namespace="shop", owner=OWNER
+    )
 
 
 def test_namespace_and_crd_go_first_whatever_the_manifest_order(fake_kube, kube_cluster):
@@ -108,7 +113,9 @@ def test_labels_namespaces_and_field_manager(fake_kube, kube_cluster):
             "app.kubernetes.io/managed-by": "coalmine",
             "coalmine.dev/app": "web",
             "coalmine.dev/revision": "abc123",
+            "coalmine.dev/owner": "github.1296269",
         }
+        assert obj["metadata"]["annotations"]["coalmine.dev/repository"] == "github:acme/gitops"
     assert (
         fake_kube.get_object("apps/v1", "Deployment", "shop", "web")["metadata"]["labels"]["team"]
         == "a"

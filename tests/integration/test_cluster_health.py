@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bot.cluster.model import ClusterError, ObjectRef
+from bot.cluster.model import ClusterError, ObjectRef, Owner
+
+OWNER = Owner("github", 1, "acme/gitops", "web")
 
 WEB = ObjectRef("apps/v1", "Deployment", "default", "web")
 
@@ -44,7 +46,8 @@ def deployment(image="nginx:1", replicas=2, deadline_s=None, name="web"):
 
 
 def apply(cluster, *objects):
-    return cluster.apply(objects, app="web", revision="r", default_namespace="default")
+    return cluster.apply(objects, app="web", revision="r", default_namespace="default",
+                         owner=OWNER)
 
 
 def test_wait_healthy_succeeds_once_the_controller_catches_up(kube_cluster):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from bot.cluster.client import Cluster, RetryPolicy
-from bot.cluster.model import ClusterError
+from bot.cluster.model import ClusterError, Owner
 
 DEPLOYMENT_PATH = "/namespaces/shop/deployments/web"
 
@@ -95,7 +95,8 @@ def test_apply_is_retried_after_a_conflict(fake_kube, cluster):
         "data": {"mode": "green"},
     }
 
-    report = cluster.apply([config_map], app="web", revision="c0ffee", default_namespace="shop")
+    report = cluster.apply([config_map], app="web", revision="c0ffee", default_namespace="shop",
+                           owner=Owner("github", 1, "acme/gitops", "web"))
 
     assert [str(ref) for ref in report.created] == ["ConfigMap shop/settings"]
     assert fake_kube.get_object("v1", "ConfigMap", "shop", "settings")["data"] == {"mode": "green"}

@@ -271,3 +271,34 @@ spec:
     assert out["spec"] == {"size": 3}
     kubectl(fake_kube, "delete", "crd", "widgets.example.com")
     assert fake_kube.objects(kind="Widget") == []
+
+
+def test_impersonation_is_recorded_and_rbac_refusals_read_as_kubectl_expects(
+    fake_kube, manifests
+):
+    """kubectl --as sends the same Impersonate-* headers Coalmine does; the fake's 403 is a
+    Status kubectl renders as the real server's Forbidden."""
+    user = "system:serviceaccount:shop:deployer"
+    kubectl(fake_kube, "apply", "--server-side", "-f", str(manifests / "00-namespace.yaml"))
+    fake_kube.restrict(user, namespaces={"shop"})
+    as_user = ("--as", user, "--as-group", "system:serviceaccounts", "--as-group", "team")
+
+    kubectl(fake_kube, *as_user, "apply", "--server-side", "-f", str(manifests / "10-app.yaml"))
+    refused = kubectl(fake_kube, *as_user, "create", "namespace", "elsewhere", check=False)
+    kubectl(fake_kube, *as_user, "-n", "shop", "delete", "configmap", "web-config")
+
+    assert refused.returncode != 0
+    assert refused.stderr.strip() == (
+        f'Error from server (Forbidden): namespaces is forbidden: User "{user}" cannot create '
+        'resource "namespaces" in API group "" at the cluster scope'
+    )
+    by_user = [(w.verb, w.target, w.allowed) for w in fake_kube.writes_by(user)]
+    assert by_user == [
+        ("patch", "deployments shop/web", True),
+        ("patch", "services shop/web", True),
+        ("patch", "configmaps shop/web-config", True),
+        ("create", "namespaces *", False),
+        ("delete", "configmaps shop/web-config", True),
+    ]
+    assert {w.groups for w in fake_kube.writes_by(user)} == {("system:serviceaccounts", "team")}
+    assert [w.target for w in fake_kube.writes_by(None)] == ["namespaces shop"]
