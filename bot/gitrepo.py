@@ -8,6 +8,14 @@ A file lock per mirror serialises the jobs of all worker processes that touch th
 
 All git calls pass argument lists, and every caller-supplied value that reaches git's argv is
 validated first (commit ids, branch names, paths) so it can never be read as an option.
+
+Git is fenced to the mirror. A relative data directory once made git walk up out of a half-made
+mirror into the checkout the bot was started from, add an `origin` there and prune its branches.
+So `root` is made absolute, every command names its repository explicitly (`--git-dir`, plus
+`--work-tree` in a worktree), repository discovery may not climb out of `root`, the environment
+is rebuilt without any inherited `GIT_*` variable (a parent's GIT_DIR, GIT_WORK_TREE, GIT_CONFIG_*
+or GIT_SSH_COMMAND would otherwise redirect or reconfigure us), and a new mirror is used only once
+git itself confirms that it is a bare repository at exactly the path we created.
 """
 
 from __future__ import annotations
@@ -19,15 +27,16 @@ import logging
 import os
 import re
 import shutil
+import signal
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal, cast
+from typing import Any, Literal
 from urllib.parse import urlsplit
-
-import git
 
 from bot.forge.base import RepoRef
 from bot.redact import Redactor, strip_url_credentials, url_credentials
@@ -74,7 +83,8 @@ class GitMirrors:
     """One bare mirror per repository under `root`, shared by every job on this machine."""
 
     def __init__(self, root: Path, redactor: Redactor, *, network_timeout_s: float = 300.0) -> None:
-        self.root = Path(root)
+        # Absolute now: a relative root would follow every later chdir, and git's own cwd.
+        self.root = Path(root).resolve()
         self.redactor = redactor
         self.network_timeout_s = network_timeout_s
         self.root.mkdir(parents=True, exist_ok=True)
@@ -174,6 +184,43 @@ class GitMirrors:
             finally:
                 self._remove_worktree(mirror, worktree)
 
+    def is_ancestor(self, repo_key: str, clone_url: str, ancestor: str, descendant: str) -> bool:
+        """Whether `ancestor` is `descendant` or one of its ancestors.
+
+        Commits the mirror lacks are fetched first; a commit the remote does not have either
+        makes the answer False, since nothing can be said to precede it.
+        """
+        ancestor = _checked_commit_id(ancestor)
+        descendant = _checked_commit_id(descendant)
+        with self.locked(repo_key):
+            mirror, missing = self._ensure_commits(repo_key, clone_url, (ancestor, descendant))
+            if missing:
+                return False
+            return self._is_ancestor(mirror, ancestor, descendant)
+
+    def branch_contains(self, repo_key: str, clone_url: str, branch: str, sha: str) -> bool:
+        """Whether `sha` is the tip of the remote's `branch` or reachable from it, freshly fetched.
+
+        This is how a merge is tied to the deploy branch: a commit only on another branch, or
+        one the branch dropped by a force-push, is not contained.
+        """
+        sha = _checked_commit_id(sha)
+        _check_branch_name(branch)
+        with self.locked(repo_key):
+            mirror = self._update(repo_key, clone_url)
+            tip = self._ref_sha(mirror, f"refs/heads/{branch}")
+            # After a full fetch, a commit the branch reaches is in the mirror; no fetch by id.
+            if tip is None or not self._has_commit(mirror, sha):
+                return False
+            return self._is_ancestor(mirror, sha, tip)
+
+    def branch_tip(self, repo_key: str, clone_url: str, branch: str) -> str | None:
+        """The commit the remote's `branch` points at after a fetch; None when there is none."""
+        _check_branch_name(branch)
+        with self.locked(repo_key):
+            mirror = self._update(repo_key, clone_url)
+            return self._ref_sha(mirror, f"refs/heads/{branch}")
+
     # --- mirror maintenance (callers hold the lock) -----------------------------------------
 
     def _update(self, repo_key: str, clone_url: str) -> Path:
@@ -183,7 +230,8 @@ class GitMirrors:
             raise GitError(f"{remote!r} is not a clone URL")
         if not (mirror / "config").exists():
             self._init_mirror(mirror, remote)
-        elif self._git(mirror, "config", "--get", "remote.origin.url") != remote:
+        self._verify_mirror(mirror)
+        if self._git(mirror, "config", "--get", "remote.origin.url") != remote:
             self._git(mirror, "remote", "set-url", "origin", remote)
         self._git(mirror, "worktree", "prune")
         self._git(mirror, "fetch", "--prune", "origin", **self._network(clone_url))
@@ -193,7 +241,8 @@ class GitMirrors:
         """Builds the empty mirror aside and renames it in, so a crash leaves no half mirror."""
         staging = Path(tempfile.mkdtemp(prefix=".init-", dir=self.root))
         try:
-            self._git(staging, "init", "--quiet", "--bare", str(staging))
+            self._git(staging, "init", "--quiet", "--bare")
+            self._verify_mirror(staging)
             self._git(staging, "remote", "add", "origin", remote)
             self._git(staging, "config", "--unset-all", "remote.origin.fetch")
             for refspec in _FETCH_REFSPECS:
@@ -203,26 +252,60 @@ class GitMirrors:
             shutil.rmtree(staging, ignore_errors=True)
             raise
 
+    def _verify_mirror(self, mirror: Path) -> None:
+        """Refuses a mirror unless git, discovering on its own, finds a bare repository right there.
+
+        Every command names its git directory anyway; this catches the case that made git
+        operate on an enclosing checkout: a path that is not (yet) the repository we meant.
+        """
+        probe = self._run(
+            ["git", "rev-parse", "--absolute-git-dir", "--is-bare-repository"],
+            cwd=mirror,
+            env=self._fenced_env(),
+            timeout=None,
+        )
+        lines = probe.stdout.decode(errors="replace").splitlines()  # paths may hold spaces
+        if probe.returncode != 0 or len(lines) != 2:
+            raise GitError(f"{mirror} is not a git repository; refusing to use it")
+        found, bare = Path(lines[0]), lines[1]
+        if found.resolve() != mirror.resolve() or bare != "true":
+            raise GitError(f"git found {found} (bare: {bare}) instead of the mirror {mirror}")
+
     def _ensure_commit(
         self, repo_key: str, clone_url: str, sha: str, *, fetched: bool = False
     ) -> Path:
         """The mirror holding commit `sha`: fetch the branches, then the commit itself."""
-        mirror = self.mirror_path(repo_key)
-        if (mirror / "config").exists() and self._has_commit(mirror, sha):
-            return mirror
-        if not fetched:
-            self._update(repo_key, clone_url)
-            if self._has_commit(mirror, sha):
-                return mirror
-        if _FULL_COMMIT_ID.match(sha):
-            # Commits no branch reaches any more (a force-pushed PR head) are still served.
-            try:
-                self._git(mirror, "fetch", "origin", sha, **self._network(clone_url))
-            except GitError as exc:
-                log.info("fetching commit %s by id failed: %s", sha, exc)
-        if not self._has_commit(mirror, sha):
+        mirror, missing = self._ensure_commits(repo_key, clone_url, (sha,), fetched=fetched)
+        if missing:
             raise GitError(f"commit {sha} is not in {strip_url_credentials(clone_url)}")
         return mirror
+
+    def _ensure_commits(
+        self, repo_key: str, clone_url: str, shas: tuple[str, ...], *, fetched: bool = False
+    ) -> tuple[Path, list[str]]:
+        """The mirror after fetching what it lacks of `shas`, and those the remote lacks too.
+
+        The branches are fetched first (one fetch serves every missing commit), then each
+        commit still missing by id: commits no branch reaches any more (a force-pushed PR
+        head) are still served by most forges.
+        """
+        mirror = self.mirror_path(repo_key)
+        missing = list(shas)
+        if (mirror / "config").exists():
+            missing = self._missing_commits(mirror, missing)
+        if missing and not fetched:
+            self._update(repo_key, clone_url)
+            missing = self._missing_commits(mirror, missing)
+        for sha in missing:
+            if _FULL_COMMIT_ID.match(sha):
+                try:
+                    self._git(mirror, "fetch", "origin", sha, **self._network(clone_url))
+                except GitError as exc:
+                    log.info("fetching commit %s by id failed: %s", sha, exc)
+        return mirror, self._missing_commits(mirror, missing)
+
+    def _missing_commits(self, mirror: Path, shas: list[str]) -> list[str]:
+        return [sha for sha in shas if not self._has_commit(mirror, sha)]
 
     def _has_commit(self, mirror: Path, sha: str) -> bool:
         try:
@@ -230,6 +313,14 @@ class GitMirrors:
         except GitError:
             return False
         return True
+
+    def _is_ancestor(self, mirror: Path, ancestor: str, descendant: str) -> bool:
+        """`git merge-base --is-ancestor`: exit 0 yes, 1 no, anything else is a failure."""
+        args = ("merge-base", "--is-ancestor", ancestor, descendant)
+        result = self._run(*self._command(mirror, args, None, None))
+        if result.returncode in (0, 1):
+            return result.returncode == 0
+        raise GitError(self._describe(args, result))
 
     def _ref_sha(self, mirror: Path, ref: str) -> str | None:
         try:
@@ -272,6 +363,7 @@ class GitMirrors:
         author_email: str,
     ) -> RevertResult:
         parents = self._git(mirror, "rev-list", "--parents", "-n", "1", merge_sha).split()[1:]
+        in_tree = partial(self._git, self._worktree_git_dir(mirror, worktree), work_tree=worktree)
         identity = {
             "GIT_AUTHOR_NAME": author_name,
             "GIT_AUTHOR_EMAIL": author_email,
@@ -280,26 +372,20 @@ class GitMirrors:
         }
         mainline = ["-m", "1"] if len(parents) >= 2 else []
         try:
-            self._git(worktree, "revert", "--no-edit", *mainline, merge_sha, env=identity)
+            in_tree("revert", "--no-edit", *mainline, merge_sha, env=identity)
         except GitError:
-            listing = self._git(worktree, "diff", "--name-only", "--diff-filter=U", "-z")
+            listing = in_tree("diff", "--name-only", "--diff-filter=U", "-z")
             conflicted = tuple(sorted(filter(None, listing.split("\0"))))
             if conflicted:
-                self._git(worktree, "revert", "--abort")
+                in_tree("revert", "--abort")
                 return RevertResult(branch_name, "conflict", files=conflicted)
-            unchanged = self._git(worktree, "rev-parse", "HEAD") == base_tip
-            if unchanged and not self._git(worktree, "status", "--porcelain"):
+            unchanged = in_tree("rev-parse", "HEAD") == base_tip
+            if unchanged and not in_tree("status", "--porcelain"):
                 return RevertResult(branch_name, "nothing_to_revert")
             raise
-        head = self._git(worktree, "rev-parse", "HEAD")
+        head = in_tree("rev-parse", "HEAD")
         try:
-            self._git(
-                worktree,
-                "push",
-                "origin",
-                f"HEAD:refs/heads/{branch_name}",
-                **self._network(clone_url),
-            )
+            in_tree("push", "origin", f"HEAD:refs/heads/{branch_name}", **self._network(clone_url))
         except GitError:
             # Another worker may have pushed the same branch between our fetch and push.
             self._git(mirror, "fetch", "--prune", "origin", **self._network(clone_url))
@@ -334,44 +420,117 @@ class GitMirrors:
 
     def _git(
         self,
-        cwd: Path,
+        git_dir: Path,
         *args: str,
+        work_tree: Path | None = None,
         env: dict[str, str] | None = None,
         timeout: float | None = None,
     ) -> str:
-        return cast(str, self._execute(cwd, args, env, timeout, as_text=True))
+        """Runs git on exactly `git_dir` (and `work_tree`); its output without the final newline."""
+        data = self._git_bytes(git_dir, *args, work_tree=work_tree, env=env, timeout=timeout)
+        return data.decode("utf-8", errors="replace").removesuffix("\n")
 
-    def _git_bytes(self, cwd: Path, *args: str) -> bytes:
-        return cast(bytes, self._execute(cwd, args, None, None, as_text=False))
-
-    def _execute(
+    def _git_bytes(
         self,
-        cwd: Path,
-        args: tuple[str, ...],
-        env: dict[str, str] | None,
-        timeout: float | None,
-        *,
-        as_text: bool,
-    ) -> str | bytes:
+        git_dir: Path,
+        *args: str,
+        work_tree: Path | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> bytes:
         try:
-            return git.Git(str(cwd)).execute(
-                ["git", *args],
-                env=env,
-                kill_after_timeout=timeout,
-                stdout_as_string=as_text,
-                strip_newline_in_stdout=as_text,
-            )
-        except git.GitCommandNotFound:
-            raise GitError("git is not installed") from None
-        except git.GitCommandError as exc:
-            # `from None`: the original exception's text is not redacted and must not be chained.
-            raise GitError(self._describe(args, exc)) from None
+            result = self._run(*self._command(git_dir, args, work_tree, env), timeout=timeout)
+        except subprocess.TimeoutExpired:
+            message = f"git {' '.join(args)} timed out after {timeout} s"
+            raise GitError(self.redactor.redact(message)) from None
+        if result.returncode != 0:
+            raise GitError(self._describe(args, result))
+        return result.stdout
 
-    def _describe(self, args: tuple[str, ...], exc: git.GitCommandError) -> str:
-        stderr = str(exc.stderr or "").strip()
-        stderr = stderr.removeprefix("stderr: '").removesuffix("'").strip()
-        status = f" (exit {exc.status})" if exc.status not in (None, "") else ""
-        return self.redactor.redact(f"git {' '.join(args)} failed{status}: {stderr}")
+    def _command(
+        self,
+        git_dir: Path,
+        args: tuple[str, ...],
+        work_tree: Path | None,
+        env: dict[str, str] | None,
+    ) -> tuple[list[str], Path, dict[str, str]]:
+        """argv, cwd and environment of a command fenced to one repository."""
+        argv = ["git", f"--git-dir={git_dir}"]
+        fence = {"GIT_DIR": str(git_dir)}
+        if work_tree is not None:
+            argv.append(f"--work-tree={work_tree}")
+            fence["GIT_WORK_TREE"] = str(work_tree)
+        return [*argv, *args], work_tree or git_dir, {**self._fenced_env(), **fence, **(env or {})}
+
+    def _fenced_env(self) -> dict[str, str]:
+        """Our process environment minus every GIT_* variable, plus the fences git should obey.
+
+        The ceiling stops repository discovery from entering `root` or anything above it, so
+        even a command that lost its explicit repository cannot reach an enclosing checkout.
+        """
+        env = {key: value for key, value in os.environ.items() if not key.startswith("GIT_")}
+        env.update(
+            {
+                "GIT_CEILING_DIRECTORIES": str(self.root),
+                "GIT_CONFIG_NOSYSTEM": "1",
+                "GIT_TERMINAL_PROMPT": "0",
+                "LC_ALL": "C",
+                "LANGUAGE": "C",
+            }
+        )
+        return env
+
+    def _run(
+        self, argv: list[str], cwd: Path, env: dict[str, str], timeout: float | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Runs git in its own process group, so a timeout also ends its helpers (remote-http).
+
+        Raises `subprocess.TimeoutExpired` after killing them when `timeout` runs out.
+        """
+        try:
+            process = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise GitError(f"cannot run git in {cwd}: {exc.strerror}") from None
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except BaseException:
+            _kill_group(process)
+            raise
+        return subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
+
+    def _describe(self, args: tuple[str, ...], result: subprocess.CompletedProcess[bytes]) -> str:
+        stderr = result.stderr.decode("utf-8", errors="replace").strip()
+        return self.redactor.redact(
+            f"git {' '.join(args)} failed (exit {result.returncode}): {stderr}"
+        )
+
+    @staticmethod
+    def _worktree_git_dir(mirror: Path, worktree: Path) -> Path:
+        """The private git directory git made for `worktree`, which must lie in `mirror`."""
+        pointer = (worktree / ".git").read_text().strip()
+        if not pointer.startswith("gitdir: "):
+            raise GitError(f"{worktree} is not a worktree of {mirror}")
+        git_dir = Path(pointer.removeprefix("gitdir: ")).resolve()
+        if git_dir.parent != (mirror / "worktrees").resolve():
+            raise GitError(f"{worktree} belongs to {git_dir}, not to the mirror {mirror}")
+        return git_dir
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    """Kills git and every helper it started; they share the group `_run` gave git."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.communicate()
 
 
 def _checked_commit_id(sha: str) -> str:

@@ -13,6 +13,7 @@ a wrong token is refused, with no network beyond 127.0.0.1.
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import subprocess
 import threading
@@ -46,6 +47,13 @@ def git(cwd: Path, *args: str) -> str:
     return result.stdout.strip()
 
 
+@dataclass(frozen=True)
+class Symlink:
+    """A file committed as a symbolic link to `target` (which need not exist)."""
+
+    target: str
+
+
 @dataclass
 class BareRemote:
     path: Path  # the bare repository: what the bot clones from and pushes to
@@ -64,7 +72,7 @@ class BareRemote:
 
     def commit(
         self,
-        files: dict[str, str | None],
+        files: dict[str, str | Symlink | None],
         message: str,
         branch: str | None = None,
         start: str | None = None,
@@ -79,6 +87,10 @@ class BareRemote:
             target = self.work / name
             if content is None:
                 target.unlink()
+            elif isinstance(content, Symlink):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.unlink(missing_ok=True)
+                target.symlink_to(content.target)
             else:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(content)
@@ -88,7 +100,7 @@ class BareRemote:
         return git(self.work, "rev-parse", "HEAD")
 
     def merge_pr(
-        self, branch: str, files: dict[str, str | None], title: str, base: str | None = None
+        self, branch: str, files: dict[str, str | Symlink | None], title: str, base: str | None = None
     ) -> str:
         """Commit `files` on a new `branch` and merge it into `base` with a merge commit."""
         base = base or self.default_branch
@@ -305,3 +317,39 @@ def _split_cgi_output(raw: bytes) -> tuple[str, bytes]:
         if found:
             return head.decode("latin-1"), payload
     return "", raw
+
+
+def make_checkout(path: Path, branches: tuple[str, ...] = ("main", "topic")) -> Path:
+    """A developer's working repository with one commit per branch and no remote.
+
+    It stands for the checkout an operator starts Coalmine from (e.g. with a relative data
+    directory), which the bot's git must never touch; compare `checkout_state` before and after.
+    The first branch is checked out.
+    """
+    first, *others = branches
+    git(path.parent, "init", "--quiet", f"--initial-branch={first}", str(path))
+    (path / "app.txt").write_text("app\n")
+    git(path, "add", "--all")
+    git(path, "commit", "--quiet", "-m", "Initial commit")
+    for branch in others:
+        git(path, "checkout", "--quiet", "-b", branch, first)
+        (path / f"{branch}.txt").write_text(f"{branch}\n")
+        git(path, "add", "--all")
+        git(path, "commit", "--quiet", "-m", f"Work on {branch}")
+    git(path, "checkout", "--quiet", first)
+    return path
+
+
+def checkout_state(path: Path) -> dict[str, str]:
+    """What a stray git command would change in a checkout: refs, config, HEAD, index, remotes.
+
+    Read without running anything that could itself rewrite the checkout (no `status`).
+    """
+    index = path / ".git" / "index"
+    return {
+        "index": hashlib.sha256(index.read_bytes()).hexdigest() if index.exists() else "",
+        "refs": git(path, "for-each-ref", "--format=%(refname) %(objectname)"),
+        "config": (path / ".git" / "config").read_text(),
+        "head": (path / ".git" / "HEAD").read_text(),
+        "remotes": git(path, "remote", "-v"),
+    }
