@@ -23,6 +23,7 @@ class RepoRef:
     default_branch: str = "main"
     project_id: int | None = None  # GitLab numeric project id
     installation_id: int | None = None  # GitHub App installation id, when sent
+    repo_id: int | None = None  # the forge's stable repository id (survives renames)
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,75 @@ class PullRequest:
 
 class ForgeError(Exception):
     """A forge call failed after the adapter's own retries; the message holds no secret."""
+
+
+class NotFound(ForgeError):
+    """The forge answered 404, or the object exists but not where the caller said it is.
+
+    A comment id that belongs to another PR, or a GitLab system note, is "not found" as the
+    caller's comment: the payload that named it is not to be believed.
+    """
+
+
+@dataclass(frozen=True)
+class RepoFacts:
+    """A repository as the forge API describes it (never as a webhook payload claims)."""
+
+    id: int  # stable across renames and transfers
+    full_name: str
+    default_branch: str
+
+
+@dataclass(frozen=True)
+class PullRequestFacts:
+    """A PR/MR as the forge API describes it."""
+
+    number: int
+    state: str  # "open" | "closed" | "merged"
+    merged: bool
+    merge_sha: str | None  # the commit the merge put on `base`; None unless merged
+    base: str
+    head: str
+    title: str
+    url: str
+    head_repo_id: int | None = None  # where the source branch lives; differs for forks
+    author: str = ""
+
+
+@dataclass(frozen=True)
+class CommentFacts:
+    """A PR/MR comment as the forge API describes it: who really wrote what, and where."""
+
+    id: int
+    author: str
+    author_id: int | None
+    body: str
+    number: int  # the PR/MR it is on
+
+
+# GitLab's access levels by name; `permissions.gitlab` in the server config names one of these.
+GITLAB_ROLES: dict[int, str] = {
+    0: "no access",
+    5: "Minimal Access",
+    10: "Guest",
+    15: "Planner",
+    20: "Reporter",
+    30: "Developer",
+    40: "Maintainer",
+    50: "Owner",
+}
+
+
+def gitlab_role(level: int) -> str:
+    """The name GitLab shows for `level` (the highest named level not above it)."""
+    return GITLAB_ROLES[max(known for known in GITLAB_ROLES if known <= max(level, 0))]
+
+
+class AccessLevels(Protocol):
+    """A forge with numeric roles (GitLab): the exact level, so limits compare exactly."""
+
+    def access_level(self, repo: RepoRef, username: str, user_id: int | None = None) -> int:
+        """The user's effective access level on the project (inherited included); 0 if none."""
 
 
 class Forge(Protocol):
@@ -76,7 +146,22 @@ class Forge(Protocol):
         """Mark a command comment as accepted (GitHub reaction, GitLab award emoji)."""
 
     def find_pull_request(self, repo: RepoRef, head: str) -> PullRequest | None:
-        """An open or closed PR whose source branch is `head`, newest first, or None."""
+        """The newest PR from the bot's own branch `head` in `repo` itself, or None.
+
+        Only a PR whose source branch lives in `repo` (not a fork) and that the bot opened
+        counts: anyone can open a PR from a branch of that name, and it must not be taken for
+        the bot's (the revert PR is looked up by its branch before it is created).
+        """
+
+    def repository_facts(self, repo: RepoRef) -> RepoFacts:
+        """The repository's id, current name and default branch; NotFound on 404."""
+
+    def pull_request_facts(self, repo: RepoRef, number: int) -> PullRequestFacts:
+        """Whether the PR is merged, by which commit, between which branches; NotFound on 404."""
+
+    def comment_facts(self, repo: RepoRef, number: int, comment_id: int) -> CommentFacts:
+        """The comment's real author and body; NotFound when it is missing, not on PR
+        `number`, or not a person's comment (a GitLab system note)."""
 
     def open_pull_request(
         self, repo: RepoRef, head: str, base: str, title: str, body: str, labels: list[str]

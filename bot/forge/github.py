@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -25,9 +26,13 @@ import gidgethub.httpx
 import httpx
 
 from bot.forge.base import (
+    CommentFacts,
     ForgeError,
+    NotFound,
     Permission,
     PullRequest,
+    PullRequestFacts,
+    RepoFacts,
     RepoRef,
     StatusState,
     truncate_keeping_tail,
@@ -198,13 +203,18 @@ class GitHubForge:
         )
 
     def find_pull_request(self, repo: RepoRef, head: str) -> PullRequest | None:
+        author = self.bot_login
         return self._call(
-            repo, f"looking for a pull request from {head}", lambda gh: _find_pull(gh, repo, head)
+            repo,
+            f"looking for a pull request from {head}",
+            lambda gh: _find_pull(gh, repo, head, author),
         )
 
     def open_pull_request(
         self, repo: RepoRef, head: str, base: str, title: str, body: str, labels: list[str]
     ) -> PullRequest:
+        author = self.bot_login
+
         async def open_(gh: gidgethub.httpx.GitHubAPI) -> PullRequest:
             data = {"title": title, "head": head, "base": base, "body": body}
             try:
@@ -214,7 +224,7 @@ class GitHubForge:
                 # A second call for the same head: GitHub refuses, the first PR is the answer.
                 if exc.status_code != 422 or "already exists" not in str(exc):
                     raise
-                existing = await _find_pull(gh, repo, head, state="open")
+                existing = await _find_pull(gh, repo, head, author, state="open")
                 if existing is None:
                     raise
                 pull = existing
@@ -227,6 +237,35 @@ class GitHubForge:
             return pull
 
         return self._call(repo, f"opening a pull request from {head}", open_)
+
+    def repository_facts(self, repo: RepoRef) -> RepoFacts:
+        async def fetch(gh: gidgethub.httpx.GitHubAPI) -> RepoFacts:
+            data = await gh.getitem("/repos/{owner}/{repo}", _parts(repo))
+            return RepoFacts(int(data["id"]), data["full_name"], data["default_branch"])
+
+        return self._call(repo, "reading the repository", fetch)
+
+    def pull_request_facts(self, repo: RepoRef, number: int) -> PullRequestFacts:
+        async def fetch(gh: gidgethub.httpx.GitHubAPI) -> PullRequestFacts:
+            url = "/repos/{owner}/{repo}/pulls/{number}"
+            return _pull_facts(await gh.getitem(url, {**_parts(repo), "number": number}))
+
+        return self._call(repo, f"reading pull request #{number}", fetch)
+
+    def comment_facts(self, repo: RepoRef, number: int, comment_id: int) -> CommentFacts:
+        async def fetch(gh: gidgethub.httpx.GitHubAPI) -> CommentFacts:
+            url = "/repos/{owner}/{repo}/issues/comments/{id}"
+            data = await gh.getitem(url, {**_parts(repo), "id": comment_id})
+            found = _issue_number(data.get("issue_url") or "")
+            if found != number:
+                # Ids are global: a real comment elsewhere must not pass for one on #number.
+                raise NotFound(f"GitHub: comment {comment_id} is not on #{number} of "
+                               f"{repo.full_name} (it is on #{found})")
+            user = data.get("user") or {}
+            return CommentFacts(int(data["id"]), str(user.get("login") or ""),
+                                _int_or_none(user.get("id")), data.get("body") or "", found)
+
+        return self._call(repo, f"reading comment {comment_id} on #{number}", fetch)
 
     def authenticated_clone_url(self, repo: RepoRef) -> str:
         token = asyncio.run(
@@ -275,6 +314,8 @@ class GitHubForge:
             async with httpx.AsyncClient(timeout=self._timeout_s, verify=_tls_context()) as client:
                 return await work(client)
         except gidgethub.HTTPException as exc:
+            if exc.status_code == 404:
+                raise NotFound(self._scrub(f"GitHub: {what} failed: 404 {exc}")) from exc
             raise ForgeError(
                 self._scrub(f"GitHub: {what} failed: {exc.status_code} {exc}")
             ) from exc
@@ -330,14 +371,54 @@ class GitHubForge:
 
 
 async def _find_pull(
-    gh: gidgethub.httpx.GitHubAPI, repo: RepoRef, head: str, state: str = "all"
+    gh: gidgethub.httpx.GitHubAPI, repo: RepoRef, head: str, author: str, state: str = "all"
 ) -> PullRequest | None:
+    """The newest PR from `head` in `repo` itself that `author` (the bot) opened."""
     owner = repo.full_name.split("/", 1)[0]
     url = "/repos/{owner}/{repo}/pulls{?head,state,per_page}"
     url_vars = {**_parts(repo), "head": f"{owner}:{head}", "state": state, "per_page": 10}
     async for found in gh.getiter(url, url_vars):  # newest first: GitHub's default order
-        return _to_pull_request(found)
+        if _is_own_branch(found, repo, author):
+            return _to_pull_request(found)
     return None
+
+
+def _is_own_branch(pull: dict[str, Any], repo: RepoRef, author: str) -> bool:
+    """Opened by `author` from a branch of `repo` itself, not from a fork of it."""
+    source = (pull.get("head") or {}).get("repo") or {}  # null when the fork was deleted
+    if repo.repo_id is not None:
+        same_repo = source.get("id") == repo.repo_id
+    else:
+        same_repo = str(source.get("full_name", "")).casefold() == repo.full_name.casefold()
+    login = str((pull.get("user") or {}).get("login", ""))
+    return same_repo and login.casefold() == author.casefold()
+
+
+def _pull_facts(data: dict[str, Any]) -> PullRequestFacts:
+    merged = data.get("merged") is True
+    # GitHub fills merge_commit_sha for open PRs too (a test merge): it counts only once merged.
+    source = (data.get("head") or {}).get("repo") or {}
+    return PullRequestFacts(
+        number=int(data["number"]),
+        state="merged" if merged else str(data["state"]),
+        merged=merged,
+        merge_sha=data.get("merge_commit_sha") if merged else None,
+        base=data["base"]["ref"],
+        head=data["head"]["ref"],
+        title=data.get("title") or "",
+        url=data.get("html_url") or "",
+        head_repo_id=_int_or_none(source.get("id")),
+        author=str((data.get("user") or {}).get("login") or ""),
+    )
+
+
+def _issue_number(issue_url: str) -> int | None:
+    found = re.search(r"/issues/(\d+)$", issue_url)
+    return int(found.group(1)) if found else None
+
+
+def _int_or_none(value: Any) -> int | None:
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 @functools.cache

@@ -3,7 +3,9 @@
 Retries are python-gitlab's own (`retry_transient_errors=True`: 5xx and dropped connections with
 exponential back-off, 429 after `Retry-After`), so this module only maps Coalmine's vocabulary to
 GitLab's: statuses to `pending/running/success/failed`, MR notes for comments, access levels to
-four permissions. Every failure becomes a `ForgeError` without the token in it.
+four permissions (and, through `access_level`, the exact level, so a configured minimum role is
+compared exactly). Every failure becomes a `ForgeError` (`NotFound` for a 404) without the token
+in it.
 """
 
 from __future__ import annotations
@@ -17,9 +19,13 @@ import gitlab.exceptions
 import requests
 
 from bot.forge.base import (
+    CommentFacts,
     ForgeError,
+    NotFound,
     Permission,
     PullRequest,
+    PullRequestFacts,
+    RepoFacts,
     RepoRef,
     StatusState,
     truncate_keeping_tail,
@@ -108,20 +114,25 @@ class GitLabForge:
         return self._guard(f"commenting on !{number} in {repo.full_name}", create)
 
     def permission(self, repo: RepoRef, username: str, user_id: int | None = None) -> Permission:
-        def fetch() -> Permission:
+        return _permission_for(self.access_level(repo, username, user_id))
+
+    def access_level(self, repo: RepoRef, username: str, user_id: int | None = None) -> int:
+        """The exact level (10 Guest … 50 Owner), inherited ones included; 0 for non-members."""
+
+        def fetch() -> int:
             uid = user_id
             if uid is None:
                 users = self._gl.users.list(username=username, get_all=False)
                 if not users:
-                    return "none"
+                    return 0
                 uid = int(users[0].id)
             try:
                 member = self._project(repo).members_all.get(uid)
             except gitlab.exceptions.GitlabGetError as exc:
                 if exc.response_code == 404:  # not a member, directly or through a group
-                    return "none"
+                    return 0
                 raise
-            return _permission_for(int(member.access_level))
+            return int(member.access_level)
 
         return self._guard(f"reading the access of {username} to {repo.full_name}", fetch)
 
@@ -138,17 +149,23 @@ class GitLabForge:
         self._guard(f"awarding an emoji on note {comment_id} in {repo.full_name}", award)
 
     def find_pull_request(self, repo: RepoRef, head: str) -> PullRequest | None:
+        author = self.bot_username
+
         def find() -> PullRequest | None:
-            found = self._project(repo).mergerequests.list(
+            project = self._project(repo)
+            found = project.mergerequests.list(
                 source_branch=head, state="all", order_by="created_at", sort="desc", get_all=False
             )
-            return _to_pull_request(found[0].attributes) if found else None
+            own = [mr.attributes for mr in found if _is_own_branch(mr.attributes, author)]
+            return _to_pull_request(own[0]) if own else None
 
         return self._guard(f"looking for a merge request from {head} in {repo.full_name}", find)
 
     def open_pull_request(
         self, repo: RepoRef, head: str, base: str, title: str, body: str, labels: list[str]
     ) -> PullRequest:
+        author = self.bot_username
+
         def open_() -> PullRequest:
             project = self._project(repo)
             data = {
@@ -164,14 +181,49 @@ class GitLabForge:
                 # A second call for the same branch: GitLab refuses, the first MR is the answer.
                 if exc.response_code != 409:
                     raise
-                existing = project.mergerequests.list(
-                    source_branch=head, target_branch=base, state="opened", get_all=False
-                )
+                existing = [
+                    mr.attributes
+                    for mr in project.mergerequests.list(
+                        source_branch=head, target_branch=base, state="opened", get_all=False
+                    )
+                    if _is_own_branch(mr.attributes, author)
+                ]
                 if not existing:
                     raise
-                return _to_pull_request(existing[0].attributes)
+                return _to_pull_request(existing[0])
 
         return self._guard(f"opening a merge request from {head} in {repo.full_name}", open_)
+
+    def repository_facts(self, repo: RepoRef) -> RepoFacts:
+        def fetch() -> RepoFacts:
+            key: int | str = repo.project_id if repo.project_id is not None else repo.full_name
+            data = self._gl.projects.get(key).attributes
+            return RepoFacts(int(data["id"]), data["path_with_namespace"], data["default_branch"])
+
+        return self._guard(f"reading the project {repo.full_name}", fetch)
+
+    def pull_request_facts(self, repo: RepoRef, number: int) -> PullRequestFacts:
+        def fetch() -> PullRequestFacts:
+            return _mr_facts(self._project(repo).mergerequests.get(number).attributes)
+
+        return self._guard(f"reading merge request !{number} in {repo.full_name}", fetch)
+
+    def comment_facts(self, repo: RepoRef, number: int, comment_id: int) -> CommentFacts:
+        def fetch() -> CommentFacts:
+            mr = self._project(repo).mergerequests.get(number, lazy=True)
+            data = mr.notes.get(comment_id).attributes
+            where = f"note {comment_id} on !{number} in {repo.full_name}"
+            if data.get("noteable_iid") != number or data.get("noteable_type") != "MergeRequest":
+                raise NotFound(f"GitLab: {where} is not on that merge request")
+            if data.get("system"):  # "merged", "added 1 commit": written by GitLab, not a person
+                raise NotFound(f"GitLab: {where} is a system note")
+            author = data.get("author") or {}
+            uid = author.get("id")
+            return CommentFacts(int(data["id"]), str(author.get("username") or ""),
+                                uid if isinstance(uid, int) else None, data.get("body") or "",
+                                number)
+
+        return self._guard(f"reading note {comment_id} on !{number} in {repo.full_name}", fetch)
 
     def authenticated_clone_url(self, repo: RepoRef) -> str:
         parts = urlsplit(repo.clone_url)
@@ -208,6 +260,8 @@ class GitLabForge:
             return work()
         except gitlab.exceptions.GitlabError as exc:
             code = exc.response_code or ""
+            if code == 404:
+                raise NotFound(self._scrub(f"GitLab: {what} failed: {exc}")) from exc
             raise ForgeError(self._scrub(f"GitLab: {what} failed: {code} {exc}")) from exc
         except requests.RequestException as exc:
             raise ForgeError(self._scrub(f"GitLab: {what} failed: {exc!r}")) from exc
@@ -224,6 +278,43 @@ def _permission_for(access_level: int) -> Permission:
     if access_level >= READ_LEVEL:
         return "read"
     return "none"
+
+
+def _is_own_branch(mr: dict[str, Any], author: str) -> bool:
+    """Opened by `author` from a branch of the target project itself, not from a fork."""
+    source = mr.get("source_project_id")
+    same_project = source is not None and source == mr.get("target_project_id", mr.get("project_id"))
+    login = str((mr.get("author") or {}).get("username", ""))
+    return same_project and login.casefold() == author.casefold()
+
+
+def _merged_commit(mr: dict[str, Any]) -> str | None:
+    """The commit a merged MR put on its target branch, whatever the project's merge method.
+
+    A merge commit when GitLab made one; with squash and fast-forward, the squash commit; with a
+    plain fast-forward, the MR's head commit, which became the target's tip. The webhook parser
+    (bot.events) picks the same commit from the hook, so the two agree.
+    """
+    if mr.get("state") != "merged":
+        return None
+    return mr.get("merge_commit_sha") or mr.get("squash_commit_sha") or mr.get("sha") or None
+
+
+def _mr_facts(data: dict[str, Any]) -> PullRequestFacts:
+    pull = _to_pull_request(data)
+    source = data.get("source_project_id")
+    return PullRequestFacts(
+        number=pull.number,
+        state=pull.state,
+        merged=pull.state == "merged",
+        merge_sha=_merged_commit(data),
+        base=pull.base,
+        head=pull.head,
+        title=pull.title,
+        url=pull.url,
+        head_repo_id=source if isinstance(source, int) else None,
+        author=str((data.get("author") or {}).get("username") or ""),
+    )
 
 
 def _to_pull_request(data: dict[str, Any]) -> PullRequest:

@@ -463,6 +463,7 @@ class FakeGitHub(JsonFakeServer):
         self._users: dict[str, int] = {}
         self._apps: dict[int, _App] = {}
         self._installations: dict[int, tuple[int, set[str]]] = {}  # id → (app, repos)
+        self._forks: dict[str, int] = {}  # full name of a fork PRs come from → its repo id
         self.issued_tokens: list[str] = []
         self._handlers: dict[str, Callable[[Request, _Repo | None, dict[str, Any]], Reply]] = {
             "apps/get-authenticated": self._get_app,
@@ -525,15 +526,26 @@ class FakeGitHub(JsonFakeServer):
         body: str = "",
         state: str = "open",
         author: str = "alice",
+        merge_sha: str | None = None,
+        head_repo: str | None = None,
     ) -> int:
-        """An existing PR (state open, closed or merged); returns its number."""
+        """An existing PR (state open, closed or merged); returns its number.
+
+        `merge_sha` is the merge commit of a merged PR (a random one when not given);
+        `head_repo` the full name of the fork its branch comes from (default: the repo itself).
+        """
         with self._lock:
             repo = self._repo(full_name)
-            pull = self._new_pull(repo, self.url, head, base, title, body, author)
+            if head_repo is not None and ":" not in head:
+                head = f"{head_repo.split('/')[0]}:{head}"
+            pull = self._new_pull(repo, self.url, head, base, title, body, author, head_repo)
             if state != "open":
                 pull["state"] = "closed"
                 pull["closed_at"] = now_iso()
-                pull["merged_at"] = now_iso() if state == "merged" else None
+            if state == "merged":
+                pull["merged"] = True
+                pull["merged_at"] = now_iso()
+                pull["merge_commit_sha"] = merge_sha or secrets.token_hex(20)
             return pull["number"]
 
     def add_comment(self, full_name: str, number: int, body: str, *, login: str = "alice") -> int:
@@ -777,6 +789,7 @@ class FakeGitHub(JsonFakeServer):
             "body": body,
             "user": self._user(login),
             "html_url": f"{base_url}/{repo.full_name}/issues/{number}#issuecomment-{comment_id}",
+            "issue_url": f"{base_url}{self.path_prefix}/repos/{repo.full_name}/issues/{number}",
             "created_at": now_iso(),
             "updated_at": now_iso(),
             "_number": number,
@@ -854,12 +867,31 @@ class FakeGitHub(JsonFakeServer):
         return Reply(200, issue["labels"])
 
     # -- pulls ----------------------------------------------------------------------------
+    def _source_repo(self, repo: _Repo, base_url: str, head_owner: str,
+                     head_repo: str | None) -> dict[str, Any]:
+        """`head.repo` of a PR: the repository itself, or the fork the branch lives in."""
+        name = head_repo or f"{head_owner}/{repo.full_name.split('/')[1]}"
+        if name in self._repos:
+            return self._repo_json(self._repos[name], base_url)
+        fork = _Repo(self._forks.setdefault(name, self.next_id()), name, repo.default_branch,
+                     repo.private)
+        return {**self._repo_json(fork, base_url), "fork": True}
+
     def _new_pull(
-        self, repo: _Repo, base_url: str, head: str, base: str, title: str, body: str, login: str
+        self,
+        repo: _Repo,
+        base_url: str,
+        head: str,
+        base: str,
+        title: str,
+        body: str,
+        login: str,
+        head_repo: str | None = None,
     ) -> dict[str, Any]:
         number = max(repo.issues, default=0) + 1
         head_ref = head.split(":", 1)[-1]
         head_owner = head.split(":", 1)[0] if ":" in head else repo.owner
+        source = self._source_repo(repo, base_url, head_owner, head_repo)
         pull = {
             "id": self.next_id(),
             "number": number,
@@ -868,12 +900,17 @@ class FakeGitHub(JsonFakeServer):
             "body": body,
             "user": self._user(login),
             "html_url": f"{base_url}/{repo.full_name}/pull/{number}",
-            "head": {"ref": head_ref, "label": f"{head_owner}:{head_ref}", "sha": "0" * 40},
-            "base": {"ref": base, "label": f"{repo.owner}:{base}"},
+            "head": {"ref": head_ref, "label": f"{head_owner}:{head_ref}", "sha": "0" * 40,
+                     "repo": source},
+            "base": {"ref": base, "label": f"{repo.owner}:{base}",
+                     "repo": self._repo_json(repo, base_url)},
             "labels": [],
             "created_at": now_iso(),
             "closed_at": None,
+            "merged": False,
             "merged_at": None,
+            # GitHub fills this for an open PR too: the commit of its test merge.
+            "merge_commit_sha": secrets.token_hex(20),
         }
         repo.issues[number] = pull
         return pull

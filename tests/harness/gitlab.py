@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import copy
 import re
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote
 
 from tests.harness.github import JsonFakeServer, Reply, Request, now_iso, paginate
@@ -136,16 +137,42 @@ class FakeGitLab(JsonFakeServer):
         title: str = "Change",
         state: str = "opened",
         author: str = "alice",
+        merge_sha: str | None = None,
+        merge_method: Literal["merge", "squash", "ff"] = "merge",
+        source_project_id: int | None = None,
     ) -> int:
+        """An existing MR; returns its iid.
+
+        A merged MR records `merge_sha` (random when not given) where GitLab puts it for the
+        project's merge method: `merge_commit_sha` for a merge commit, `squash_commit_sha` for
+        squash with fast-forward, only the MR's head `sha` for a plain fast-forward.
+        `source_project_id` is the fork the source branch lives in (default: the project).
+        """
         with self._lock:
-            mr = self._new_mr(self._project(path), source_branch, target_branch, title, "", author)
+            project = self._project(path)
+            mr = self._new_mr(project, source_branch, target_branch, title, "", author)
+            if source_project_id is not None:
+                mr["source_project_id"] = source_project_id
             mr["state"] = state
-            mr["merged_at"] = now_iso() if state == "merged" else None
+            if state == "merged":
+                mr["merged_at"] = now_iso()
+                landed = merge_sha or secrets.token_hex(20)
+                if merge_method == "merge":
+                    mr["merge_commit_sha"] = landed
+                elif merge_method == "squash":
+                    mr.update(squash=True, squash_commit_sha=landed)
+                else:
+                    mr["sha"] = landed
             return int(mr["iid"])
 
-    def add_note(self, path: str, iid: int, body: str, *, username: str = "alice") -> int:
+    def add_note(
+        self, path: str, iid: int, body: str, *, username: str = "alice", system: bool = False
+    ) -> int:
+        """A note on MR `iid`; `system=True` makes one GitLab itself writes ("merged", …)."""
         with self._lock:
-            return int(self._new_note(self._project(path), iid, body, username)["id"])
+            note = self._new_note(self._project(path), iid, body, username)
+            note["system"] = system
+            return int(note["id"])
 
     # -- reading state --------------------------------------------------------------------
     def notes(self, path: str, iid: int) -> list[dict[str, Any]]:
@@ -217,6 +244,12 @@ class FakeGitLab(JsonFakeServer):
             "state": "opened",
             "source_branch": source,
             "target_branch": target,
+            "source_project_id": project.id,
+            "target_project_id": project.id,
+            "sha": secrets.token_hex(20),  # the source branch's head commit
+            "merge_commit_sha": None,
+            "squash_commit_sha": None,
+            "squash": False,
             "labels": [],
             "author": self._user_json(self.add_user(author)),
             "web_url": f"{self.url}/{project.path}/-/merge_requests/{iid}",

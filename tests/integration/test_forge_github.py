@@ -208,26 +208,27 @@ def test_an_unknown_user_has_no_permission(github_forge, github_repo):
 
 
 def test_find_pull_request_returns_the_newest_for_the_head(github_forge, github_repo, fake_github):
-    fake_github.add_pull(GITHUB_REPO, head="revert-abc", state="merged", title="old revert")
-    fake_github.add_pull(GITHUB_REPO, head="revert-abc", state="closed", title="newer revert")
-    fake_github.add_pull(GITHUB_REPO, head="other", title="unrelated")
+    bot = {"author": GITHUB_BOT}
+    fake_github.add_pull(GITHUB_REPO, head="revert-abc", state="merged", title="old revert", **bot)
+    fake_github.add_pull(GITHUB_REPO, head="revert-abc", state="closed", title="newer revert",
+                         **bot)
+    fake_github.add_pull(GITHUB_REPO, head="other", title="unrelated", **bot)
+    mine = fake_github.add_pull(GITHUB_REPO, head="mine", base="release", **bot)
 
     found = github_forge.find_pull_request(github_repo, "revert-abc")
-    feature = github_forge.find_pull_request(github_repo, FEATURE_BRANCH)
+    own = github_forge.find_pull_request(github_repo, "mine")
 
     assert found is not None and (found.title, found.state) == ("newer revert", "closed")
-    assert feature is not None and (feature.number, feature.head, feature.base) == (
-        PR,
-        FEATURE_BRANCH,
-        "main",
-    )
+    assert own is not None and (own.number, own.head, own.base) == (mine, "mine", "release")
+    # The fixture's PR was opened by a person: never taken for one of the bot's.
+    assert github_forge.find_pull_request(github_repo, FEATURE_BRANCH) is None
     assert github_forge.find_pull_request(github_repo, "nothing-here") is None
     head_filter = fake_github.calls_to("GET", r".*/pulls")[0].query["head"]
     assert head_filter == "acme:revert-abc"
 
 
 def test_merged_pull_requests_report_merged(github_forge, github_repo, fake_github):
-    fake_github.add_pull(GITHUB_REPO, head="done", state="merged")
+    fake_github.add_pull(GITHUB_REPO, head="done", state="merged", author=GITHUB_BOT)
     found = github_forge.find_pull_request(github_repo, "done")
     assert found is not None and found.state == "merged"
 

@@ -155,16 +155,21 @@ def test_non_members_and_unknown_users_have_no_permission(gitlab_forge, gitlab_r
 def test_find_pull_request_returns_the_newest_for_the_branch(
     gitlab_forge, gitlab_repo, fake_gitlab
 ):
-    fake_gitlab.add_merge_request(GITLAB_PROJECT, source_branch="revert-abc", state="merged")
+    bot = {"author": GITLAB_BOT}
+    fake_gitlab.add_merge_request(GITLAB_PROJECT, source_branch="revert-abc", state="merged",
+                                  **bot)
     fake_gitlab.add_merge_request(
-        GITLAB_PROJECT, source_branch="revert-abc", state="closed", title="newer"
+        GITLAB_PROJECT, source_branch="revert-abc", state="closed", title="newer", **bot
     )
+    mine = fake_gitlab.add_merge_request(GITLAB_PROJECT, source_branch="mine", **bot)
 
     found = gitlab_forge.find_pull_request(gitlab_repo, "revert-abc")
-    feature = gitlab_forge.find_pull_request(gitlab_repo, FEATURE_BRANCH)
+    own = gitlab_forge.find_pull_request(gitlab_repo, "mine")
 
     assert found is not None and (found.title, found.state) == ("newer", "closed")
-    assert feature is not None and (feature.number, feature.state) == (MR, "open")
+    assert own is not None and (own.number, own.state) == (mine, "open")
+    # The fixture's MR (iid MR) was opened by a person: never taken for one of the bot's.
+    assert gitlab_forge.find_pull_request(gitlab_repo, FEATURE_BRANCH) is None
     assert gitlab_forge.find_pull_request(gitlab_repo, "nothing") is None
 
 
