@@ -11,10 +11,12 @@ Errors name the file, the document (counting from 1) and the reason, for the PR 
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -59,6 +61,7 @@ def render(
     root = root.resolve()
     target = _resolve_inside(root, app_path)
     if target.is_dir() and any((target / name).is_file() for name in KUSTOMIZATION_FILES):
+        check_kustomizations(root, target, limits)
         text = _kustomize(root, target, app_path, kubectl, limits)
         objects = _objects_of(text, f"kustomize output of {app_path}", limits)
     elif target.is_file() or target.is_dir():
@@ -176,6 +179,179 @@ def _kustomize(root: Path, target: Path, app_path: str, kubectl: str, limits: Li
     return result.stdout.decode("utf-8", errors="replace")
 
 
+# --- what kustomizations refer to -------------------------------------------------------------
+#
+# `kubectl kustomize` fetches remote bases, resources and components (git URLs, plain http), and
+# reads any path it is given; content that never went through review would then be deployed.
+# So before it runs, every kustomization reachable from the app path is read and each reference
+# must be a file or directory of the checkout (like Flux's --no-remote-bases).
+
+_REMOTE = re.compile(
+    r"""^(?:[a-z][a-z0-9+.-]*::)?[a-z][a-z0-9+.-]*://   # https://, ssh://, file://, git::https://
+    |^[\w.-]+@[\w.-]+:                                  # scp-like git@github.com:org/repo
+    |^gh:                                               # kustomize's GitHub shorthand
+    |\?                                                 # ?ref=, ?version=, ?timeout=
+    |.//                                                # repo//subdirectory of git URLs
+    """,
+    re.IGNORECASE | re.VERBOSE,
+)
+_FORGE_HOST = re.compile(
+    r"^(?:github\.com|gitlab\.com|bitbucket\.org|dev\.azure\.com|[\w-]+\.visualstudio\.com)/",
+    re.IGNORECASE,
+)
+_DOMAIN_LIKE = re.compile(r"^[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}/", re.IGNORECASE)
+_USERINFO = re.compile(r"//[^/@]*@")
+# Keys whose string entries are paths (directories may hold further kustomizations).
+_PATH_LISTS = ("resources", "bases", "components", "crds", "configurations")
+# Keys whose string entries are paths, or inline YAML when they span lines.
+_PATH_OR_INLINE_LISTS = ("generators", "transformers", "validators", "patchesStrategicMerge")
+# Keys whose entries are mappings with an optional `path`.
+_ENTRIES_WITH_PATH = ("patches", "patchesJson6902", "replacements")
+
+
+def check_kustomizations(root: Path, target: Path, limits: Limits = DEFAULT_LIMITS) -> None:
+    """Refuse remote or escaping references in the kustomization at `target` and in every
+    kustomization it reaches. ManifestError names the file, the key and the reference."""
+    pending, visited = [target], set()
+    while pending:
+        directory = pending.pop()
+        if directory in visited:
+            continue
+        visited.add(directory)
+        found = _kustomization_file(root, directory)
+        if found is not None:
+            pending.extend(_referenced_directories(root, found, limits))
+
+
+def _kustomization_file(root: Path, directory: Path) -> Path | None:
+    for name in KUSTOMIZATION_FILES:
+        candidate = directory / name
+        if candidate.is_file():
+            if not candidate.resolve().is_relative_to(root):
+                rel = candidate.relative_to(root).as_posix()
+                raise ManifestError(f"{rel}: a symlink leads outside the repository")
+            return candidate
+    return None
+
+
+def _referenced_directories(root: Path, file: Path, limits: Limits) -> list[Path]:
+    """Checks every reference of one kustomization; returns the directories it refers to."""
+    rel = file.relative_to(root).as_posix()
+    docs = [d for d in safe_load_all(_read_limited(file, rel, limits), rel, limits) if d]
+    if len(docs) != 1 or not isinstance(docs[0], dict):
+        raise ManifestError(f"{rel}: a kustomization must be one YAML mapping")
+    directories = []
+    for label, reference in _references(docs[0]):
+        path = _local_reference(root, file, rel, label, reference)
+        if path.is_dir():
+            directories.append(path)
+        elif label.startswith(("generators", "transformers", "validators")):
+            _refuse_remote_charts_in_file(root, path, limits)
+    return directories
+
+
+def _references(kustomization: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    """(key, reference) for every path a kustomization names; remote charts are refused here."""
+    for key in _PATH_LISTS:
+        for index, item in enumerate(_as_list(kustomization.get(key))):
+            yield f"{key}[{index}]", item
+    for key in _PATH_OR_INLINE_LISTS:
+        for index, item in enumerate(_as_list(kustomization.get(key))):
+            if not (isinstance(item, str) and ("\n" in item or item.lstrip().startswith("{"))):
+                yield f"{key}[{index}]", item
+    for key in _ENTRIES_WITH_PATH:
+        for index, item in enumerate(_as_list(kustomization.get(key))):
+            if isinstance(item, dict) and "path" in item:
+                yield f"{key}[{index}].path", item["path"]
+    for key in ("configMapGenerator", "secretGenerator"):
+        for index, item in enumerate(_as_list(kustomization.get(key))):
+            if isinstance(item, dict):
+                yield from _generator_sources(f"{key}[{index}]", item)
+    openapi = kustomization.get("openapi")
+    if isinstance(openapi, dict) and "path" in openapi:
+        yield "openapi.path", openapi["path"]
+    yield from _helm_references(kustomization, "")
+
+
+def _generator_sources(label: str, generator: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    for index, source in enumerate(_as_list(generator.get("files"))):
+        # `key=path` names the key the file's content is stored under.
+        path = (source.partition("=")[2] or source) if isinstance(source, str) else source
+        yield f"{label}.files[{index}]", path
+    for index, source in enumerate(_as_list(generator.get("envs"))):
+        yield f"{label}.envs[{index}]", source
+    if "env" in generator:
+        yield f"{label}.env", generator["env"]
+
+
+def _helm_references(config: dict[str, Any], where: str) -> Iterator[tuple[str, Any]]:
+    """Helm charts are fetched from their `repo`; only charts inside the checkout may be used."""
+    for index, chart in enumerate(_as_list(config.get("helmCharts"))):
+        if isinstance(chart, dict):
+            label = f"{where}helmCharts[{index}]"
+            if chart.get("repo"):
+                yield f"{label}.repo", _Remote(str(chart["repo"]))
+            if "valuesFile" in chart:
+                yield f"{label}.valuesFile", chart["valuesFile"]
+            for position, values in enumerate(_as_list(chart.get("additionalValuesFiles"))):
+                yield f"{label}.additionalValuesFiles[{position}]", values
+    for key in ("repo", "chartRepoUrl"):  # a HelmChartInflationGenerator's own fields
+        if config.get(key):
+            yield f"{where}{key}", _Remote(str(config[key]))
+    helm_globals = config.get("helmGlobals")
+    if isinstance(helm_globals, dict):
+        for key in ("chartHome", "configHome"):
+            if key in helm_globals:
+                yield f"{where}helmGlobals.{key}", helm_globals[key]
+
+
+class _Remote(str):
+    """A value that is remote by what its key means (a chart repository), whatever it looks like."""
+
+
+def _refuse_remote_charts_in_file(root: Path, file: Path, limits: Limits) -> None:
+    """A generator or transformer file may configure a chart inflation with a `repo`."""
+    rel = file.relative_to(root).as_posix()
+    for doc in safe_load_all(_read_limited(file, rel, limits), rel, limits):
+        if isinstance(doc, dict):
+            for label, reference in _helm_references(doc, ""):
+                if isinstance(reference, _Remote):
+                    _refuse_remote(rel, label, reference)
+
+
+def _local_reference(root: Path, file: Path, rel: str, label: str, reference: Any) -> Path:
+    """The file or directory `reference` names, which must be inside the checkout."""
+    if not isinstance(reference, str) or not reference.strip():
+        raise ManifestError(f"{rel}: {label}: must be a path of the repository")
+    if isinstance(reference, _Remote) or _REMOTE.search(reference) or _FORGE_HOST.match(reference):
+        _refuse_remote(rel, label, reference)
+    pure = PurePosixPath(reference)
+    lexical = Path(os.path.normpath(file.parent / pure))
+    if pure.is_absolute() or not lexical.is_relative_to(root):
+        raise ManifestError(f"{rel}: {label}: {reference} leads outside the repository")
+    if not lexical.resolve().is_relative_to(root):
+        raise ManifestError(
+            f"{rel}: {label}: {reference} is a symlink leading outside the repository"
+        )
+    if not lexical.exists():
+        if _DOMAIN_LIKE.match(reference):
+            _refuse_remote(rel, label, reference)
+        raise ManifestError(f"{rel}: {label}: {reference} does not exist in the repository")
+    return lexical
+
+
+def _refuse_remote(rel: str, label: str, reference: str) -> None:
+    shown = _USERINFO.sub("//", str(reference))
+    raise ManifestError(
+        f"{rel}: {label}: remote resource {shown} is refused: only files of the repository "
+        "are deployed"
+    )
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 # --- YAML -------------------------------------------------------------------------------------
 
 
@@ -183,8 +359,18 @@ class _UnsafeYAML(Exception):
     """Well-formed YAML that is refused: an alias bomb, a recursive or a too deep structure."""
 
 
+class _DuplicateKey(Exception):
+    """A mapping that names one key twice; `line` counts from 1."""
+
+    def __init__(self, key: Any, line: int, first_line: int) -> None:
+        self.key, self.line, self.first_line = key, line, first_line
+        super().__init__(f"duplicate key {_shown_key(key)} (first at line {first_line})")
+
+
 class _GuardedLoader(_BaseLoader):  # type: ignore[misc, valid-type]
-    """A safe loader that checks each composed document before constructing Python objects."""
+    """A safe loader that checks each composed document before constructing Python objects,
+    and refuses a mapping that repeats a key: PyYAML keeps the last value silently, while
+    kubectl refuses the file, so what was reviewed and what gets applied could differ."""
 
     limits = DEFAULT_LIMITS
 
@@ -193,6 +379,30 @@ class _GuardedLoader(_BaseLoader):  # type: ignore[misc, valid-type]
         if node is not None:
             _check_shape(node, self.limits)
         return node
+
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, MappingNode):
+            _refuse_repeated_keys(self, node)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _refuse_repeated_keys(loader: Any, node: MappingNode) -> None:
+    """Keys written in this mapping itself; `<<` merges may override, as YAML intends."""
+    first_lines: dict[Any, int] = {}
+    for key_node, _value in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, Hashable):
+            continue  # the constructor refuses it with its own message
+        line = key_node.start_mark.line + 1
+        if key in first_lines:
+            raise _DuplicateKey(key, line, first_lines[key])
+        first_lines[key] = line
+
+
+def _shown_key(key: Any) -> str:
+    return json.dumps(key) if isinstance(key, str) else repr(key)
 
 
 def _check_shape(node: Node, limits: Limits) -> None:
@@ -250,6 +460,8 @@ def _documents(text: str, source: str, limits: Limits) -> Iterator[tuple[int, An
         raise ManifestError(f"{source}: document {number}: invalid YAML: {exc}") from None
     except _UnsafeYAML as exc:
         raise ManifestError(f"{source}: document {number}: {exc}") from None
+    except _DuplicateKey as exc:
+        raise ManifestError(f"{source}:{exc.line}: {exc}") from None
     except RecursionError:
         raise ManifestError(f"{source}: document {number}: nested too deeply") from None
     finally:

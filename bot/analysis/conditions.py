@@ -344,6 +344,8 @@ def _describe(value: Any) -> str:
         return "nil"
     if isinstance(value, dict):
         return "an object"
+    if isinstance(value, str):  # a measured string may be a secret: only its length is shown
+        return f"a string of {len(value)} character{'s' if len(value) != 1 else ''}"
     shown = repr(value)
     return f"{type(value).__name__} {shown if len(shown) <= 40 else shown[:39] + '…'}"
 

@@ -3,11 +3,15 @@
 The analysis run and the engine only ever see `Measurement`s; every failure on the way - a bad
 template, an unreachable Prometheus, a condition that does not evaluate - becomes an `Error`
 measurement whose message tells the people in the PR what went wrong.
+
+Providers reach only what the server's egress policy allows (bot.egress). What they return may
+still be anything the endpoint sent, so the value kept for reports is shown only when it is a
+number, a boolean or a short list of numbers; anything else is described by type and length,
+never printed (a metadata endpoint's token must not end up in a PR comment).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Callable, Mapping
@@ -18,11 +22,11 @@ from bot.analysis.measurement import Measurement
 from bot.analysis.providers import ProviderError
 from bot.analysis.providers.prometheus import query_prometheus
 from bot.analysis.providers.web import fetch_web_metric
+from bot.egress import DENY_ALL, Egress
 
 log = logging.getLogger(__name__)
 
-MAX_VALUE_LENGTH = 120
-MAX_LISTED_VALUES = 5
+MAX_LISTED_VALUES = 10  # a longer list, or one with anything but numbers, is only described
 
 
 def measure(
@@ -31,12 +35,17 @@ def measure(
     failure_condition: str | None,
     *,
     prometheus_url: str | None,
+    egress: Egress = DENY_ALL,
     now: float,
 ) -> Measurement:
     """Run one already-resolved metric `provider` (Argo's shape: `{"prometheus": {...}}` or
-    `{"web": {...}}`) and judge the result with Argo's table and the no-data rule."""
+    `{"web": {...}}`) and judge the result with Argo's table and the no-data rule.
+
+    Every request the provider makes must be allowed by `egress` (without one, only the
+    server's own `prometheus_url` is reachable); a refusal is an Error measurement naming the
+    destination and the reason."""
     try:
-        result = _fetch(provider, prometheus_url)
+        result = _fetch(provider, prometheus_url, egress)
     except ProviderError as error:
         return Measurement("Error", None, str(error), now)
     except Exception as error:  # a measurement must never take the run down
@@ -52,10 +61,12 @@ def measure(
     return Measurement(judgement.phase, value, judgement.message, now)
 
 
-def _fetch(provider: Mapping[str, Any], prometheus_url: str | None) -> Any:
+def _fetch(provider: Mapping[str, Any], prometheus_url: str | None, egress: Egress) -> Any:
     fetchers: dict[str, Callable[[Mapping[str, Any]], Any]] = {
-        "prometheus": lambda spec: query_prometheus(spec, default_address=prometheus_url),
-        "web": fetch_web_metric,
+        "prometheus": lambda spec: query_prometheus(
+            spec, default_address=prometheus_url, egress=egress
+        ),
+        "web": lambda spec: fetch_web_metric(spec, egress=egress),
     }
     if not isinstance(provider, Mapping) or len(provider) != 1:
         raise ProviderError(f"a metric needs exactly one provider ({', '.join(fetchers)})")
@@ -70,16 +81,49 @@ def _fetch(provider: Mapping[str, Any], prometheus_url: str | None) -> Any:
 
 
 def render_value(result: Any) -> str:
-    """Short text for reports: `0.9923`, `[0.9923,0.5]`, `NaN`, `[]`, `"ok"`, `true`."""
-    if isinstance(result, list):
-        shown = ",".join(render_value(v) for v in result[:MAX_LISTED_VALUES])
-        more = f",…+{len(result) - MAX_LISTED_VALUES}" if len(result) > MAX_LISTED_VALUES else ""
-        return _shorten(f"[{shown}{more}]")
-    if isinstance(result, float):
-        return _render_float(result)
-    if isinstance(result, str):
-        return _shorten(result)
-    return _shorten(json.dumps(result, sort_keys=True, default=str))
+    """Text for reports: `0.9923`, `NaN`, `true`, `[0.9923,0.5]`, `[]`, `null`; anything else
+    only by type and length: `string of 412 characters`, `object with 3 keys`, `list of 12
+    values`. A provider's answer is whatever the endpoint sent, which may be a credential."""
+    if result is None:
+        return "null"
+    if _is_number(result) or isinstance(result, bool):
+        return _render_scalar(result)
+    if (
+        isinstance(result, list)
+        and len(result) <= MAX_LISTED_VALUES
+        and all(_is_number(v) for v in result)
+    ):
+        return "[" + ",".join(_render_scalar(v) for v in result) + "]"
+    return describe_value(result)
+
+
+def describe_value(value: Any) -> str:
+    """The type and size of `value`, without any of its content."""
+    if isinstance(value, str):
+        return f"string of {_count(len(value), 'character')}"
+    if isinstance(value, dict):
+        return f"object with {_count(len(value), 'key')}"
+    if isinstance(value, list):
+        return f"list of {_count(len(value), 'value')}"
+    return type(value).__name__
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _render_scalar(value: float) -> str:
+    """A number or a boolean (both ints to Python); huge integers only by their size."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return _render_float(value)
+    text = str(value)
+    return text if len(text) <= 20 else f"integer of {len(text.lstrip('-'))} digits"
 
 
 def _render_float(number: float) -> str:
@@ -90,8 +134,3 @@ def _render_float(number: float) -> str:
     if math.isinf(number):
         return "+Inf" if number > 0 else "-Inf"
     return f"{number:.6g}"
-
-
-def _shorten(text: str) -> str:
-    text = " ".join(text.split())  # one line: it goes into tables and status descriptions
-    return text if len(text) <= MAX_VALUE_LENGTH else text[: MAX_VALUE_LENGTH - 1] + "…"

@@ -10,6 +10,7 @@ from bot.analysis.measure import measure
 from bot.analysis.measurement import Measurement
 from bot.analysis.run import ERROR_RETRY_SECONDS
 from bot.analysis.templates import AnalysisTemplate, MetricSpec
+from bot.egress import parse_egress
 from bot.rollout.engine import advance
 from bot.rollout.model import (
     AnalysisStep,
@@ -26,6 +27,9 @@ from bot.rollout.model import (
     new_state,
 )
 from tests.harness.processes import free_port
+
+# The canned servers and the test Prometheus listen on loopback, which needs an entry.
+LOOPBACK = parse_egress({"allow": ["127.0.0.1"]}, "test", {})
 
 T0 = 1_700_000_000.0
 UNREACHABLE = "metrics source unreachable"
@@ -72,7 +76,7 @@ class _Shell:
                 action.provider,
                 action.success_condition,
                 action.failure_condition,
-                prometheus_url=prometheus_url or self.prometheus_url,
+                prometheus_url=prometheus_url or self.prometheus_url, egress=LOOPBACK,
                 now=self.now,
             )
             taken.append(result)
@@ -88,7 +92,7 @@ class _Shell:
 def test_unreachable_prometheus_is_an_error_measurement_naming_the_source(dead_prometheus):
     result = measure(
         {"prometheus": {"query": "up"}}, "result[0] == 1", None,
-        prometheus_url=dead_prometheus, now=T0,
+        prometheus_url=dead_prometheus, egress=LOOPBACK, now=T0,
     )
     assert result.phase == "Error" and result.value is None
     assert result.message.startswith(UNREACHABLE) and dead_prometheus in result.message

@@ -72,12 +72,16 @@ def test_every_kustomization_file_name_is_recognised(tmp_path: Path, name: str) 
 
 
 def test_kustomize_failure_carries_its_stderr(tmp_path: Path) -> None:
-    write(tmp_path, {"app/kustomization.yaml": "resources:\n- missing.yaml\n"})
+    # (A missing file is refused before kubectl runs: see test_kustomize_remote.py.)
+    write(tmp_path, {
+        "app/kustomization.yaml": "resources:\n- nameless.yaml\n",
+        "app/nameless.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n",
+    })
     with pytest.raises(ManifestError) as caught:
         render(tmp_path, "app")
     message = str(caught.value)
     assert message.startswith("app: kubectl kustomize failed: ")
-    assert "missing.yaml" in message
+    assert "missing metadata.name" in message
 
 
 def test_kustomize_output_over_the_limit_is_refused(tmp_path: Path) -> None:

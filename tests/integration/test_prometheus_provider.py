@@ -7,7 +7,11 @@ import socket
 import pytest
 
 from bot.analysis.measure import measure
+from bot.egress import parse_egress
 from tests.harness.prometheus import PrometheusServer
+
+# The canned servers and the test Prometheus listen on loopback, which needs an entry.
+LOOPBACK = parse_egress({"allow": ["127.0.0.1"]}, "test", {})
 
 SUCCESS_RATIO = (
     'sum(rate(http_requests_total{{track="{track}",code!~"5.."}}[30s]))'
@@ -22,7 +26,7 @@ def measure_query(prometheus: PrometheusServer, query: str, success: str | None,
         {"prometheus": {"query": query}},
         success,
         failure,
-        prometheus_url=prometheus.url,
+        prometheus_url=prometheus.url, egress=LOOPBACK,
         now=0.0,
     )
 
@@ -97,7 +101,8 @@ def test_unreachable_prometheus_is_an_error() -> None:
         reserved.bind(("127.0.0.1", 0))
         address = f"http://127.0.0.1:{reserved.getsockname()[1]}"
         measurement = measure(
-            {"prometheus": {"query": "up"}}, SUCCESS, None, prometheus_url=address, now=0.0
+            {"prometheus": {"query": "up"}}, SUCCESS, None,
+            prometheus_url=address, egress=LOOPBACK, now=0.0,
         )
     assert measurement.phase == "Error"
     assert "unreachable" in measurement.message

@@ -10,7 +10,11 @@ import pytest
 from bot.analysis.measure import measure
 from bot.analysis.providers import ProviderError
 from bot.analysis.providers.web import extract, parse_json_path
+from bot.egress import parse_egress
 from tests.harness.prometheus import CannedHTTPServer
+
+# The canned servers and the test Prometheus listen on loopback, which needs an entry.
+LOOPBACK = parse_egress({"allow": ["127.0.0.1"]}, "test", {})
 
 DOCUMENT = {
     "data": {
@@ -23,7 +27,7 @@ DOCUMENT = {
 
 
 def web(spec: dict, success: str | None = None, failure: str | None = None):
-    return measure({"web": spec}, success, failure, prometheus_url=None, now=0.0)
+    return measure({"web": spec}, success, failure, prometheus_url=None, egress=LOOPBACK, now=0.0)
 
 
 @pytest.fixture
@@ -40,7 +44,7 @@ def endpoint(canned_http: CannedHTTPServer) -> CannedHTTPServer:
         ("$.data.items[1].value", "result >= 0.95", "0.97"),
         ("{$.data.items[-1].value}", "result >= 0.95", "0.97"),
         ("{$.data['error-rate']}", "result < 0.01", "0.002"),
-        ('{$["data"].items[0]}', "result.value > 0.9", '{"value": 0.91}'),
+        ('{$["data"].items[0]}', "result.value > 0.9", "object with 1 key"),
         (None, "result.data.ok && len(result.data.items) == 2", None),
     ],
 )
@@ -95,7 +99,7 @@ def test_put_with_json_body_sets_the_content_type(endpoint: CannedHTTPServer) ->
 def test_text_answer_is_the_result(canned_http: CannedHTTPServer) -> None:
     canned_http.reply(200, "OK\n", content_type="text/plain")
     measurement = web({"url": canned_http.url}, "result == 'OK\\n'")
-    assert (measurement.phase, measurement.value) == ("Successful", "OK")
+    assert (measurement.phase, measurement.value) == ("Successful", "string of 3 characters")
 
 
 def test_non_2xx_is_an_error_without_query_string(canned_http: CannedHTTPServer) -> None:

@@ -231,3 +231,14 @@ def test_evaluation_error_names_the_condition() -> None:
 def test_infinity_is_data() -> None:
     assert judge([INF], "result[0] >= 0.95", None) == "Successful"
     assert judge(INF, None, "isInf(result)") == "Failed"
+
+
+@pytest.mark.parametrize("condition", ["asFloat(result) > 1", "asInt(result) > 1",
+                                       "result[0] > 1", "len(result.x) > 1"])
+def test_errors_describe_a_string_value_without_showing_it(condition):
+    """A metric endpoint may answer with a token; the error lands in the PR comment."""
+    token = "ya29.secret-token"
+    with pytest.raises(ConditionError) as raised:
+        evaluate_condition(compile_condition(condition), token)
+    assert token not in str(raised.value)
+    assert "secret" not in str(raised.value)

@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 
 from bot.analysis.measure import measure, render_value
+from bot.egress import parse_egress
 from tests.harness.prometheus import CannedHTTPServer
+
+# The canned servers and the test Prometheus listen on loopback, which needs an entry.
+LOOPBACK = parse_egress({"allow": ["127.0.0.1"]}, "test", {})
 
 DATA = Path(__file__).parent / "data"
 NOW = 1_700_000_000.0
@@ -30,7 +34,7 @@ def run(
         {"prometheus": {"query": RATIO_QUERY, **spec}},
         success,
         failure,
-        prometheus_url=server.url,
+        prometheus_url=server.url, egress=LOOPBACK,
         now=NOW,
     )
 
@@ -120,7 +124,7 @@ def test_scalar_result_is_a_float(canned_http: CannedHTTPServer) -> None:
 def test_string_result(canned_http: CannedHTTPServer) -> None:
     canned_http.reply(200, recorded("string"))
     measurement = run(canned_http, "result == 'hello'")
-    assert (measurement.phase, measurement.value) == ("Successful", "hello")
+    assert (measurement.phase, measurement.value) == ("Successful", "string of 5 characters")
 
 
 def test_matrix_is_an_error_with_advice(canned_http: CannedHTTPServer) -> None:
@@ -161,7 +165,7 @@ def test_unreachable_prometheus_is_an_error_without_credentials(closed_port: int
         {"prometheus": {"query": "up", "address": address}},
         "result[0] > 0",
         None,
-        prometheus_url=None,
+        prometheus_url=None, egress=LOOPBACK,
         now=NOW,
     )
     assert measurement.phase == "Error"
@@ -179,7 +183,7 @@ def test_spec_address_wins_over_the_server_default(
         {"prometheus": {"query": "up", "address": canned_http.url + "/prometheus/"}},
         "result[0] > 0.9",
         None,
-        prometheus_url=f"http://127.0.0.1:{closed_port}",
+        prometheus_url=f"http://127.0.0.1:{closed_port}", egress=LOOPBACK,
         now=NOW,
     )
     assert measurement.phase == "Successful"
@@ -201,7 +205,7 @@ def test_spec_address_wins_over_the_server_default(
     ],
 )
 def test_bad_provider_specs_are_errors(provider: dict, fragment: str) -> None:
-    measurement = measure(provider, "true", None, prometheus_url=None, now=NOW)
+    measurement = measure(provider, "true", None, prometheus_url=None, egress=LOOPBACK, now=NOW)
     assert measurement.phase == "Error"
     assert fragment in measurement.message
 
@@ -233,12 +237,23 @@ def test_invalid_condition_is_an_error(canned_http: CannedHTTPServer) -> None:
         (float("nan"), "NaN"),
         (float("-inf"), "-Inf"),
         ([], "[]"),
-        ([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0], "[1,2,3,4,5,…+2]"),
+        ([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0], "[1,2,3,4,5,6,7]"),
+        ([0.5] * 10, "[" + ",".join(["0.5"] * 10) + "]"),
+        ([0.5] * 11, "list of 11 values"),
+        ([1, 2, 3], "[1,2,3]"),
+        (10**30, "integer of 31 digits"),
         (True, "true"),
+        (False, "false"),
         (None, "null"),
-        ({"ok": True}, '{"ok": true}'),
-        ("line one\nline two", "line one line two"),
-        ("x" * 500, "x" * 119 + "…"),
+        # Anything else could be a credential the endpoint sent back: type and size only.
+        ({"ok": True}, "object with 1 key"),
+        ({"a": 1, "b": 2, "c": 3}, "object with 3 keys"),
+        ("line one\nline two", "string of 17 characters"),
+        ("x" * 412, "string of 412 characters"),
+        ("", "string of 0 characters"),
+        (["AKIA-token", 1.0], "list of 2 values"),
+        ([True, 1.0], "list of 2 values"),
+        ([[1.0]], "list of 1 value"),
     ],
 )
 def test_render_value(result: object, text: str) -> None:

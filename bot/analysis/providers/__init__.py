@@ -1,7 +1,10 @@
 """Metric providers: each fetches one raw result (the `result` that conditions see).
 
 Shared here: the error type whose message is safe to show in a PR (no credentials, no query
-strings that might carry tokens), and the HTTP plumbing both providers need.
+strings that might carry tokens), and the HTTP plumbing both providers need. Every request goes
+through the server's egress policy (bot.egress): templates come from repositories, so the
+destinations they name are checked, connected to at the checked address, and redirects are
+re-checked instead of followed by the client.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+
+from bot.egress import Egress, EgressRefused
 
 
 class ProviderError(Exception):
@@ -26,9 +31,32 @@ def _verifying_tls_context() -> ssl.SSLContext:
 
 
 def http_client(timeout: float, insecure: Any) -> httpx.Client:
-    """A client for one measurement; `insecure: true` (Argo's field) skips TLS verification."""
+    """A client for one measurement; `insecure: true` (Argo's field) skips TLS verification.
+
+    It follows no redirects (Egress.request re-checks each one) and ignores proxy variables and
+    .netrc: a proxy would resolve and connect on its own, past the checked address.
+    """
     verify: ssl.SSLContext | bool = False if insecure is True else _verifying_tls_context()
-    return httpx.Client(timeout=timeout, verify=verify, follow_redirects=True)
+    return httpx.Client(timeout=timeout, verify=verify, follow_redirects=False, trust_env=False)
+
+
+def send(
+    egress: Egress,
+    method: str,
+    url: str,
+    *,
+    timeout: float,
+    insecure: Any,
+    headers: dict[str, str],
+    content: bytes | None = None,
+) -> httpx.Response:
+    """One request allowed by `egress`; a refusal becomes a ProviderError naming the
+    destination and the reason. httpx errors are left to the caller's transport_failure."""
+    try:
+        with http_client(timeout, insecure) as client:
+            return egress.request(client, method, url, headers=headers, content=content)
+    except EgressRefused as refusal:
+        raise ProviderError(str(refusal)) from None
 
 
 def display_url(url: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
@@ -17,21 +18,26 @@ from bot.analysis.providers import (
     ProviderError,
     display_url,
     header_list,
-    http_client,
     require_http_url,
+    send,
     timeout_seconds,
     transport_failure,
 )
+from bot.egress import DENY_ALL, Egress
 
 DEFAULT_TIMEOUT_S = 30.0  # Argo's default for prometheus queries
 PrometheusResult = float | list[float] | str
 
 
-def query_prometheus(spec: Mapping[str, Any], *, default_address: str | None) -> PrometheusResult:
+def query_prometheus(
+    spec: Mapping[str, Any], *, default_address: str | None, egress: Egress = DENY_ALL
+) -> PrometheusResult:
     """Run `spec["query"]` against `spec["address"]`, else `default_address` (PROMETHEUS_URL).
 
-    Raises ProviderError with a message fit for the PR: unreachable server, HTTP failure, or
-    Prometheus's own error text for a bad query.
+    The address must be allowed by `egress`; `default_address` is the operator's own setting and
+    is allowed as well (its exact scheme, host and port), so a template may name it too.
+    Raises ProviderError with a message fit for the PR: refused or unreachable server, HTTP
+    failure, or Prometheus's own error text for a bad query.
     """
     query = spec.get("query")
     if not isinstance(query, str) or not query.strip():
@@ -45,22 +51,28 @@ def query_prometheus(spec: Mapping[str, Any], *, default_address: str | None) ->
     timeout = timeout_seconds(spec.get("timeout"), "provider.prometheus.timeout", DEFAULT_TIMEOUT_S)
     url = address.rstrip("/") + "/api/v1/query"
     headers = header_list(spec.get("headers"), "provider.prometheus.headers")
+    if default_address:
+        egress = egress.trusting(require_http_url(default_address, "PROMETHEUS_URL"))
     try:
-        with http_client(timeout, spec.get("insecure")) as client:
-            response = _post_or_get(client, url, query, headers)
+        response = _post_or_get(egress, url, query, headers, timeout, spec.get("insecure"))
     except httpx.HTTPError as error:
         raise transport_failure(error, "Prometheus", address, timeout) from None
     return _parse_answer(response, address)
 
 
 def _post_or_get(
-    client: httpx.Client, url: str, query: str, headers: dict[str, str]
+    egress: Egress, url: str, query: str, headers: dict[str, str], timeout: float, insecure: Any
 ) -> httpx.Response:
     """POST keeps long queries out of URLs; some proxies refuse it, so GET on 405/501 (as
     Prometheus's Go client does)."""
-    response = client.post(url, data={"query": query}, headers=headers)
+    form = {"Content-Type": "application/x-www-form-urlencoded", **headers}
+    body = urlencode({"query": query}).encode()
+    response = send(egress, "POST", url, timeout=timeout, insecure=insecure, headers=form,
+                    content=body)
     if response.status_code in (405, 501):
-        response = client.get(url, params={"query": query}, headers=headers)
+        get_url = str(httpx.URL(url, params={"query": query}))
+        response = send(egress, "GET", get_url, timeout=timeout, insecure=insecure,
+                        headers=headers)
     return response
 
 

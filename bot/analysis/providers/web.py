@@ -23,11 +23,12 @@ from bot.analysis.providers import (
     ProviderError,
     display_url,
     header_list,
-    http_client,
     require_http_url,
+    send,
     timeout_seconds,
     transport_failure,
 )
+from bot.egress import Egress
 
 DEFAULT_TIMEOUT_S = 10.0  # Argo's default for web metrics
 METHODS = ("GET", "POST", "PUT")
@@ -90,9 +91,10 @@ def _has_step(value: Any, step: PathStep) -> bool:
     return isinstance(value, dict) and step in value
 
 
-def fetch_web_metric(spec: Mapping[str, Any]) -> Any:
+def fetch_web_metric(spec: Mapping[str, Any], *, egress: Egress) -> Any:
     """Request `spec["url"]` and return the value at `jsonPath` (a JSON value, or the raw text
-    when the answer is not JSON). Non-2xx answers and transport failures raise ProviderError."""
+    when the answer is not JSON). A destination `egress` refuses, non-2xx answers and transport
+    failures raise ProviderError."""
     url = require_http_url(spec.get("url"), "provider.web.url")
     method = str(spec.get("method") or "GET").upper()
     if method not in METHODS:
@@ -105,8 +107,8 @@ def fetch_web_metric(spec: Mapping[str, Any]) -> Any:
     json_path = spec.get("jsonPath") or "{$}"
     parse_json_path(json_path)  # a bad path is reported without sending the request
     try:
-        with http_client(timeout, spec.get("insecure")) as client:
-            response = client.request(method, url, content=content, headers=headers)
+        response = send(egress, method, url, timeout=timeout, insecure=spec.get("insecure"),
+                        headers=headers, content=content)
     except httpx.HTTPError as error:
         raise transport_failure(error, "web metric", url, timeout) from None
     if not response.is_success:
