@@ -4,28 +4,79 @@ Nothing slow happens here (no forge, git or cluster call), because GitHub gives 
 after 10 seconds and does not redeliver by itself. Every answer is deliberate: a forge records a
 4xx as our refusal, and a 503 as a failure it may redeliver, so no input is allowed to become a
 500.
+
+Anyone on the network can post here, so nothing costs more before the sender is known than
+after: headers are checked before a body is read, a body is read in bounded chunks while its
+signature is computed, and only a few unauthenticated bodies are read at once per process (the
+rest are told to come back), so memory stays under the pod's limit whatever arrives.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Callable
-from typing import Any
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import IO, Any
 
 from flask import Flask, Response, jsonify, request
-from gidgethub import ValidationFailure
-from gidgethub.sansio import validate_event
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from bot import events, services
+from bot import events, services, tenancy
 from bot.commands import mentions_command
 from bot.config import Settings, load_settings
 from bot.deployments import load_deployment
 
 log = logging.getLogger(__name__)
+
+BODY_CHUNK_BYTES = 64 * 1024
+# Memory one process may spend on bodies whose sender is not yet known (GitHub's signature is
+# only checked at the end of the body). With the default 25 MiB cap that is 5 readers a process.
+UNVERIFIED_BODY_BUDGET_BYTES = 128 * 1024 * 1024
+RETRY_AFTER_S = 5
+BODY_GATE = "coalmine.body_gate"  # key of the BodyGate in app.extensions
+SIGNATURE_PREFIX = "sha256="
+
+
+class BodyGate:
+    """Caps how many unauthenticated bodies one process reads at the same time.
+
+    Refusing at once (503 with Retry-After) rather than queueing keeps a flood from holding
+    threads, and a 503 is what a forge counts as a failed delivery it may send again.
+    """
+
+    def __init__(self, max_body_bytes: int, budget_bytes: int = UNVERIFIED_BODY_BUDGET_BYTES):
+        self.capacity = max(2, budget_bytes // max(1, max_body_bytes))
+        self._slots = threading.BoundedSemaphore(self.capacity)
+        self._count_lock = threading.Lock()
+        self._in_use = 0
+
+    @property
+    def in_use(self) -> int:
+        """Readers holding a slot now (for tests and metrics)."""
+        return self._in_use
+
+    @contextmanager
+    def slot(self) -> Iterator[bool]:
+        """Yields whether a slot was free; a free slot is held until the block ends."""
+        if not self._slots.acquire(blocking=False):
+            yield False
+            return
+        self._count(+1)
+        try:
+            yield True
+        finally:
+            self._count(-1)
+            self._slots.release()
+
+    def _count(self, delta: int) -> None:
+        with self._count_lock:
+            self._in_use += delta
 
 
 def create_app(settings: Settings | None = None, svc: services.Services | None = None) -> Flask:
@@ -43,7 +94,14 @@ def create_app(settings: Settings | None = None, svc: services.Services | None =
             "both webhook endpoints refuse every delivery"
         )
     app = Flask("coalmine")
+    # Werkzeug's own cap, behind ours: request.stream refuses past it as well.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    gate = app.extensions[BODY_GATE] = BodyGate(settings.max_body_bytes)
+
+    @app.get("/livez")
+    def livez() -> tuple[Response, int]:
+        # Liveness: the process serves. Redis being down is not cured by a restart.
+        return jsonify(status="ok"), 200
 
     @app.get("/healthz")
     def healthz() -> tuple[Response, int]:
@@ -58,15 +116,18 @@ def create_app(settings: Settings | None = None, svc: services.Services | None =
         secret = settings.github.webhook_secret
         if not secret:
             return _answer(403, "GitHub webhooks are disabled: GITHUB_WEBHOOK_SECRET is not set")
-        body = request.get_data(cache=False)
         signature = request.headers.get("X-Hub-Signature-256", "")
         # hmac.compare_digest raises TypeError on non-ASCII text, which would become a 503.
-        if not signature.startswith("sha256=") or not signature.isascii():
+        if not signature.startswith(SIGNATURE_PREFIX) or not signature.isascii():
             return _answer(401, "missing or malformed X-Hub-Signature-256")
-        try:
-            validate_event(body, signature=signature, secret=secret)
-        except ValidationFailure:
-            return _answer(401, "signature does not match")
+        _refuse_declared_oversize(settings.max_body_bytes)
+        with gate.slot() as admitted:
+            if not admitted:
+                return _busy()
+            mac = hmac.new(secret.encode(), digestmod=hashlib.sha256)
+            body = _read_body(request.stream, settings.max_body_bytes, mac)
+            if not hmac.compare_digest(signature, SIGNATURE_PREFIX + mac.hexdigest()):
+                return _answer(401, "signature does not match")
         payload = _json(body)
         if payload is None:
             return _answer(400, "body is not valid JSON")
@@ -84,7 +145,9 @@ def create_app(settings: Settings | None = None, svc: services.Services | None =
         token = request.headers.get("X-Gitlab-Token", "")
         if not hmac.compare_digest(token.encode(), secret.encode()):
             return _answer(401, "missing or wrong X-Gitlab-Token")
-        payload = _json(request.get_data(cache=False))
+        # The sender is known from here on: its body is bounded, but needs no gate slot.
+        _refuse_declared_oversize(settings.max_body_bytes)
+        payload = _json(_read_body(request.stream, settings.max_body_bytes))
         if payload is None:
             return _answer(400, "body is not valid JSON")
         delivery = request.headers.get("Idempotency-Key") or request.headers.get(
@@ -95,6 +158,9 @@ def create_app(settings: Settings | None = None, svc: services.Services | None =
 
     @app.get("/deployments/<forge>/<path:repo>/commits/<sha>/apps/<app_name>")
     def deployment(forge: str, repo: str, sha: str, app_name: str) -> tuple[Response, int]:
+        refused = _view_refusal(settings.view_token, request.headers.get("Authorization", ""))
+        if refused is not None:
+            return refused
         try:
             record = load_deployment(svc.redis, forge, repo, sha, app_name)
         except RedisError:
@@ -105,7 +171,9 @@ def create_app(settings: Settings | None = None, svc: services.Services | None =
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(_: Exception) -> tuple[Response, int]:
-        return _answer(413, f"body larger than {settings.max_body_bytes} bytes")
+        resp, code = _answer(413, f"body larger than {settings.max_body_bytes} bytes")
+        resp.headers["Connection"] = "close"  # the rest of the body is never read
+        return resp, code
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[Response, int]:
@@ -125,7 +193,56 @@ def _answer(code: int, message: str, **extra: Any) -> tuple[Response, int]:
     return jsonify({key: message, **extra}), code
 
 
-def _json(body: bytes) -> Any:
+def _busy() -> tuple[Response, int]:
+    """Every unauthenticated-body slot is taken: ask the sender to come back."""
+    resp, code = _answer(503, "too many deliveries being received; retry later")
+    resp.headers["Retry-After"] = str(RETRY_AFTER_S)
+    resp.headers["Connection"] = "close"
+    return resp, code
+
+
+def _refuse_declared_oversize(cap: int) -> None:
+    """413 before reading a byte when the sender announces more than the cap."""
+    if request.content_length is not None and request.content_length > cap:
+        raise RequestEntityTooLarge()
+
+
+def _read_body(stream: IO[bytes], cap: int, mac: hmac.HMAC | None = None) -> bytearray:
+    """The body, read in chunks into one buffer and fed to `mac` as it arrives.
+
+    Stops with 413 as soon as the body passes `cap`, so an endless (chunked) body is never read
+    to its end; one bytearray grows in place instead of chunks being joined into a copy.
+    """
+    body = bytearray()
+    while chunk := stream.read(BODY_CHUNK_BYTES):
+        if len(body) + len(chunk) > cap:
+            raise RequestEntityTooLarge()
+        body += chunk
+        if mac is not None:
+            mac.update(chunk)
+    return body
+
+
+def _view_refusal(token: str | None, authorization: str) -> tuple[Response, int] | None:
+    """Why the JSON view refuses this request, or None when the bearer token matches.
+
+    Deployment records name repositories, commits and apps, so the view is off unless an
+    operator sets a token; the token travels in a header, never the URL, to stay out of logs.
+    """
+    if not token:
+        return _answer(404, "the deployment view is off: set COALMINE_VIEW_TOKEN to turn it on "
+                            "and send it as `Authorization: Bearer <token>`")
+    scheme, _, given = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode("utf-8", "surrogateescape"), token.encode("utf-8")
+    ):
+        resp, code = _answer(401, "send the view token as `Authorization: Bearer <token>`")
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="coalmine"'
+        return resp, code
+    return None
+
+
+def _json(body: bytes | bytearray) -> Any:
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting exhausts the stack
@@ -139,14 +256,19 @@ def _accept(svc: services.Services, forge: str, delivery: str, event: events.Eve
         return _answer(400, event.reason)
     if isinstance(event, events.Ignored):
         return _answer(200, "ignored", reason=event.reason)
-    job, reason = _job_for(svc, event)
-    if job is None:
-        return _answer(200, "ignored", reason=reason)
     try:
+        # Deny by default: a repository the server config does not serve enqueues nothing.
+        ok, reason = tenancy.served(svc.settings, svc.redis, event.repo)
+        if not ok:
+            log.info("ignored %s delivery %s: %s", forge, delivery, reason)
+            return _answer(200, "ignored", reason=reason)
+        job, reason = _job_for(svc, event)
+        if job is None:
+            return _answer(200, "ignored", reason=reason)
         if delivery and not _first_delivery(svc, forge, delivery):
             return _answer(200, "duplicate", delivery=delivery)
         try:
-            job_id = svc.queue.enqueue(job, event)
+            job_id = svc.queue.enqueue(job, dataclasses.replace(event, delivery=delivery))
         except Exception:
             if delivery:
                 svc.redis.delete(_delivery_key(forge, delivery))  # let a redelivery through
@@ -162,8 +284,8 @@ def _job_for(svc: services.Services, event: events.Event) -> tuple[Callable | No
     from handlers import commands, merged
 
     if isinstance(event, events.MergedPullRequest):
-        policy = svc.settings.repo_settings(event.repo.full_name)
-        deploy_branch = policy.deploy_branch or event.repo.default_branch
+        entry = svc.settings.entry_for(event.repo.forge, event.repo.full_name)
+        deploy_branch = (entry and entry.policy.deploy_branch) or event.repo.default_branch
         if event.base_branch != deploy_branch:
             return None, f"merged into {event.base_branch!r}, not the deploy branch {deploy_branch!r}"
         return merged.run, ""

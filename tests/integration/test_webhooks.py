@@ -10,6 +10,7 @@ from rq import Queue
 
 from bot import services
 from bot.config import GitHubSettings, GitLabSettings, Settings
+from bot.policy import Policy
 from bot.queue import QUEUE_NAME, RQJobQueue
 from bot.web import create_app
 from tests.harness import payloads
@@ -17,9 +18,11 @@ from tests.harness.processes import free_port
 
 GH_SECRET = "gh-webhook-secret-123"
 GL_TOKEN = "gl-webhook-token-456"
+SERVED = {"acme/gitops": Policy(namespaces=("shop",))}  # the repository the payloads name
 
 
 def make_settings(redis_url: str | None, **kw) -> Settings:
+    kw.setdefault("repos", SERVED)
     return Settings(
         redis_url=redis_url,
         github=GitHubSettings(webhook_secret=GH_SECRET, token="t"),

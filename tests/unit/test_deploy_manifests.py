@@ -1,11 +1,14 @@
 """The manifests that run Coalmine itself (deploy/): valid, least-privilege, non-root, no secrets.
 
 Every YAML file under deploy/ is checked, so a new file is covered without touching this test.
+Files a kustomization names under `patches:` are fragments, not objects, and are checked
+through the rendered output instead (`kubectl kustomize`), which is what a cluster receives.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -17,19 +20,32 @@ import pytest
 import yaml
 
 from bot.config import load_settings
-from bot.policy import parse_policy
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 KUBERNETES_VERSION = "1.30"  # the oldest release still widely run; newer ones accept these too
 PLACEHOLDER_PREFIX = "REPLACE-WITH-"
 NOT_SECRET_KEYS = {"GITHUB_PRIVATE_KEY_PATH"}  # a file path, kept in the Secret beside the App id
 KUSTOMIZATION = "kustomization.yaml"
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
+COALMINE_SA = {"kind": "ServiceAccount", "name": "coalmine", "namespace": "coalmine"}
+TENANT = DEPLOY / "tenant"  # namespaced by the directories of deploy/namespaces/
+WRITE_VERBS = {"create", "patch", "delete", "update"}
 
 Obj = dict[str, Any]
 
 
+def patch_files() -> set[Path]:
+    found = set()
+    for kustomization in DEPLOY.rglob(KUSTOMIZATION):
+        for patch in yaml.safe_load(kustomization.read_text()).get("patches", []):
+            found.add((kustomization.parent / patch["path"]).resolve())
+    return found
+
+
 def manifest_files() -> list[Path]:
-    return sorted(p for p in DEPLOY.rglob("*.yaml") if p.name != KUSTOMIZATION)
+    patches = patch_files()
+    return sorted(p for p in DEPLOY.rglob("*.yaml")
+                  if p.name != KUSTOMIZATION and p.resolve() not in patches)
 
 
 def objects_in(paths: list[Path]) -> list[tuple[str, Obj]]:
@@ -46,15 +62,18 @@ def name(obj: Obj) -> str:
 
 
 ALL = objects_in(manifest_files())
-BASE_CONFIG = objects_in([DEPLOY / "base" / "config.yaml"])  # components/redis patches it
+BASE_CONFIG = objects_in([DEPLOY / "base" / "config.yaml"])
+SECRETS = objects_in([DEPLOY / "secret.example.yaml"])
 
 
 def of_kind(kind: str, objects: list[tuple[str, Obj]] = ALL) -> list[Obj]:
     return [obj for _, obj in objects if obj["kind"] == kind]
 
 
-def the(kind: str, wanted: str, objects: list[tuple[str, Obj]] = ALL) -> Obj:
-    (obj,) = [o for o in of_kind(kind, objects) if name(o) == wanted]
+def the(kind: str, wanted: str, objects: list[tuple[str, Obj]] = ALL,
+        namespace: str | None = None) -> Obj:
+    (obj,) = [o for o in of_kind(kind, objects) if name(o) == wanted and
+              (namespace is None or o["metadata"].get("namespace") == namespace)]
     return obj
 
 
@@ -68,17 +87,25 @@ def containers(pod: Obj) -> list[Obj]:
     return pod.get("initContainers", []) + pod["containers"]
 
 
+def env_of(container: Obj) -> dict[str, Obj]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
 # --------------------------------------------------------------------------- every object
 
 
 def test_deploy_has_the_expected_objects():
-    labels = {f"{obj['kind']} {name(obj)}" for _, obj in ALL}
+    labels = {f"{obj['kind']} {name(obj)}" for _, obj in ALL + SECRETS}
     assert {
         "Namespace coalmine",
         "ServiceAccount coalmine",
+        "ServiceAccount coalmine-deployer",
+        "Role coalmine-deployer",
+        "RoleBinding coalmine-deployer",
+        "Role coalmine-impersonate",
+        "RoleBinding coalmine-impersonate",
         "ClusterRole coalmine-deployer",
         "ClusterRoleBinding coalmine-deployer",
-        "ClusterRole coalmine-secrets",
         "ConfigMap coalmine-env",
         "ConfigMap coalmine-config",
         "Deployment coalmine-web",
@@ -88,6 +115,7 @@ def test_deploy_has_the_expected_objects():
         "Service coalmine-redis",
         "Secret coalmine",
         "Secret coalmine-github-app",
+        "Secret coalmine-redis",
     } <= labels
 
 
@@ -104,62 +132,98 @@ def test_the_validator_rejects_a_misspelt_field():
         kubernetes_validate.validate(web, KUBERNETES_VERSION, strict=True)
 
 
-def test_every_namespaced_object_is_in_the_coalmine_namespace():
-    cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
+def test_every_namespaced_object_outside_the_tenant_is_in_the_coalmine_namespace():
     for label, obj in ALL:
-        if obj["kind"] not in cluster_scoped:
+        if obj["kind"] not in CLUSTER_SCOPED and not label.startswith("tenant/"):
             assert obj["metadata"].get("namespace") == "coalmine", label
+
+
+def test_only_the_opt_in_component_holds_cluster_wide_rights():
+    for label, obj in ALL:
+        if obj["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+            assert label.startswith("components/cluster-wide/"), label
 
 
 # --------------------------------------------------------------------------- RBAC
 
 
-def rules() -> Iterator[tuple[str, Obj]]:
+def rules(objects: list[tuple[str, Obj]] = ALL) -> Iterator[tuple[str, Obj]]:
     for kind in ("ClusterRole", "Role"):
-        for role in of_kind(kind):
+        for role in of_kind(kind, objects):
             for rule in role["rules"]:
-                yield name(role), rule
+                yield f"{kind} {name(role)}", rule
 
 
-def test_rbac_has_no_wildcards_and_no_escalating_verbs():
+def secrets_patch() -> list[Obj]:
+    return yaml.safe_load((DEPLOY / "components" / "secret-access" / "secrets-rule.yaml")
+                          .read_text())
+
+
+def assert_least_privilege(role: str, rule: Obj) -> None:
+    for field in ("verbs", "resources", "apiGroups"):
+        assert "*" not in rule.get(field, []), f"{role}: {field} {rule[field]}"
+    assert not {"escalate", "bind", "update", "watch"} & set(rule["verbs"]), role
+    assert "nonResourceURLs" not in rule, role
+    if "impersonate" in rule["verbs"]:
+        # Only named ServiceAccounts, never users or groups at large.
+        assert rule["verbs"] == ["impersonate"], role
+        assert rule["resources"] == ["serviceaccounts"] and rule["apiGroups"] == [""], role
+        assert rule.get("resourceNames"), f"{role}: impersonation without resourceNames"
+    else:
+        assert "resourceNames" not in rule, role
+
+
+def test_rbac_has_no_wildcards_no_escalating_verbs_and_only_named_impersonation():
     for role, rule in rules():
-        for field in ("verbs", "resources", "apiGroups"):
-            assert "*" not in rule.get(field, []), f"{role}: {field} {rule[field]}"
-        assert not {"escalate", "bind", "impersonate", "update", "watch"} & set(rule["verbs"]), role
-        assert "nonResourceURLs" not in rule and "resourceNames" not in rule, role
+        assert_least_privilege(role, rule)
+    for patch in secrets_patch():
+        assert_least_privilege("components/secret-access", patch["value"])
+
+
+def test_impersonation_is_granted_on_the_namespace_deployer_only():
+    (impersonation,) = [rule for role, rule in rules() if "impersonate" in rule["verbs"]]
+    assert impersonation["resourceNames"] == ["coalmine-deployer"]
+    assert name(the("ServiceAccount", "coalmine-deployer")) == "coalmine-deployer"
 
 
 def test_secrets_are_only_in_the_optional_component():
     holders = {role for role, rule in rules() if "secrets" in rule["resources"]}
-    assert holders == {"coalmine-secrets"}
-    (label,) = [label for label, obj in ALL if obj["kind"] == "ClusterRole" and
-                name(obj) == "coalmine-secrets"]
-    assert label.startswith("components/secret-access/")
+    assert holders == set()
+    (patch,) = secrets_patch()
+    assert patch["op"] == "add" and patch["path"] == "/rules/-"
+    assert patch["value"]["resources"] == ["secrets"]
 
 
-def test_namespaces_can_be_created_but_not_deleted():
-    namespace_verbs = [
-        set(rule["verbs"]) for _, rule in rules() if "namespaces" in rule["resources"]
-    ]
-    assert namespace_verbs == [{"get", "list", "create", "patch"}]
+def test_namespaces_are_never_deleted_and_only_read_in_the_namespaced_install():
+    for role, rule in rules():
+        if "namespaces" in rule["resources"]:
+            assert "delete" not in rule["verbs"], role
+            if role.startswith("Role "):
+                assert rule["verbs"] == ["get"], role
 
 
-def test_the_deployer_covers_what_the_canary_model_does_to_deployments():
+@pytest.mark.parametrize("kind", ["Role", "ClusterRole"])
+def test_the_deployer_covers_what_the_canary_model_does_to_deployments(kind):
     verbs = {
         resource: set(rule["verbs"])
         for role, rule in rules()
-        if role == "coalmine-deployer" and "apps" in rule["apiGroups"]
+        if role == f"{kind} coalmine-deployer" and "apps" in rule["apiGroups"]
         for resource in rule["resources"]
     }
     assert {"get", "create", "patch", "delete"} <= verbs["deployments"]
     assert verbs["deployments/scale"] == {"patch"}
 
 
-def test_bindings_name_the_coalmine_service_account():
+def test_coalmine_itself_gets_no_write_right_in_a_tenant_namespace():
+    """What a repository may do there is what the impersonated coalmine-deployer may do."""
+    (binding,) = [b for b in of_kind("RoleBinding") if b["subjects"] == [COALMINE_SA]]
+    role = the("Role", binding["roleRef"]["name"])
+    assert all(not WRITE_VERBS & set(rule["verbs"]) for rule in role["rules"])
+
+
+def test_cluster_bindings_name_the_coalmine_service_account():
     for binding in of_kind("ClusterRoleBinding"):
-        assert binding["subjects"] == [
-            {"kind": "ServiceAccount", "name": "coalmine", "namespace": "coalmine"}
-        ]
+        assert binding["subjects"] == [COALMINE_SA]
         assert binding["roleRef"]["name"] in {name(r) for r in of_kind("ClusterRole")}
 
 
@@ -201,13 +265,22 @@ def test_coalmine_runs_as_its_image_user_with_writable_data_and_tmp(deployment):
     assert container["image"] == "coalmine"  # set by `images:` in base/kustomization.yaml
 
 
-def test_web_serves_port_8000_with_health_probes_and_no_cluster_token():
+@pytest.mark.parametrize("deployment", ["coalmine-web", "coalmine-worker"])
+def test_coalmine_knows_its_own_namespace(deployment):
+    """The web pod mounts no token, so the namespace comes from the downward API."""
+    (container,) = the("Deployment", deployment)["spec"]["template"]["spec"]["containers"]
+    source = env_of(container)["COALMINE_NAMESPACE"]["valueFrom"]
+    assert source == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+
+
+def test_web_serves_port_8000_with_probes_and_no_cluster_token():
     deployment = the("Deployment", "coalmine-web")
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["ports"] == [{"name": "http", "containerPort": 8000}]
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
+    # Readiness asks Redis; liveness must not, or a Redis outage restarts every web pod.
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
     assert pod["automountServiceAccountToken"] is False
     service = the("Service", "coalmine-web")
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
@@ -221,14 +294,28 @@ def test_worker_runs_the_worker_command_with_the_service_account():
     assert pod.get("automountServiceAccountToken", True) is True
 
 
+def secret_refs(container: Obj) -> Iterator[tuple[str, str | None]]:
+    """(Secret name, key or None for all keys) of every Secret a container reads."""
+    for source in container.get("envFrom", []):
+        if "secretRef" in source:
+            yield source["secretRef"]["name"], None
+    for var in container.get("env", []):
+        ref = var.get("valueFrom", {}).get("secretKeyRef")
+        if ref:
+            yield ref["name"], ref["key"]
+
+
 def test_pods_refer_only_to_config_maps_and_secrets_that_exist():
-    defined = {(obj["kind"], name(obj)) for _, obj in ALL}
-    for label, pod in pod_specs():
+    defined = {(obj["kind"], name(obj)) for _, obj in ALL + SECRETS}
+    secrets = {name(s): s["stringData"] for s in of_kind("Secret", SECRETS)}
+    for label, pod in rendered_pod_specs():
         for container in containers(pod):
             for source in container.get("envFrom", []):
-                for ref_field, kind in (("configMapRef", "ConfigMap"), ("secretRef", "Secret")):
-                    if ref_field in source:
-                        assert (kind, source[ref_field]["name"]) in defined, label
+                if "configMapRef" in source:
+                    assert ("ConfigMap", source["configMapRef"]["name"]) in defined, label
+            for secret, key in secret_refs(container):
+                assert secret in secrets, label
+                assert key is None or key in secrets[secret], f"{label}: {secret}.{key}"
         for volume in pod.get("volumes", []):
             if "configMap" in volume:
                 assert ("ConfigMap", volume["configMap"]["name"]) in defined, label
@@ -237,8 +324,8 @@ def test_pods_refer_only_to_config_maps_and_secrets_that_exist():
 
 
 def test_the_private_key_path_points_into_the_mounted_secret():
-    path = Path(the("Secret", "coalmine")["stringData"]["GITHUB_PRIVATE_KEY_PATH"])
-    key_secret = the("Secret", "coalmine-github-app")
+    path = Path(the("Secret", "coalmine", SECRETS)["stringData"]["GITHUB_PRIVATE_KEY_PATH"])
+    key_secret = the("Secret", "coalmine-github-app", SECRETS)
     assert path.name in key_secret["stringData"]
     for deployment in ("coalmine-web", "coalmine-worker"):
         pod = the("Deployment", deployment)["spec"]["template"]["spec"]
@@ -270,16 +357,23 @@ def test_the_secret_template_is_not_part_of_any_kustomization():
         assert "secret.example.yaml" not in yaml.safe_dump(yaml.safe_load(text)), kustomization
 
 
-def test_the_example_server_config_loads_with_valid_policies(tmp_path):
+def server_config(tmp_path: Path):
     config = tmp_path / "config.yaml"
     config.write_text(the("ConfigMap", "coalmine-config", BASE_CONFIG)["data"]["config.yaml"])
-    env = dict(the("ConfigMap", "coalmine-env", BASE_CONFIG)["data"], COALMINE_CONFIG=str(config))
-    settings = load_settings(env)
+    env = dict(the("ConfigMap", "coalmine-env", BASE_CONFIG)["data"], COALMINE_CONFIG=str(config),
+               COALMINE_NAMESPACE="coalmine")
+    return load_settings(env)
+
+
+def test_the_example_server_config_is_deny_by_default_and_loads(tmp_path):
+    settings = server_config(tmp_path)
     assert settings.public_url == "https://coalmine.example.com"
     assert "default" in settings.clusters
-    for repo, entry in settings.repos.items():
-        policy = parse_policy(entry.raw, str(config), repo)
-        assert policy.namespaces
+    assert settings.own_namespace == "coalmine"
+    assert settings.repos
+    for policy in settings.repos.values():
+        assert policy.namespaces and "*" not in policy.namespaces
+        assert not policy.adopt
 
 
 # --------------------------------------------------------------------------- kustomize
@@ -300,17 +394,50 @@ def kustomize(directory: Path) -> list[tuple[str, Obj]]:
     return [(f"{o['kind']} {name(o)}", o) for o in yaml.safe_load_all(done.stdout) if o]
 
 
+def overlay(tmp_path: Path, *components: str, resources: list[Path] | None = None,
+            namespaces: list[str] | None = None) -> list[tuple[str, Obj]]:
+    """Renders deploy/ (or `resources`) with extra components, as an operator's overlay would."""
+    spec: dict[str, Any] = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [os.path.relpath(r, tmp_path) for r in resources or [DEPLOY]],
+    }
+    for namespace in namespaces or []:
+        (tmp_path / namespace).mkdir()
+        (tmp_path / namespace / KUSTOMIZATION).write_text(yaml.safe_dump({
+            "namespace": namespace, "resources": [os.path.relpath(TENANT, tmp_path / namespace)],
+        }))
+        spec["resources"].append(namespace)
+    if components:
+        spec["components"] = [os.path.relpath(DEPLOY / "components" / c, tmp_path)
+                              for c in components]
+    (tmp_path / KUSTOMIZATION).write_text(yaml.safe_dump(spec))
+    return kustomize(tmp_path)
+
+
+def rendered_pod_specs() -> Iterator[tuple[str, Obj]]:
+    return pod_specs(kustomize(DEPLOY)) if KUBECTL else pod_specs()
+
+
 @needs_kubectl
-def test_the_default_kustomization_renders_with_redis():
+def test_the_default_install_is_namespaced():
     rendered = kustomize(DEPLOY)
+    kinds = {obj["kind"] for _, obj in rendered}
+    assert not kinds & {"ClusterRole", "ClusterRoleBinding"}
     for label, obj in rendered:
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
-        if obj["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding"):
+        if obj["kind"] in ("Role", "RoleBinding", "ServiceAccount") and \
+                name(obj).startswith("coalmine-"):
+            assert obj["metadata"]["namespace"] == "shop", label
+        elif obj["kind"] != "Namespace":
             assert obj["metadata"]["namespace"] == "coalmine", label
-    env = the("ConfigMap", "coalmine-env", rendered)["data"]
-    redis = the("Service", "coalmine-redis", rendered)
-    assert env["REDIS_URL"].startswith(f"redis://{name(redis)}.coalmine.svc")
-    assert redis["spec"]["ports"][0]["port"] == 6379
+    # The tenant's deployer binding names the account of its own namespace (kustomize rewrote
+    # the placeholder), and the impersonation binding names Coalmine's account as written.
+    assert the("RoleBinding", "coalmine-deployer", rendered)["subjects"] == [
+        {"kind": "ServiceAccount", "name": "coalmine-deployer", "namespace": "shop"}]
+    assert the("RoleBinding", "coalmine-impersonate", rendered)["subjects"] == [COALMINE_SA]
+    for role, rule in rules(rendered):
+        assert_least_privilege(role, rule)
     assert of_kind("Secret", rendered) == []
     web = the("Deployment", "coalmine-web", rendered)
     assert web["metadata"]["labels"]["app.kubernetes.io/part-of"] == "coalmine"
@@ -318,28 +445,81 @@ def test_the_default_kustomization_renders_with_redis():
 
 
 @needs_kubectl
-def test_the_base_renders_without_redis():
+def test_every_service_account_the_config_impersonates_exists_with_its_roles(tmp_path):
+    rendered = kustomize(DEPLOY)
+    for key, policy in server_config(tmp_path).repos.items():
+        if policy.service_account is None:
+            continue
+        namespace, account = policy.service_account.split("/")
+        the("ServiceAccount", account, rendered, namespace=namespace)
+        impersonation = the("Role", "coalmine-impersonate", rendered, namespace=namespace)
+        assert impersonation["rules"][0]["resourceNames"] == [account], key
+        for pattern in policy.namespaces:
+            the("Role", "coalmine-deployer", rendered, namespace=pattern)
+
+
+@needs_kubectl
+def test_one_tenant_directory_per_namespace_keeps_each_in_its_namespace(tmp_path):
+    rendered = overlay(tmp_path, resources=[DEPLOY / "base"], namespaces=["team-a", "team-b"])
+    for namespace in ("team-a", "team-b"):
+        binding = the("RoleBinding", "coalmine-deployer", rendered, namespace=namespace)
+        assert binding["subjects"][0]["namespace"] == namespace
+        the("Role", "coalmine-impersonate", rendered, namespace=namespace)
+
+
+@needs_kubectl
+def test_redis_requires_a_password_that_web_and_worker_send():
+    rendered = kustomize(DEPLOY)
+    (redis,) = the("Deployment", "coalmine-redis", rendered)["spec"]["template"]["spec"][
+        "containers"]
+    args = redis["command"] + redis.get("args", [])
+    assert args[args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
+    password = env_of(redis)["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert env_of(redis)["REDISCLI_AUTH"]["valueFrom"]["secretKeyRef"] == password
+    assert "REDIS_URL" not in the("ConfigMap", "coalmine-env", rendered)["data"]
+    service = the("Service", "coalmine-redis", rendered)
+    for deployment in ("coalmine-web", "coalmine-worker"):
+        (container,) = the("Deployment", deployment, rendered)["spec"]["template"]["spec"][
+            "containers"]
+        names = [e["name"] for e in container["env"]]
+        # Kubernetes expands $(VAR) only from variables defined before.
+        assert names.index("REDIS_PASSWORD") < names.index("REDIS_URL"), deployment
+        assert env_of(container)["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == password
+        url = env_of(container)["REDIS_URL"]["value"]
+        assert re.fullmatch(rf"redis://:\$\(REDIS_PASSWORD\)@{name(service)}\.coalmine\.svc"
+                            rf"\.cluster\.local:{service['spec']['ports'][0]['port']}/0", url)
+
+
+@needs_kubectl
+def test_the_base_renders_without_redis_or_cluster_rights():
     rendered = kustomize(DEPLOY / "base")
     assert "REDIS_URL" not in the("ConfigMap", "coalmine-env", rendered)["data"]
     assert not [obj for _, obj in rendered if "redis" in name(obj)]
     assert {"coalmine-web", "coalmine-worker"} == {
         name(d) for d in of_kind("Deployment", rendered)
     }
+    assert not [obj for _, obj in rendered if "Role" in obj["kind"]]
 
 
 @needs_kubectl
-def test_the_secret_access_component_adds_its_role(tmp_path):
-    (tmp_path / KUSTOMIZATION).write_text(
-        yaml.safe_dump({
-            "apiVersion": "kustomize.config.k8s.io/v1beta1",
-            "kind": "Kustomization",
-            "resources": [os.path.relpath(DEPLOY, tmp_path)],
-            "components": [os.path.relpath(DEPLOY / "components" / "secret-access", tmp_path)],
-        })
-    )
-    rendered = kustomize(tmp_path)
-    role = the("ClusterRole", "coalmine-secrets", rendered)
-    assert role["rules"][0]["resources"] == ["secrets"]
-    assert the("ClusterRoleBinding", "coalmine-secrets", rendered)["subjects"][0]["name"] == (
-        "coalmine"
-    )
+def test_the_cluster_wide_component_adds_the_cluster_role(tmp_path):
+    rendered = overlay(tmp_path, "cluster-wide")
+    role = the("ClusterRole", "coalmine-deployer", rendered)
+    for rule in role["rules"]:
+        assert_least_privilege("ClusterRole coalmine-deployer", rule)
+    binding = the("ClusterRoleBinding", "coalmine-deployer", rendered)
+    assert binding["subjects"] == [COALMINE_SA]
+    assert binding["roleRef"]["name"] == name(role)
+
+
+@needs_kubectl
+def test_the_secret_access_component_adds_secrets_where_the_deployer_roles_are(tmp_path):
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+    namespaced = overlay(tmp_path / "a", "secret-access")
+    role = the("Role", "coalmine-deployer", namespaced, namespace="shop")
+    assert role["rules"][-1]["resources"] == ["secrets"]
+    assert not of_kind("ClusterRole", namespaced)
+    wide = overlay(tmp_path / "b", "cluster-wide", "secret-access")
+    assert the("ClusterRole", "coalmine-deployer", wide)["rules"][-1]["resources"] == ["secrets"]
+    assert the("Role", "coalmine-deployer", wide)["rules"][-1]["resources"] == ["secrets"]
