@@ -154,7 +154,8 @@ class BotWorld:
 
         branch = f"pr-{self.world.remote.last_pr_number + 1}"
         sha = self.world.remote.merge_pr(branch, files, title)
-        number = self.world.github.add_pull(REPO, head=branch, title=title, state="merged")
+        number = self.world.github.add_pull(REPO, head=branch, title=title, state="merged",
+                                             merge_sha=sha)
         payload = payloads.github_pr_merged(
             full_name=REPO, clone_url=self.world.clone_url(), number=number, merge_sha=sha,
             head=branch, title=title)

@@ -103,7 +103,7 @@ def start_rollouts(bw, count: int) -> float:
                                        source=".coalmine.yaml", key=f"apps[{i}].canary")
         app = AppConfig(name=name, path=f"deploy/{name}", namespace=NAMESPACE, canary=strategy)
         number = bw.world.github.add_pull(REPO, head=f"pr-{name}", title=f"Bump {name}",
-                                          state="merged")
+                                          state="merged", merge_sha=f"{i:040x}")
         event = events.parse_github("pull_request", payloads.github_pr_merged(
             full_name=REPO, clone_url=bw.world.clone_url(), number=number,
             merge_sha=f"{i:040x}", head=f"pr-{name}", title=f"Bump {name}"))

@@ -20,7 +20,14 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
     check = sub.add_parser("check-config", help="validate a .coalmine.yaml and exit")
     check.add_argument("path", nargs="?", default=".coalmine.yaml")
+    unpin = sub.add_parser(
+        "unpin-repo", help="forget which repository id a repos: entry was first served to "
+                           "(after re-creating a repository on purpose)")
+    unpin.add_argument("forge", choices=("github", "gitlab"))
+    unpin.add_argument("repo_id", type=int)
     args = parser.parse_args(argv)
+    if args.command == "unpin-repo":
+        return _unpin(args.forge, args.repo_id)
     if args.command == "serve":
         return _serve(args.bind, args.workers)
     if args.command == "worker":
@@ -80,6 +87,23 @@ def _worker(burst: bool = False) -> int:
     finally:
         stop.set()
     return 0
+
+
+def _unpin(forge: str, repo_id: int) -> int:
+    from bot import services, tenancy
+    from bot.config import load_settings
+
+    settings = load_settings()
+    if not settings.redis_url:
+        print("coalmine unpin-repo: REDIS_URL is not set; the embedded store keeps no pins "
+              "across restarts", file=sys.stderr)
+        return 2
+    svc = services.build(settings)
+    if tenancy.unpin(svc.redis, forge, repo_id):
+        print(f"{forge} repository id {repo_id}: pin removed")
+        return 0
+    print(f"{forge} repository id {repo_id} was not pinned", file=sys.stderr)
+    return 1
 
 
 def _check(path: Path) -> int:

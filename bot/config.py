@@ -6,6 +6,7 @@ reason, because the person reading the error is usually looking at a PR, not at 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -14,20 +15,20 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
+from bot import repos as repo_entries
+from bot.egress import DENY_ALL, Egress, parse_egress
+from bot.errors import ConfigError
+from bot.policy import Policy
 
 REPO_CONFIG_FILE = ".coalmine.yaml"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _GITHUB_LEVELS = ("read", "write", "admin")
 _GITLAB_LEVELS = {"guest": 10, "reporter": 20, "developer": 30, "maintainer": 40, "owner": 50}
+log = logging.getLogger(__name__)
 
 
-class ConfigError(ValueError):
-    """A configuration mistake, phrased for the person who has to fix it."""
-
-    def __init__(self, source: str, key: str, reason: str) -> None:
-        self.source, self.key, self.reason = source, key, reason
-        super().__init__(f"{source}: {key}: {reason}" if key else f"{source}: {reason}")
+__all__ = ["ConfigError"]  # re-exported: callers know it as bot.config.ConfigError
+IN_CLUSTER_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
 # --------------------------------------------------------------------------- server config
@@ -40,12 +41,7 @@ class ClusterConfig:
     context: str | None = None
 
 
-@dataclass(frozen=True)
-class RepoPolicy:
-    """One repository's entry in the server config; `raw` is checked by bot.policy at load."""
-
-    deploy_branch: str | None = None
-    raw: Mapping[str, Any] = field(default_factory=dict)
+RepoPolicy = Policy  # the parsed policy of one `repos:` entry (see bot.policy)
 
 
 @dataclass(frozen=True)
@@ -70,12 +66,15 @@ class GitLabSettings:
 class Settings:
     redis_url: str | None = None
     public_url: str = "http://localhost:8000"
-    data_dir: str = "var"
+    data_dir: str = str(Path("var").resolve())
     github: GitHubSettings = GitHubSettings()
     gitlab: GitLabSettings = GitLabSettings()
     prometheus_url: str | None = None
     clusters: Mapping[str, ClusterConfig] = field(default_factory=dict)
-    repos: Mapping[str, RepoPolicy] = field(default_factory=dict)
+    repos: Mapping[str, Policy] = field(default_factory=dict)  # entry key → policy
+    own_namespace: str | None = None  # Coalmine's namespace: never deployable
+    view_token: str | None = None  # bearer token of the JSON view; None turns the view off
+    egress: Egress = DENY_ALL  # where metric providers may connect
     github_min_permission: str = "write"
     gitlab_min_access: int = 30
     health_timeout_s: float = 300.0
@@ -100,14 +99,14 @@ class Settings:
             self.github.private_key,
             self.gitlab.webhook_token,
             self.gitlab.token,
+            self.view_token,
+            urlsplit(self.redis_url).password if self.redis_url else None,
         ]
         return [v for v in values if v]
 
-    def repo_settings(self, full_name: str) -> RepoPolicy:
-        """The repository's entry, matched case-insensitively as the forges match names."""
-        wanted = full_name.casefold()
-        return next((p for name, p in self.repos.items() if name.casefold() == wanted),
-                    RepoPolicy())
+    def entry_for(self, forge: str, full_name: str) -> repo_entries.RepoEntry | None:
+        """The `repos:` entry serving `full_name` on `forge` by name, or None: not served."""
+        return repo_entries.match(self.repos, forge, full_name)
 
     def clone_host_allowed(self, forge: str, clone_url: str) -> bool:
         """Only the forge's own host gets the bot's token: a webhook payload names the clone
@@ -171,7 +170,17 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     clusters = _parse_clusters(file_data.get("clusters", {}), src)
     clusters.setdefault("default", ClusterConfig(
         "default", env.get("KUBECONFIG") or None, env.get("COALMINE_KUBE_CONTEXT") or None))
-    repos = _parse_repos(file_data.get("repos", {}), src)
+    own_namespace = _own_namespace(env)
+    repos = repo_entries.parse_entries(file_data.get("repos"), src, own_namespace=own_namespace)
+    from_env = repo_entries.parse_env_entries(env.get("COALMINE_REPOS") or "", "COALMINE_REPOS",
+                                              own_namespace=own_namespace)
+    for key in from_env:
+        if key in repos:
+            raise ConfigError("COALMINE_REPOS", key, f"is also under repos: in {src}")
+    repos.update(from_env)
+    if not repos:
+        log.warning("no repository is served: list them under repos: in COALMINE_CONFIG or in "
+                    "COALMINE_REPOS (owner/name=namespace); every webhook is ignored")
     perms = file_data.get("permissions", {}) or {}
     if not isinstance(perms, dict):
         raise ConfigError(src, "permissions", "must be a mapping")
@@ -185,12 +194,17 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     return Settings(
         redis_url=env.get("REDIS_URL") or None,
         public_url=(env.get("COALMINE_PUBLIC_URL") or "http://localhost:8000").rstrip("/"),
-        data_dir=env.get("COALMINE_DATA_DIR") or "var",
+        # Absolute, so no later chdir or git discovery can move the mirrors into another tree.
+        data_dir=str(Path(env.get("COALMINE_DATA_DIR") or "var").resolve()),
         github=github,
         gitlab=gitlab,
         prometheus_url=env.get("PROMETHEUS_URL") or None,
         clusters=clusters,
         repos=repos,
+        own_namespace=own_namespace,
+        view_token=_secret(env, "COALMINE_VIEW_TOKEN"),
+        egress=parse_egress(file_data.get("egress"), src, env,
+                            own_hosts=[url for url in (env.get("REDIS_URL"),) if url]),
         github_min_permission=gh_min,
         gitlab_min_access=_GITLAB_LEVELS[gl_min.lower()],
         health_timeout_s=_number(env, "COALMINE_HEALTH_TIMEOUT", 300.0),
@@ -220,10 +234,13 @@ def _load_yaml_file(path: str) -> dict[str, Any]:
         text = Path(path).read_text()
     except OSError as exc:
         raise ConfigError(path, "", f"cannot read: {exc.strerror}") from None
+    from bot.manifests import ManifestError, safe_load_all  # one loader: duplicate keys refused
+
     try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(path, "", f"invalid YAML: {exc}") from None
+        docs = safe_load_all(text, path)
+    except ManifestError as exc:
+        raise ConfigError(path, "", str(exc).removeprefix(f"{path}: ")) from None
+    data = (docs[0] if docs else None) or {}
     if not isinstance(data, dict):
         raise ConfigError(path, "", "the top level must be a mapping")
     return data
@@ -243,22 +260,17 @@ def _parse_clusters(raw: Any, src: str) -> dict[str, ClusterConfig]:
     return clusters
 
 
-def _parse_repos(raw: Any, src: str) -> dict[str, RepoPolicy]:
-    from bot.policy import parse_policy  # the policy module builds on this one
-
-    if not isinstance(raw, dict):
-        raise ConfigError(src, "repos", "must be a mapping of repository name to settings")
-    repos = {}
-    for name, spec in raw.items():
-        spec = spec or {}
-        if not isinstance(spec, dict):
-            raise ConfigError(src, f"repos.{name}", "must be a mapping")
-        branch = spec.get("deployBranch")
-        if branch is not None and not isinstance(branch, str):
-            raise ConfigError(src, f"repos.{name}.deployBranch", "must be a branch name")
-        parse_policy(spec, src, str(name))  # fail at start-up, not at the first merge
-        repos[str(name)] = RepoPolicy(deploy_branch=branch, raw=spec)
-    return repos
+def _own_namespace(env: Mapping[str, str]) -> str | None:
+    """COALMINE_NAMESPACE, else the namespace of the pod Coalmine runs in (when it does)."""
+    named = (env.get("COALMINE_NAMESPACE") or "").strip()
+    if named:
+        if not _DNS_LABEL.match(named):
+            raise ConfigError("COALMINE_NAMESPACE", "", f"{named!r} is not a namespace name")
+        return named
+    try:
+        return Path(IN_CLUSTER_NAMESPACE_FILE).read_text().strip() or None
+    except OSError:
+        return None
 
 
 # --------------------------------------------------------------------------- repo config
@@ -295,7 +307,8 @@ def parse_repo_config(
     try:
         docs = safe_load_all(text, source)
     except ManifestError as exc:
-        raise ConfigError(source, "", str(exc).removeprefix(f"{source}: ")) from None
+        reason = str(exc).removeprefix(f"{source}: ").removeprefix(f"{source}:")
+        raise ConfigError(source, "", reason) from None
     data = docs[0] if docs else None
     if not isinstance(data, dict):
         raise ConfigError(source, "", "the top level must be a mapping with an `apps` list")

@@ -25,6 +25,7 @@ class MergedPullRequest:
     head_branch: str
     author: str
     merged_by: str
+    delivery: str = ""  # the forge's delivery id, set by the edge, for log lines
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class PullRequestComment:
     author: str
     author_id: int | None
     author_is_bot: bool
+    delivery: str = ""  # the forge's delivery id, set by the edge, for log lines
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,7 @@ def _github_repo(payload: Mapping[str, Any]) -> RepoRef:
         clone_url=_str(repo, "clone_url"),
         default_branch=_opt_str(repo, "default_branch", default="main"),
         installation_id=_opt_int(payload, "installation", "id"),
+        repo_id=_opt_int(repo, "id"),
     )
 
 
@@ -197,6 +200,7 @@ def _gitlab_repo(payload: Mapping[str, Any]) -> RepoRef:
         clone_url=_str(project, "git_http_url"),
         default_branch=_opt_str(project, "default_branch", default="main"),
         project_id=_int(project, "id"),
+        repo_id=_int(project, "id"),
     )
 
 

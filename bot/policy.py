@@ -6,17 +6,19 @@ the policy narrows one shared set of credentials per repository). The policy liv
 server config under `repos.<owner/name>`, is parsed by `parse_policy` and is checked against the
 rendered manifests by `check` before anything is applied.
 
-Keys (each optional; a missing key takes the default shown, and so does a repository that has
-no entry at all):
+Coalmine serves only the repositories listed under `repos:` (deny by default: see bot.tenancy).
+Each entry states where its repository may deploy:
 
     repos:
-      acme/gitops:
+      acme/gitops:                    # owner/name, "owner/*", or "github:owner/name" for one forge
+        namespaces: [shop, "team-*"]  # required: names or globs
         deployBranch: main            # default: the repository's default branch
         clusters: [default]           # cluster names from `clusters:`, or "*"; default [default]
-        namespaces: ["*"]             # names or globs ("team-*"); default ["*"]
         allowKinds: ["*"]             # namespaced kinds it may deploy; default ["*"]
         denyKinds: []                 # kinds it may never deploy (namespaced or not); default []
         clusterScopedKinds: []        # cluster-scoped kinds it may deploy; default []
+        serviceAccount: shop/deployer # every cluster call impersonates it (RBAC enforces too)
+        adopt: false                  # may take over live objects no repository owns
 
 Kind entries are strings written as in manifests, without the version:
 
@@ -34,13 +36,13 @@ How an object is judged (every failed rule is reported, not only the first):
 - a cluster-scoped object must match `clusterScopedKinds` — except a Namespace, which is allowed
   when its name matches `namespaces`, because a repository that may deploy into `team-a` may as
   well create it;
-- kube-system, kube-public and kube-node-lease are matched only by an entry that names them
-  exactly: `*` or `kube-*` never grants them.
-
-So the default policy — for a repository without an entry, or an entry with only
-`deployBranch` — is: the default cluster only, any namespace but the system ones, any namespaced
-kind, and no cluster-scoped kind but the Namespaces of those namespaces (no ClusterRoles, no
-ClusterRoleBindings, no CustomResourceDefinitions). Something broader has to be written down.
+- whether a kind is cluster-scoped is asked of the cluster's discovery; a kind the cluster does
+  not serve yet counts as cluster-scoped (the strictest reading), unless a
+  CustomResourceDefinition in the same merge defines it as namespaced in a group that is not
+  reserved by Kubernetes (`*.k8s.io`, `*.kubernetes.io`, or a group without a dot) — so a CRD
+  cannot make a ClusterRoleBinding look namespaced;
+- the system namespaces (kube-system, kube-public, kube-node-lease) and Coalmine's own namespace
+  are never deployable: no pattern matches them, and naming one is a configuration error.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
-from bot.config import ConfigError, Settings
+from bot.errors import ConfigError
 
 ANY = "*"
 CORE_GROUP_ALIAS = "core"
@@ -64,12 +66,17 @@ POLICY_KEYS = (
     "allowKinds",
     "denyKinds",
     "clusterScopedKinds",
+    "serviceAccount",
+    "adopt",
 )
+REQUIRED_KEYS = ("namespaces",)
 
 _NAMESPACE_PATTERN = re.compile(r"^[a-z0-9*]([-a-z0-9*]{0,61}[a-z0-9*])?$")
 _GROUP_PATTERN = re.compile(r"^[a-z0-9*]([-a-z0-9.*]*[a-z0-9*])?$")
 _KIND_PATTERN = re.compile(r"^[A-Z*][A-Za-z0-9*]*$")
 _VERSION_LIKE = re.compile(r"^v\d+((alpha|beta)\d+)?$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 
 @dataclass(frozen=True)
@@ -97,14 +104,35 @@ class Policy:
     allow_kinds: tuple[KindPattern, ...] = (KindPattern(None, ANY),)
     deny_kinds: tuple[KindPattern, ...] = ()
     cluster_scoped_kinds: tuple[KindPattern, ...] = ()
+    service_account: str | None = None  # "namespace/name"
+    adopt: bool = False
+    protected_namespaces: frozenset[str] = SYSTEM_NAMESPACES
+
+    @property
+    def impersonate_user(self) -> str | None:
+        """The Kubernetes user name of `service_account`, as `Impersonate-User` wants it."""
+        if self.service_account is None:
+            return None
+        namespace, name = self.service_account.split("/", 1)
+        return f"system:serviceaccount:{namespace}:{name}"
 
     def allows_cluster(self, cluster: str) -> bool:
         return ANY in self.clusters or cluster in self.clusters
 
     def allows_namespace(self, namespace: str) -> bool:
-        if namespace in SYSTEM_NAMESPACES:
-            return namespace in self.namespaces
+        if namespace in self.protected_namespaces:
+            return False
         return any(fnmatchcase(namespace, pattern) for pattern in self.namespaces)
+
+    def allows_kind(self, group: str, kind: str, *, namespaced: bool) -> bool:
+        """Whether the kind may be deployed (and so pruned) at all, wherever it lives."""
+        if _first_match(self.deny_kinds, group, kind):
+            return False
+        if namespaced:
+            return _first_match(self.allow_kinds, group, kind) is not None
+        if kind == "Namespace" and group == "":
+            return True  # judged by name, against `namespaces`
+        return _first_match(self.cluster_scoped_kinds, group, kind) is not None
 
 
 DEFAULT_POLICY = Policy()
@@ -122,17 +150,31 @@ class Violation:
 # --------------------------------------------------------------------------- parsing
 
 
-def parse_policy(raw: Mapping[str, Any] | None, source: str, repo: str) -> Policy:
-    """The policy of `repo` from its `repos:` entry; ConfigError names the key at fault."""
+def parse_policy(
+    raw: Mapping[str, Any] | None,
+    source: str,
+    repo: str,
+    *,
+    own_namespace: str | None = None,
+) -> Policy:
+    """The policy of `repo` from its `repos:` entry; ConfigError names the key at fault.
+
+    `own_namespace` is Coalmine's own namespace, which no repository may deploy into.
+    """
     base = f"repos.{repo}"
     if raw is None:
-        return DEFAULT_POLICY
+        raw = {}
     if not isinstance(raw, Mapping):
         raise ConfigError(source, base, "must be a mapping")
     for key in raw:
         if key not in POLICY_KEYS:
             allowed = ", ".join(POLICY_KEYS)
             raise ConfigError(source, f"{base}.{key}", f"unknown key (allowed: {allowed})")
+    for key in REQUIRED_KEYS:
+        if raw.get(key) is None:
+            raise ConfigError(source, f"{base}.{key}",
+                              "is required: list the namespaces this repository may deploy into")
+    protected = SYSTEM_NAMESPACES | ({own_namespace} if own_namespace else set())
 
     branch = raw.get("deployBranch")
     if branch is not None and (not isinstance(branch, str) or not branch.strip()):
@@ -141,6 +183,14 @@ def parse_policy(raw: Mapping[str, Any] | None, source: str, repo: str) -> Polic
     defaults = DEFAULT_POLICY
     clusters = _names(raw, "clusters", source, base, _check_cluster) or defaults.clusters
     namespaces = _names(raw, "namespaces", source, base, _check_namespace) or defaults.namespaces
+    for i, pattern in enumerate(namespaces):
+        if pattern in protected:
+            raise ConfigError(source, f"{base}.namespaces[{i}]", _protected_reason(pattern,
+                                                                                  own_namespace))
+    account = _service_account(raw.get("serviceAccount"), source, f"{base}.serviceAccount")
+    adopt = raw.get("adopt", False)
+    if not isinstance(adopt, bool):
+        raise ConfigError(source, f"{base}.adopt", "must be true or false")
     allow = _kinds(raw, "allowKinds", source, base, allow_empty=False) or defaults.allow_kinds
     deny = _kinds(raw, "denyKinds", source, base, allow_empty=True) or ()
     scoped = _kinds(raw, "clusterScopedKinds", source, base, allow_empty=True) or ()
@@ -151,16 +201,28 @@ def parse_policy(raw: Mapping[str, Any] | None, source: str, repo: str) -> Polic
         allow_kinds=allow,
         deny_kinds=deny,
         cluster_scoped_kinds=scoped,
+        service_account=account,
+        adopt=adopt,
+        protected_namespaces=frozenset(protected),
     )
 
 
-def policy_for(settings: Settings, repo: str, source: str = "COALMINE_CONFIG") -> Policy:
-    """The policy of `repo` (owner/name, matched case-insensitively as forges do)."""
-    wanted = repo.casefold()
-    for name, entry in settings.repos.items():
-        if name.casefold() == wanted:
-            return parse_policy(entry.raw, source, name)
-    return DEFAULT_POLICY
+def _protected_reason(namespace: str, own_namespace: str | None) -> str:
+    if namespace == own_namespace:
+        return f"{namespace!r} is Coalmine's own namespace, which no repository may deploy into"
+    return f"{namespace!r} is a system namespace, which no repository may deploy into"
+
+
+def _service_account(value: Any, source: str, key: str) -> str | None:
+    """`namespace/name` of the ServiceAccount to impersonate, checked as Kubernetes names."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or value.count("/") != 1:
+        raise ConfigError(source, key, "must be written namespace/name, e.g. shop/deployer")
+    namespace, name = value.split("/")
+    if not _DNS_LABEL.match(namespace) or not _DNS_SUBDOMAIN.match(name):
+        raise ConfigError(source, key, f"{value!r} is not a namespace/name of a ServiceAccount")
+    return value
 
 
 def _entries(raw: Mapping[str, Any], key: str, source: str, base: str) -> list[str] | None:
@@ -324,5 +386,39 @@ def _first_match(patterns: Iterable[KindPattern], group: str, kind: str) -> Kind
 def _namespace_rule(policy: Policy, namespace: str) -> str:
     allowed = ", ".join(policy.namespaces)
     if namespace in SYSTEM_NAMESPACES:
-        return f"namespace {namespace!r} is a system namespace: namespaces must name it exactly"
+        return f"namespace {namespace!r} is a system namespace: no repository may deploy there"
+    if namespace in policy.protected_namespaces:
+        return f"namespace {namespace!r} is Coalmine's own namespace: no repository may deploy there"
     return f"namespace {namespace!r} is not in namespaces ({allowed})"
+
+
+def reserved_group(group: str) -> bool:
+    """API groups that belong to Kubernetes itself: a CRD can never define their kinds."""
+    return "." not in group or group.endswith((".k8s.io", ".kubernetes.io"))
+
+
+def scope_judge(
+    discovered: Callable[[str, str], bool | None], objects: Iterable[Mapping[str, Any]]
+) -> Callable[[str, str], bool]:
+    """`cluster_scoped(apiVersion, kind)` for check(): discovery first, always.
+
+    `discovered` answers True/False from the cluster, or None for a kind it does not serve. Such
+    a kind is namespaced only when a CustomResourceDefinition among `objects` says so for a group
+    Kubernetes does not reserve; anything else unknown is judged as cluster-scoped, the strictest.
+    """
+    namespaced_here = set()
+    for crd in objects:
+        spec = crd.get("spec") if crd.get("kind") == "CustomResourceDefinition" else None
+        if isinstance(spec, Mapping) and spec.get("scope") == "Namespaced":
+            names = spec.get("names") if isinstance(spec.get("names"), Mapping) else {}
+            group, kind = spec.get("group"), names.get("kind")
+            if isinstance(group, str) and isinstance(kind, str) and not reserved_group(group):
+                namespaced_here.add((group, kind))
+
+    def cluster_scoped(api_version: str, kind: str) -> bool:
+        answer = discovered(api_version, kind)
+        if answer is not None:
+            return answer
+        return (api_version.rpartition("/")[0], kind) not in namespaced_here
+
+    return cluster_scoped

@@ -42,14 +42,22 @@ class Services:
                 self._forges[repo.forge] = _build_forge(self.settings, repo.forge)
             return self._forges[repo.forge]
 
-    def cluster(self, name: str | None) -> Cluster:
+    def cluster(self, name: str | None, *, impersonate: str | None = None) -> Cluster:
+        """The named cluster; with `impersonate`, a view whose every call is made as that user
+        (a repository's ServiceAccount), so the cluster's RBAC enforces its boundary too."""
         from bot.cluster.client import Cluster
 
         config = self.settings.cluster(name)
         with self._lock:
             if config.name not in self._clusters:
                 self._clusters[config.name] = Cluster.from_config(config.kubeconfig, config.context)
-            return self._clusters[config.name]
+            base = self._clusters[config.name]
+            if impersonate is None:
+                return base
+            view_key = f"{config.name}\0{impersonate}"
+            if view_key not in self._clusters:
+                self._clusters[view_key] = base.impersonating(impersonate)
+            return self._clusters[view_key]
 
     @property
     def mirrors(self) -> GitMirrors:
@@ -57,7 +65,7 @@ class Services:
 
         with self._lock:
             if self._mirrors is None:
-                root = Path(self.settings.data_dir) / "mirrors"
+                root = Path(self.settings.data_dir).resolve() / "mirrors"
                 self._mirrors = GitMirrors(root, redactor())
             return self._mirrors
 

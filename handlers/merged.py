@@ -1,33 +1,53 @@
 """A merged PR/MR: apply each app's manifests at the merge commit and report on the PR.
 
+The payload only says where to look. Before anything is fetched or applied, the job asks the
+forge API which repository this is (its stable id decides the policy, see bot.tenancy), whether
+the PR is merged, with that merge commit, into the deploy branch; then, under a lock held per
+repository and deploy branch across all workers, that the commit is on the deploy branch and
+newer than what was deployed last. A mismatch changes nothing and is logged with the delivery id.
+
 The job may run twice (redelivery, retry, crash): server-side apply is idempotent, statuses are
 set rather than appended, and the comment is found again by its marker, so a second run only
-repeats the same writes.
+repeats the same writes — and a run for a commit older than the one deployed is skipped, so
+nothing ever moves the cluster back (going back is a new commit: the revert PR).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot import services
+from bot import services, tenancy
+from bot.cluster.model import ObjectRef, Owner
 from bot.config import REPO_CONFIG_FILE, AppConfig, ConfigError, parse_repo_config
 from bot.deployments import deployment_path, save_deployment
 from bot.events import MergedPullRequest
-from bot.forge.base import Forge, StatusState
-from bot.gitrepo import repo_key
+from bot.forge.base import Forge, ForgeError, StatusState
+from bot.gitrepo import GitError, repo_key
 from bot.leases import leased
+from bot.policy import Policy, scope_judge
 from bot.report import comment, status
 from bot.rollout import traffic
 from bot.rollout.plan import CanaryPlan, split
-from bot.rollout.store import rollout_key
+from bot.rollout.store import RolloutStore, rollout_key
 from bot.rollout.strategy import StrategyError
 from handlers import outbox, rollout
 
 log = logging.getLogger(__name__)
 REPO_SECTION = "(repository)"
+MERGE_LOCK_WAIT_S = 3600.0  # merges of one branch queue behind each other; each is bounded
+
+
+def _deployed_key(forge: str, repo_id: int, branch: str) -> str:
+    """The newest merge commit of the branch that a merge job processed, per repository id."""
+    return f"coalmine:deployed:{forge}:{repo_id}:{branch}"
+
+
+def _merge_lock_key(forge: str, repo_id: int, branch: str) -> str:
+    return f"coalmine:merge:{forge}:{repo_id}:{branch}"
 
 
 @dataclass
@@ -45,21 +65,72 @@ def run(event: MergedPullRequest) -> None:
     """RQ entry point."""
     svc = services.current()
     forge = svc.forge(event.repo)
+    verified = None
     try:
         with leased(svc.redis, run, event):
-            deploy(svc, forge, event)
+            verified = verify(svc, forge, event)
+            if verified is None:
+                return
+            trusted, tenant, branch = verified
+            with RolloutStore(svc.redis).locked(
+                    _merge_lock_key(trusted.repo.forge, tenant.repo_id, branch),
+                    MERGE_LOCK_WAIT_S):
+                deploy_in_order(svc, forge, trusted, tenant, branch)
     except Exception as exc:
-        # Report on the PR, not only in a log; the message is redacted of every known secret.
-        reason = services.redactor().redact(f"{type(exc).__name__}: {exc}")
-        log.exception("deploy of %s@%s failed", event.repo.full_name, event.merge_sha[:7])
-        _report(svc, event, REPO_SECTION, AppOutcome(
-            "error", "Coalmine failed before finishing", error=reason, error_title="Internal error"))
+        log.exception("deploy of %s@%s failed (delivery %s)", event.repo.full_name,
+                      event.merge_sha[:7], event.delivery or "-")
+        if verified is not None:  # only a PR the forge confirmed hears from Coalmine
+            # Report on the PR, not only in a log; the message is redacted of every secret.
+            reason = services.redactor().redact(f"{type(exc).__name__}: {exc}")
+            _report(svc, verified[0], REPO_SECTION, AppOutcome(
+                "error", "Coalmine failed before finishing", error=reason,
+                error_title="Internal error"))
         raise
 
 
-def deploy(svc: services.Services, forge: Forge, event: MergedPullRequest) -> None:
-    from bot.manifests import ManifestError
+def verify(svc: services.Services, forge: Forge, event: MergedPullRequest
+           ) -> tuple[MergedPullRequest, tenancy.Tenant, str] | None:
+    """The event as the forge API confirms it, its tenant and deploy branch; None refuses it.
 
+    Nothing in a signed payload is taken as true: one webhook secret is shared by every hook a
+    maintainer set up, so anyone holding it can sign any payload.
+    """
+    def refuse(why: str) -> None:
+        log.warning("merge of %s #%s refused (delivery %s): %s", event.repo.full_name,
+                    event.number, event.delivery or "-", why)
+
+    try:
+        facts = forge.repository_facts(event.repo)
+    except ForgeError as exc:
+        return refuse(f"the forge does not confirm the repository: {exc}")
+    tenant = tenancy.resolve(svc.settings, svc.redis, event.repo.forge, facts.id,
+                             facts.full_name)
+    if isinstance(tenant, str):
+        return refuse(tenant)
+    repo = dataclasses.replace(event.repo, full_name=facts.full_name, repo_id=facts.id,
+                               default_branch=facts.default_branch)
+    branch = tenant.policy.deploy_branch or facts.default_branch
+    try:
+        pull = forge.pull_request_facts(repo, event.number)
+    except ForgeError as exc:
+        return refuse(f"the forge does not confirm the pull request: {exc}")
+    if not pull.merged or pull.merge_sha != event.merge_sha:
+        return refuse(f"the forge says the PR is {pull.state} with merge commit "
+                      f"{(pull.merge_sha or 'none')[:12]}, not {event.merge_sha[:12]}")
+    if pull.base != branch:
+        return refuse(f"the PR was merged into {pull.base!r}, not the deploy branch {branch!r}")
+    trusted = dataclasses.replace(event, repo=repo, base_branch=pull.base, title=pull.title,
+                                  url=pull.url or event.url, head_branch=pull.head)
+    return trusted, tenant, branch
+
+
+def deploy_in_order(svc: services.Services, forge: Forge, event: MergedPullRequest,
+                    tenant: tenancy.Tenant, branch: str) -> None:
+    """Deploy unless the commit is off the branch or not newer than what is deployed.
+
+    The caller holds the branch's merge lock, so this read-check-deploy-write is atomic across
+    workers: racing workers, redeliveries, replays and lease re-runs all land here in turn.
+    """
     if not svc.settings.clone_host_allowed(event.repo.forge, event.repo.clone_url):
         _report(svc, event, REPO_SECTION, AppOutcome(
             "failure", "clone URL is not on the forge's host; nothing fetched",
@@ -67,25 +138,77 @@ def deploy(svc: services.Services, forge: Forge, event: MergedPullRequest) -> No
                   "not the configured forge's host (allow more hosts with COALMINE_GIT_HOSTS)",
             error_title="Refused clone URL"))
         return
+    key, clone_url = repo_key(event.repo), forge.authenticated_clone_url(event.repo)
+    sha = event.merge_sha
+    if not svc.mirrors.branch_contains(key, clone_url, branch, sha):
+        log.warning("merge of %s #%s refused (delivery %s): %s is not on %s",
+                    event.repo.full_name, event.number, event.delivery or "-", sha[:12], branch)
+        return
+    marker = _deployed_key(event.repo.forge, tenant.repo_id, branch)
+    raw = svc.redis.get(marker)
+    deployed, _, incomplete = (raw.decode() if isinstance(raw, bytes) else raw or "").partition(" ")
+    if deployed == sha and not incomplete:
+        log.info("%s@%s is already deployed; delivery %s changes nothing",
+                 event.repo.full_name, sha[:7], event.delivery or "-")
+        return
+    if deployed and deployed != sha and svc.mirrors.is_ancestor(key, clone_url, sha, deployed):
+        _report_superseded(svc, event, key, clone_url, deployed)
+        return
+    complete = deploy(svc, forge, event, tenant)
+    # A commit that failed to deploy stays the newest attempted (nothing older may follow it),
+    # but a redelivery of that same commit may try again.
+    svc.redis.set(marker, sha if complete else f"{sha} incomplete")
+
+
+def _report_superseded(svc: services.Services, event: MergedPullRequest, key: str,
+                       clone_url: str, deployed: str) -> None:
+    """Say on the PR that a newer commit already runs, per app when the config can be read."""
+    why = f"superseded: newer commit {deployed[:7]} of the deploy branch is already deployed"
+    log.info("%s@%s skipped (delivery %s): %s", event.repo.full_name, event.merge_sha[:7],
+             event.delivery or "-", why)
+    apps = [REPO_SECTION]
+    try:
+        text = svc.mirrors.file_at(key, clone_url, event.merge_sha, REPO_CONFIG_FILE)
+        if text is not None:
+            apps = [app.name for app in parse_repo_config(text, svc.settings).apps]
+    except (ConfigError, GitError):
+        pass
+    for app in apps:
+        _report(svc, event, app, AppOutcome("success", f"not applied: {why}",
+                                            notes=[f"nothing was applied: {why}"]))
+
+
+def deploy(svc: services.Services, forge: Forge, event: MergedPullRequest,
+           tenant: tenancy.Tenant) -> bool:
+    """Deploy every app of the merge commit; True when each one applied (or began its canary)."""
+    from bot.manifests import ManifestError
+
     clone_url = forge.authenticated_clone_url(event.repo)
     with svc.mirrors.checkout(repo_key(event.repo), clone_url, event.merge_sha) as tree:
         config_file = Path(tree) / REPO_CONFIG_FILE
+        if config_file.is_symlink():
+            _report(svc, event, REPO_SECTION, AppOutcome(
+                "failure", f"{REPO_CONFIG_FILE} is a symbolic link; nothing applied",
+                error=f"{REPO_CONFIG_FILE} must be a regular file in the repository, not a "
+                      "symbolic link", error_title="Invalid configuration"))
+            return False
         if not config_file.is_file():
             log.info("%s has no %s at %s; nothing to deploy",
                      event.repo.full_name, REPO_CONFIG_FILE, event.merge_sha[:7])
-            return
+            return True
         try:
             config = parse_repo_config(config_file.read_text(errors="replace"), svc.settings)
         except ConfigError as exc:
             _report(svc, event, REPO_SECTION, AppOutcome(
                 "failure", "invalid configuration; nothing applied",
                 error=str(exc), error_title="Invalid configuration"))
-            return
+            return False
+        complete = True
         for app in config.apps:
             _set_status(svc, event, app.name, "pending", "applying manifests")
             canary = None
             try:
-                outcome, canary = deploy_app(svc, event, app, Path(tree))
+                outcome, canary = deploy_app(svc, event, app, Path(tree), tenant.policy)
             except ManifestError as exc:
                 outcome = AppOutcome("failure", "manifests could not be rendered; nothing applied",
                                      error=str(exc), error_title="Invalid manifests")
@@ -93,24 +216,27 @@ def deploy(svc: services.Services, forge: Forge, event: MergedPullRequest) -> No
                 outcome = AppOutcome("failure", "invalid rollout strategy; nothing applied",
                                      error=str(exc), error_title="Invalid rollout strategy")
             _report(svc, event, app.name, outcome)
+            complete = complete and outcome.state in ("success", "pending")
             if canary is not None:
-                rollout.start(svc, event, app, *canary)
+                rollout.start(svc, event, app, *canary, policy=tenant.policy)
+        return complete
 
 
 def deploy_app(
-    svc: services.Services, event: MergedPullRequest, app: AppConfig, tree: Path
+    svc: services.Services, event: MergedPullRequest, app: AppConfig, tree: Path, policy: Policy
 ) -> tuple[AppOutcome, tuple[CanaryPlan, dict[str, Any]] | None]:
     """Apply the app; returns the outcome and, when a canary must run, its plan and stable."""
-    from bot.cluster.model import ClusterError, ObjectRef
+    from bot.cluster.model import ClusterError
     from bot.manifests import render
 
     objects, plan = split(render(tree, app.path), app)
-    cluster = svc.cluster(app.cluster)
+    cluster = svc.cluster(app.cluster, impersonate=policy.impersonate_user)
+    owner = owner_of(event, app.name)
     notes: list[str] = []
     canary: tuple[CanaryPlan, dict[str, Any]] | None = None
     held: list[ObjectRef] = []  # the workload the rollout moves: kept out of apply and prune
     short = ""  # why the workload was held back, for the status line
-    violations = _policy_violations(svc, event, app, cluster,
+    violations = _policy_violations(policy, app, cluster,
                                     objects + ([plan.deployment] if plan else []))
     if violations:
         listed = [str(v) for v in violations]
@@ -142,16 +268,20 @@ def deploy_app(
                 else:
                     canary = (plan, live)
             else:
-                if rollout.supersede_without_canary(svc, event, app, plan):
+                if rollout.supersede_without_canary(svc, event, app, plan, policy):
                     notes.append("the running canary was superseded: this revision's pod "
                                  "template equals the stable one, so it applies directly")
                 objects = [*objects, traffic.as_stable(plan.deployment)]
         applied = cluster.apply(
-            objects, app=app.name, revision=event.merge_sha, default_namespace=app.namespace
+            objects, app=app.name, revision=event.merge_sha, default_namespace=app.namespace,
+            owner=owner, adopt=policy.adopt,
         )
         pruned = []
         if app.prune:
-            pruned = cluster.prune(app.name, set(applied.refs) | set(held))
+            kept = set(applied.refs) | set(held)
+            pruned = cluster.prune(app.name, kept, owner=owner,
+                                   may_delete=lambda ref: may_prune(policy, ref),
+                                   namespaces=_prune_scopes(policy, app.namespace, kept))
     except ClusterError as exc:
         return AppOutcome("failure", "apply failed", error=str(exc), error_title="Apply failed",
                           notes=notes), None
@@ -179,31 +309,38 @@ def deploy_app(
     return AppOutcome("success", summary, listing, health_dict, notes=notes), None
 
 
-def _policy_violations(svc: services.Services, event: MergedPullRequest, app: AppConfig,
-                       cluster: Any, objects: list[dict[str, Any]]) -> list[Any]:
+def owner_of(event: MergedPullRequest, app: str) -> Owner:
+    """Who owns what the app applies: the repository by its forge id, and the app."""
+    assert event.repo.repo_id is not None, "verify() sets the id from the forge API"
+    return Owner(event.repo.forge, event.repo.repo_id, event.repo.full_name, app)
+
+
+def may_prune(policy: Policy, ref: ObjectRef) -> bool:
+    """Prune deletes only what the policy would let the repository apply now."""
+    if ref.namespace is None:
+        if (ref.group, ref.kind) == ("", "Namespace"):
+            return policy.allows_namespace(ref.name) and policy.allows_kind("", "Namespace",
+                                                                             namespaced=False)
+        return policy.allows_kind(ref.group, ref.kind, namespaced=False)
+    return policy.allows_namespace(ref.namespace) and \
+        policy.allows_kind(ref.group, ref.kind, namespaced=True)
+
+
+def _policy_violations(policy: Policy, app: AppConfig, cluster: Any,
+                       objects: list[dict[str, Any]]) -> list[Any]:
     """What the repository's policy forbids among the objects, before anything is applied."""
     from bot.cluster.model import ClusterError
-    from bot.policy import check, policy_for
+    from bot.policy import check
 
-    defined_here = {
-        (crd["spec"].get("group", ""), crd["spec"].get("names", {}).get("kind", "")):
-            crd["spec"].get("scope") == "Cluster"
-        for crd in objects
-        if crd.get("kind") == "CustomResourceDefinition" and isinstance(crd.get("spec"), dict)
-    }
-
-    def cluster_scoped(api_version: str, kind: str) -> bool:
-        group = api_version.rpartition("/")[0]
-        if (group, kind) in defined_here:
-            return defined_here[(group, kind)]
+    def discovered(api_version: str, kind: str) -> bool | None:
         try:
             return not cluster.resource(api_version, kind).namespaced
         except ClusterError:
-            return False  # unknown kinds fail the apply with their own clear error
+            return None  # not served (yet): scope_judge takes the strict reading
 
-    policy = policy_for(svc.settings, event.repo.full_name)
     return check(policy, objects, cluster=app.cluster or "default",
-                 default_namespace=app.namespace, cluster_scoped=cluster_scoped)
+                 default_namespace=app.namespace,
+                 cluster_scoped=scope_judge(discovered, objects))
 
 
 def _aborted_before(svc: services.Services, event: MergedPullRequest, app: AppConfig,
@@ -241,3 +378,12 @@ def _report(svc: services.Services, event: MergedPullRequest, app: str,
     _set_status(svc, event, context_app, outcome.state, outcome.summary)
     comment.save_section(svc.redis, event.repo, event.number, app, section)
     outbox.post_comment(svc, event.repo, event.number, event.merge_sha)
+
+
+def _prune_scopes(policy: Policy, namespace: str, kept: set[ObjectRef]) -> set[str] | None:
+    """Where prune lists: everywhere with Coalmine's own rights; with an impersonated
+    ServiceAccount, which holds a Role per namespace, only the namespaces it can be granted."""
+    if policy.impersonate_user is None:
+        return None
+    named = {ns for ns in policy.namespaces if not any(c in ns for c in "*?[")}
+    return named | {namespace} | {ref.namespace for ref in kept if ref.namespace}

@@ -18,13 +18,14 @@ from typing import Any
 from bot import services
 from bot.analysis.measure import measure
 from bot.cluster.health import assess
-from bot.cluster.model import ClusterError
+from bot.cluster.model import ClusterError, Owner
 from bot.config import AppConfig
 from bot.deployments import deployment_path
 from bot.events import MergedPullRequest
 from bot.forge.base import Forge, ForgeError, RepoRef
 from bot.gitrepo import GitError
 from bot.leases import leased
+from bot.policy import Policy
 from bot.report import comment, status
 from bot.rollout import engine, traffic
 from bot.rollout import model as m
@@ -49,7 +50,7 @@ def aborted_key(key: str) -> str:
 
 
 def start(svc: services.Services, event: MergedPullRequest, app: AppConfig, plan: CanaryPlan,
-          live_stable: dict[str, Any]) -> None:
+          live_stable: dict[str, Any], *, policy: Policy) -> None:
     """Begin the canary for `event`'s revision, superseding any rollout of the same app."""
     key = rollout_key(event.repo.forge, event.repo.full_name, app.name)
     store = RolloutStore(svc.redis)
@@ -71,6 +72,9 @@ def start(svc: services.Services, event: MergedPullRequest, app: AppConfig, plan
             "cluster": app.cluster, "namespace": plan.namespace, "deployment": plan.deployment,
             "stable": snapshot, "replicas": replicas,
             "template_hash": traffic.template_hash(plan.deployment),
+            # The repository's boundary travels with the rollout: every later write by a tick or
+            # a command is made as the same owner, impersonating the same account.
+            "impersonate": policy.impersonate_user, "adopt": policy.adopt,
             "stable_revision": (live_stable["metadata"].get("labels") or {}).get(
                 "coalmine.dev/revision"),
         }
@@ -88,7 +92,7 @@ def running_rollout(svc: services.Services, repo: RepoRef, app: str) -> RolloutR
 
 
 def supersede_without_canary(svc: services.Services, event: MergedPullRequest,
-                             app: AppConfig, plan: CanaryPlan) -> bool:
+                             app: AppConfig, plan: CanaryPlan, policy: Policy) -> bool:
     """A merge that needs no canary (its template equals stable) ends any running rollout."""
     key = rollout_key(event.repo.forge, event.repo.full_name, app.name)
     store = RolloutStore(svc.redis)
@@ -101,7 +105,8 @@ def supersede_without_canary(svc: services.Services, event: MergedPullRequest,
         previous.context["superseded_by_pr"] = f"#{event.number}"
         _run(svc, store, key, previous, m.NewRevision(event.merge_sha, event.number))
         canary = traffic.canary_ref(plan.deployment, plan.namespace)
-        svc.cluster(app.cluster).delete(canary.api_version, canary.kind, canary.namespace,
+        svc.cluster(app.cluster, impersonate=policy.impersonate_user).delete(
+            canary.api_version, canary.kind, canary.namespace,
                                         canary.name)
         return True
 
@@ -111,8 +116,13 @@ def tick(key: str, version: int | None) -> None:
     dispatch(key, m.Tick(version))
 
 
-def dispatch(key: str, event: m.Event) -> RolloutRecord | None:
-    """Feed one event (a tick, a command) to a stored rollout under its lock."""
+def dispatch(key: str, event: m.Event, *, pr: int | None = None) -> RolloutRecord | None:
+    """Feed one event (a tick, a command) to a stored rollout under its lock.
+
+    `pr` is the PR a command was typed on: checked under the lock, since another merge may have
+    superseded the rollout between the command's lookup and now; a command never acts on the
+    rollout of another PR. None (ticks, polls) skips the check.
+    """
     svc = services.current()
     store = RolloutStore(svc.redis)
     with store.locked(key):
@@ -120,7 +130,16 @@ def dispatch(key: str, event: m.Event) -> RolloutRecord | None:
         if record is None:
             log.info("no rollout %s; %s ignored", key, type(event).__name__)
             return None
-        return _run(svc, store, key, record, event)
+        if pr is None or record.state.pr == pr:
+            return _run(svc, store, key, record, event)
+    # The forge is told after the lock is released: slow I/O never runs under it.
+    log.info("rollout %s now belongs to #%s; %s from #%s ignored", key, record.state.pr,
+             type(event).__name__, pr)
+    repo = RepoRef(**record.context["repo"])
+    who = f"@{event.user} " if getattr(event, "user", None) else ""
+    svc.forge(repo).comment(repo, pr, f"{who}your command changed nothing: the rollout of "
+                            f"`{record.state.app}` now belongs to #{record.state.pr}.")
+    return None
 
 
 def health_poll(key: str, revision: str, attempt: int, weight: int) -> None:
@@ -247,7 +266,8 @@ class _Shell:
         if isinstance(action, m.Measure):
             result = measure(action.provider, action.success_condition or None,
                              action.failure_condition or None,
-                             prometheus_url=self.svc.settings.prometheus_url, now=time.time())
+                             prometheus_url=self.svc.settings.prometheus_url,
+                             egress=self.svc.settings.egress, now=time.time())
             return [m.MeasurementTaken(action.run_id, action.metric, result)]
         if isinstance(action, m.PostStatus):
             self.status = action
@@ -267,11 +287,16 @@ class _Shell:
     # -- cluster ----------------------------------------------------------------------------
     @property
     def cluster(self):
-        return self.svc.cluster(self.context.get("cluster"))
+        return self.svc.cluster(self.context.get("cluster"),
+                                impersonate=self.context.get("impersonate"))
 
     def _apply(self, obj: dict[str, Any], revision: str | None) -> None:
+        repo = self.repo
+        assert repo.repo_id is not None, "rollouts start from verified merges"
+        owner = Owner(repo.forge, repo.repo_id, repo.full_name, self.context["app"])
         self.cluster.apply([obj], app=self.context["app"], revision=revision or "unknown",
-                           default_namespace=self.context["namespace"])
+                           default_namespace=self.context["namespace"], owner=owner,
+                           adopt=bool(self.context.get("adopt")))
 
     def set_weight(self, weight: int) -> list[m.Event]:
         if self.state.phase in m.TERMINAL_PHASES:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e import world as w
+from tests.e2e.world import final_status
 from tests.harness.processes import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -13,18 +14,6 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(params=["github", "gitlab"])
 def world(request) -> w.World:
     return request.getfixturevalue(f"{request.param}_world")
-
-
-def final_status(world: w.World, sha: str, context: str = "coalmine/web", timeout: float = 60):
-    def done():
-        status = w.latest_statuses(world, sha).get(context)
-        return status if status and status["state"] not in ("pending", "running") else None
-
-    try:
-        return wait_until(done, timeout, 0.1)
-    except TimeoutError:
-        raise AssertionError(f"no final {context} status on {sha[:7]}; worker log:\n"
-                             + world.bot.worker_log()[-4000:]) from None
 
 
 def test_merge_applies_manifests_and_reports(world, fake_kube):
@@ -54,20 +43,22 @@ def test_merge_applies_manifests_and_reports(world, fake_kube):
     assert len(w.comments(world, number)) == 1
 
 
-def test_rerun_edits_the_same_comment_and_second_pr_prunes(world, fake_kube):
+def test_a_merge_delivered_again_changes_nothing_and_second_pr_prunes(world, fake_kube):
     world.bot.start_worker()
     number, sha, _ = w.merge(world, {"deploy/web/extra.yaml": (
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra\ndata:\n  a: b\n")}, "Add extra")
     assert final_status(world, sha)["state"] == "success"
     w.wait_comment(world, number, "created: `ConfigMap shop/extra`")
+    writes = len(fake_kube.writes)
 
-    # The same merge delivered again under a new delivery id runs the job again: it edits
-    # the one comment (everything now unchanged) instead of adding a second.
-    payload_number, payload_sha = number, sha
-    resp = w.redeliver(world, payload_number, payload_sha, new_id=True)
+    # The same merge delivered again under a new delivery id runs the job, which finds the
+    # commit already deployed: nothing is written, the one comment stays as it was.
+    resp = w.redeliver(world, number, sha, new_id=True)
     assert resp.status_code == 202
-    w.wait_comment(world, number, "unchanged: `ConfigMap shop/extra`")
+    wait_until(lambda: "is already deployed" in world.bot.worker_log(), 60, 0.1)
+    assert len(fake_kube.writes) == writes
     assert len(w.comments(world, number)) == 1
+    assert "created: `ConfigMap shop/extra`" in w.comments(world, number)[0]["body"]
 
     # A second PR removes the file: prune deletes the ConfigMap and reports it.
     number2, sha2, _ = w.merge(world, {"deploy/web/extra.yaml": None}, "Drop extra")

@@ -26,7 +26,7 @@ def test_embedded_mode_deploys_a_merge_in_one_process(tmp_path, fake_kube, gitop
         settings = load_settings({
             "GITHUB_WEBHOOK_SECRET": w.GH_SECRET, "GITHUB_TOKEN": w.GH_TOKEN,
             "GITHUB_API_URL": gh.url, "KUBECONFIG": str(fake_kube.kubeconfig),
-            "COALMINE_DATA_DIR": str(tmp_path / "data"),
+            "COALMINE_DATA_DIR": str(tmp_path / "data"), "COALMINE_REPOS": f"{w.REPO}=shop",
         })
         svc = services.install(services.build(settings))
         try:
@@ -35,7 +35,8 @@ def test_embedded_mode_deploys_a_merge_in_one_process(tmp_path, fake_kube, gitop
             assert client.get("/healthz").get_json() == {"status": "ok", "queue": "embedded"}
             sha = gitops_remote.merge_pr("feature", {"deploy/web/config.yaml": (
                 "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web-config\n")}, "Embedded")
-            number = gh.add_pull(w.REPO, head="feature", title="Embedded", state="merged")
+            number = gh.add_pull(w.REPO, head="feature", title="Embedded", state="merged",
+                                merge_sha=sha)
             body = payloads.dumps(payloads.github_pr_merged(
                 full_name=w.REPO, clone_url=http.url(gitops_remote, credentials=False),
                 number=number, merge_sha=sha, head="feature", title="Embedded"))

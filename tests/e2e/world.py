@@ -140,10 +140,12 @@ def merge(world: World, files: dict[str, str | None], title: str, base: str = "m
     branch = f"pr-{world.remote.last_pr_number + 1}"
     sha = world.remote.merge_pr(branch, files, title, base=base)
     if world.github:
-        number = world.github.add_pull(REPO, head=branch, base=base, title=title, state="merged")
+        number = world.github.add_pull(REPO, head=branch, base=base, title=title, state="merged",
+            merge_sha=sha)
     else:
         number = world.gitlab.add_merge_request(REPO, source_branch=branch, target_branch=base,
-                                                title=title, state="merged")
+                                                title=title, state="merged",
+            merge_sha=sha)
     if world.forge == "github":
         payload = payloads.github_pr_merged(
             full_name=REPO, clone_url=world.clone_url(), number=number, merge_sha=sha,
@@ -180,6 +182,21 @@ def latest_statuses(world: World, sha: str) -> dict[str, dict]:
     for status in all_statuses(world, sha):
         latest[status["context"]] = status
     return latest
+
+
+def final_status(world: World, sha: str, context: str = "coalmine/web", timeout: float = 60):
+    """The first status of `context` on `sha` that is no longer pending."""
+    from tests.harness.processes import wait_until
+
+    def done():
+        status = latest_statuses(world, sha).get(context)
+        return status if status and status["state"] not in ("pending", "running") else None
+
+    try:
+        return wait_until(done, timeout, 0.1)
+    except TimeoutError:
+        raise AssertionError(f"no final {context} status on {sha[:7]}; worker log:\n"
+                             + world.bot.worker_log()[-4000:]) from None
 
 
 def comments(world: World, number: int) -> list[dict]:

@@ -33,6 +33,8 @@ class BotHarness:
             "COALMINE_DATA_DIR": str(tmp_path / "data"),
             "COALMINE_PUBLIC_URL": "https://coalmine.test",
             "COALMINE_LOG_LEVEL": "DEBUG",
+            # Deny by default: the one repository the e2e world serves, into its namespace.
+            "COALMINE_REPOS": "acme/gitops=shop",
             **env,
         }
         self.settings = load_settings(self.env)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.config import ConfigError, RepoPolicy, Settings
+from bot.config import ConfigError
 from bot.policy import (
     DEFAULT_POLICY,
     KindPattern,
@@ -12,7 +12,7 @@ from bot.policy import (
     Violation,
     check,
     parse_policy,
-    policy_for,
+    scope_judge,
 )
 
 SOURCE = "/etc/coalmine/config.yaml"
@@ -54,12 +54,13 @@ def violations(policy: Policy, *objects: dict, cluster: str = "default", ns: str
 
 
 def policy(**raw) -> Policy:
+    raw.setdefault("namespaces", ["*"])
     return parse_policy(raw, SOURCE, REPO)
 
 
-def parse_error(raw) -> ConfigError:
+def parse_error(raw, own_namespace: str | None = None) -> ConfigError:
     with pytest.raises(ConfigError) as caught:
-        parse_policy(raw, SOURCE, REPO)
+        parse_policy(raw, SOURCE, REPO, own_namespace=own_namespace)
     return caught.value
 
 
@@ -86,9 +87,44 @@ def test_a_full_entry_parses_into_each_field():
     )
 
 
-@pytest.mark.parametrize("raw", [None, {}, {"deployBranch": None}])
-def test_an_absent_or_empty_entry_is_the_default_policy(raw):
-    assert parse_policy(raw, SOURCE, REPO) == DEFAULT_POLICY
+@pytest.mark.parametrize("raw", [None, {}, {"deployBranch": "main"}])
+def test_an_entry_must_state_its_namespaces(raw):
+    error = parse_error(raw)
+    assert error.key == "repos.acme/gitops.namespaces" and "is required" in error.reason
+
+
+def test_an_entry_with_only_namespaces_takes_the_default_policy_otherwise():
+    parsed = policy(namespaces=["*"])
+    assert parsed.clusters == DEFAULT_POLICY.clusters
+    assert parsed.allow_kinds == DEFAULT_POLICY.allow_kinds
+    assert parsed.service_account is None and parsed.adopt is False
+
+
+def test_service_account_becomes_the_impersonated_user():
+    parsed = policy(namespaces=["shop"], serviceAccount="shop/deployer", adopt=True)
+    assert parsed.service_account == "shop/deployer"
+    assert parsed.impersonate_user == "system:serviceaccount:shop:deployer"
+    assert parsed.adopt is True
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "reason"),
+    [
+        ({"namespaces": ["kube-system"]}, "repos.acme/gitops.namespaces[0]", "system namespace"),
+        ({"namespaces": ["shop", "kube-public"]}, "repos.acme/gitops.namespaces[1]",
+         "system namespace"),
+        ({"namespaces": ["coalmine"]}, "repos.acme/gitops.namespaces[0]",
+         "Coalmine's own namespace"),
+        ({"namespaces": ["shop"], "serviceAccount": "deployer"},
+         "repos.acme/gitops.serviceAccount", "namespace/name"),
+        ({"namespaces": ["shop"], "serviceAccount": "Shop/deployer"},
+         "repos.acme/gitops.serviceAccount", "is not a namespace/name"),
+        ({"namespaces": ["shop"], "adopt": "yes"}, "repos.acme/gitops.adopt", "true or false"),
+    ],
+)
+def test_protected_namespaces_and_new_keys_are_checked(raw, key, reason):
+    error = parse_error(raw, own_namespace="coalmine")
+    assert (error.key, reason in error.reason) == (key, True), error
 
 
 def test_missing_keys_take_their_defaults():
@@ -111,7 +147,8 @@ def test_kind_patterns_print_back_in_the_config_syntax():
         ("main", "repos.acme/gitops", "must be a mapping"),
         ({"deployBranch": 3}, "repos.acme/gitops.deployBranch", "must be a branch name"),
         ({"deployBranch": " "}, "repos.acme/gitops.deployBranch", "must be a branch name"),
-        ({"namespace": ["shop"]}, "repos.acme/gitops.namespace", "unknown key"),
+        ({"namespaces": ["*"], "namespace": ["shop"]}, "repos.acme/gitops.namespace",
+         "unknown key"),
         ({"clusters": "prod"}, "repos.acme/gitops.clusters", "must be a list"),
         ({"clusters": []}, "repos.acme/gitops.clusters", "must not be empty"),
         ({"clusters": ["prod", 7]}, "repos.acme/gitops.clusters[1]", "non-empty string"),
@@ -136,6 +173,8 @@ def test_kind_patterns_print_back_in_the_config_syntax():
     ],
 )
 def test_parse_errors_name_the_file_the_key_and_the_reason(raw, key, reason):
+    if isinstance(raw, dict):
+        raw = {"namespaces": ["*"], **raw}
     error = parse_error(raw)
     assert error.source == SOURCE
     assert error.key == key
@@ -146,19 +185,6 @@ def test_parse_errors_name_the_file_the_key_and_the_reason(raw, key, reason):
 def test_empty_deny_and_cluster_scoped_lists_are_allowed():
     parsed = policy(denyKinds=[], clusterScopedKinds=[])
     assert parsed.deny_kinds == () and parsed.cluster_scoped_kinds == ()
-
-
-def test_policy_for_reads_the_settings_entry_case_insensitively():
-    settings = Settings(repos={"Acme/GitOps": RepoPolicy(raw={"namespaces": ["shop"]})})
-    assert policy_for(settings, "acme/gitops").namespaces == ("shop",)
-    assert policy_for(settings, "acme/other") == DEFAULT_POLICY
-
-
-def test_policy_for_reports_a_bad_entry_under_its_configured_name():
-    settings = Settings(repos={"Acme/GitOps": RepoPolicy(raw={"clusters": []})})
-    with pytest.raises(ConfigError) as caught:
-        policy_for(settings, "acme/gitops", source=SOURCE)
-    assert caught.value.key == "repos.Acme/GitOps.clusters"
 
 
 # --------------------------------------------------------------------------- default policy
@@ -172,10 +198,10 @@ def test_policy_for_reports_a_bad_entry_under_its_configured_name():
         ([obj("v1", "Namespace", "shop")], []),
         ([obj("v1", "ConfigMap", "cfg", "kube-system")],
          [("ConfigMap kube-system/cfg: namespace 'kube-system' is a system namespace: "
-          "namespaces must name it exactly")]),
+          "no repository may deploy there")]),
         ([obj("v1", "Namespace", "kube-node-lease")],
          [("Namespace kube-node-lease: namespace 'kube-node-lease' is a system namespace: "
-          "namespaces must name it exactly")]),
+          "no repository may deploy there")]),
         ([obj("rbac.authorization.k8s.io/v1", "ClusterRole", "admin-all")],
          [("ClusterRole admin-all: cluster-scoped kind rbac.authorization.k8s.io/ClusterRole "
           "is not in clusterScopedKinds")]),
@@ -241,7 +267,7 @@ def test_cluster_rule(clusters, cluster, allowed):
         (["*"], "default", True),
         (["*"], "kube-system", False),
         (["kube-*"], "kube-public", False),
-        (["kube-*", "kube-system"], "kube-system", True),
+        (["kube-*"], "kube-system", False),
     ],
 )
 def test_namespace_globs(patterns, namespace, allowed):
@@ -380,3 +406,48 @@ def test_a_discovery_failure_propagates_rather_than_passing():
     with pytest.raises(KeyError):
         check(DEFAULT_POLICY, [obj("example.com/v1", "Widget", "w")], cluster="default",
               default_namespace="shop", cluster_scoped=cluster_scoped)
+
+
+# --------------------------------------------------------------------------- scope of kinds
+
+
+def crd(group: str, kind: str, scope: str) -> dict:
+    return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": f"{kind.lower()}s.{group}"},
+            "spec": {"group": group, "scope": scope, "names": {"kind": kind},
+                     "versions": [{"name": "v1"}]}}
+
+
+def test_a_crd_in_the_merge_cannot_make_a_built_in_kind_look_namespaced():
+    """The finding: a CRD declaring rbac's ClusterRoleBinding as namespaced hid it."""
+    binding = obj("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "root", "shop")
+    objects = [crd("rbac.authorization.k8s.io", "ClusterRoleBinding", "Namespaced"), binding]
+    judge = scope_judge(lambda api_version, kind: CLUSTER_SCOPED.get((api_version, kind)),
+                        objects)
+    found = [str(v) for v in check(policy(namespaces=["shop"]), [binding], cluster="default",
+                                    default_namespace="shop", cluster_scoped=judge)]
+    expected = ("ClusterRoleBinding root: cluster-scoped kind "
+                "rbac.authorization.k8s.io/ClusterRoleBinding is not in clusterScopedKinds")
+    assert found == [expected]
+
+
+@pytest.mark.parametrize(
+    ("group", "scope", "cluster_scoped"),
+    [
+        ("example.com", "Namespaced", False),  # a CRD of the merge, not served yet
+        ("example.com", "Cluster", True),
+        ("apps.k8s.io", "Namespaced", True),  # reserved groups are never taken from a CRD
+        ("widgets", "Namespaced", True),  # no dot: reserved for Kubernetes' own groups
+    ],
+)
+def test_unknown_kinds_are_cluster_scoped_unless_a_crd_of_an_open_group_says_otherwise(
+        group, scope, cluster_scoped):
+    judge = scope_judge(lambda api_version, kind: None, [crd(group, "Widget", scope)])
+    assert judge(f"{group}/v1", "Widget") is cluster_scoped
+    assert judge("other.example.com/v1", "Gadget") is True
+
+
+def test_discovery_wins_over_a_crd_of_the_merge():
+    judge = scope_judge(lambda api_version, kind: False,
+                        [crd("example.com", "Widget", "Cluster")])
+    assert judge("example.com/v1", "Widget") is False
