@@ -17,7 +17,7 @@ from handlers import merged, rollout
 from tests.e2e import world as w
 from tests.e2e.world import final_status
 from tests.harness import payloads
-from tests.harness.gitrepos import Symlink
+from tests.harness.gitrepos import Symlink, checkout_state, make_checkout
 from tests.harness.processes import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -208,3 +208,61 @@ def test_a_command_never_acts_on_the_rollout_of_another_pr(github_world, fake_ku
     assert after is not None and after.state == state
     replies = [c["body"] for c in world.github.comments(w.REPO, 1)]
     assert any("now belongs to #2" in body for body in replies), replies
+
+
+DEPLOYER = "system:serviceaccount:shop:deployer"
+IMPERSONATED_CONFIG = """repos:
+  acme/gitops:
+    namespaces: [shop]
+    clusterScopedKinds: []
+    serviceAccount: shop/deployer
+"""
+
+
+def serve_with_service_account(world: w.World, tmp_path) -> None:
+    """Workers started after this deploy the world's repository as shop/deployer."""
+    config = tmp_path / "server.yaml"
+    config.write_text(IMPERSONATED_CONFIG)
+    world.bot.env.update({"COALMINE_CONFIG": str(config), "COALMINE_REPOS": ""})
+
+
+def test_every_write_of_a_repository_with_a_service_account_is_made_as_it(
+        github_world, fake_kube, tmp_path):
+    world = github_world
+    serve_with_service_account(world, tmp_path)
+    fake_kube.restrict(DEPLOYER, {"shop"}, cluster_scoped=True)
+    world.bot.start_worker()
+    _, sha, _ = w.merge(world, config_map("as-deployer"), "As the deployer")
+    assert final_status(world, sha)["state"] == "success"
+    assert mode(fake_kube) == "as-deployer"
+    assert fake_kube.writes and all(write.user == DEPLOYER for write in fake_kube.writes)
+
+
+def test_the_clusters_rbac_stops_what_the_service_account_may_not_do(
+        github_world, fake_kube, tmp_path):
+    """The second wall: the ServiceAccount may not create Namespaces, so nothing is applied."""
+    world = github_world
+    serve_with_service_account(world, tmp_path)
+    fake_kube.restrict(DEPLOYER, {"shop"}, cluster_scoped=False)
+    world.bot.start_worker()
+    number, sha, _ = w.merge(world, config_map("denied"), "Denied by RBAC")
+    status = final_status(world, sha)
+    assert status["state"] == "failure"
+    assert "forbidden" in w.wait_comment(world, number, "Apply failed")["body"].lower()
+    assert mode(fake_kube) is None
+    assert fake_kube.writes_by(None) == []
+
+
+def test_a_worker_with_a_relative_data_dir_inside_a_checkout_leaves_it_alone(
+        github_world, fake_kube, tmp_path):
+    """The quick start's `COALMINE_DATA_DIR=var`, started from inside a git checkout."""
+    world = github_world
+    checkout = make_checkout(tmp_path / "operator-checkout")
+    before = checkout_state(checkout)
+    world.bot.env["COALMINE_DATA_DIR"] = "var"
+    world.bot.start_worker(cwd=checkout)
+    _, sha, _ = w.merge(world, config_map("relative"), "Relative data dir")
+    assert final_status(world, sha)["state"] == "success"
+    assert mode(fake_kube) == "relative"
+    assert checkout_state(checkout) == before
+    assert any((checkout / "var").iterdir())

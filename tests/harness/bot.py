@@ -62,7 +62,8 @@ class BotHarness:
         return self.client.post("/webhooks/gitlab", data=body, headers=headers)
 
     # -- workers -----------------------------------------------------------------------------
-    def start_worker(self) -> subprocess.Popen:
+    def start_worker(self, cwd: Path = REPO_ROOT) -> subprocess.Popen:
+        """A `coalmine worker` process; `cwd` is where an operator would have started it."""
         env = {
             k: v
             for k, v in os.environ.items()
@@ -73,7 +74,7 @@ class BotHarness:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
         proc = subprocess.Popen(
             [sys.executable, "-m", "bot.cli", "worker"],
-            cwd=REPO_ROOT,
+            cwd=cwd,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
