@@ -7,7 +7,19 @@ import logging
 import os
 import shutil
 import sys
+import threading
 from pathlib import Path
+
+# An entry point of the composition root: adapters and use cases are imported at the top like
+# anywhere else, so the import graph that import-linter checks is the one that runs.
+from rq import SimpleWorker
+
+from bot import services, tenancy
+from bot.config import ConfigError, load_settings, parse_repo_config
+from bot.leases import requeue_lapsed
+from bot.logs import setup_logging
+from bot.queue import QUEUE_NAME, run_ticker
+from handlers.rollout import resume_all
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,13 +59,6 @@ def _serve(bind: str, workers: int | None) -> int:
 
 
 def _worker(burst: bool = False) -> int:
-    from rq import SimpleWorker
-
-    from bot import services
-    from bot.config import load_settings
-    from bot.logs import setup_logging
-    from bot.queue import QUEUE_NAME
-
     settings = load_settings()
     setup_logging(settings)
     if not settings.redis_url:
@@ -61,17 +66,9 @@ def _worker(burst: bool = False) -> int:
               "when no Redis is configured", file=sys.stderr)
         return 2
     svc = services.install(services.build(settings))
-    from handlers.rollout import resume_all
-
     resumed = resume_all(svc)
     logging.getLogger("coalmine.worker").info("re-armed %d waiting rollout(s)", resumed)
-    import threading
-
-    from bot.queue import run_ticker
-
     stop = threading.Event()
-    from bot.leases import requeue_lapsed
-
     sweeps = (
         (lambda: requeue_lapsed(svc.redis, svc.queue.enqueue), 2.0),
         (lambda: resume_all(svc, overdue_by=30.0), 30.0),
@@ -90,9 +87,6 @@ def _worker(burst: bool = False) -> int:
 
 
 def _unpin(forge: str, repo_id: int) -> int:
-    from bot import services, tenancy
-    from bot.config import load_settings
-
     settings = load_settings()
     if not settings.redis_url:
         print("coalmine unpin-repo: REDIS_URL is not set; the embedded store keeps no pins "
@@ -107,8 +101,6 @@ def _unpin(forge: str, repo_id: int) -> int:
 
 
 def _check(path: Path) -> int:
-    from bot.config import ConfigError, parse_repo_config
-
     try:
         config = parse_repo_config(path.read_text(), source=str(path))
     except OSError as exc:

@@ -17,8 +17,10 @@ from urllib.parse import urlsplit
 
 from bot import repos as repo_entries
 from bot.egress import DENY_ALL, Egress, parse_egress
-from bot.errors import ConfigError
+from bot.errors import ConfigError, ManifestError
 from bot.policy import Policy
+from bot.rollout import strategy
+from bot.yamlload import safe_load_all
 
 REPO_CONFIG_FILE = ".coalmine.yaml"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -234,10 +236,8 @@ def _load_yaml_file(path: str) -> dict[str, Any]:
         text = Path(path).read_text()
     except OSError as exc:
         raise ConfigError(path, "", f"cannot read: {exc.strerror}") from None
-    from bot.manifests import ManifestError, safe_load_all  # one loader: duplicate keys refused
-
     try:
-        docs = safe_load_all(text, path)
+        docs = safe_load_all(text, path)  # the repository loader: duplicate keys refused
     except ManifestError as exc:
         raise ConfigError(path, "", str(exc).removeprefix(f"{path}: ")) from None
     data = (docs[0] if docs else None) or {}
@@ -302,10 +302,8 @@ def parse_repo_config(
     text: str, settings: Settings | None = None, source: str = REPO_CONFIG_FILE
 ) -> RepoConfig:
     """Parse `.coalmine.yaml`; raises ConfigError naming the key at fault."""
-    from bot.manifests import ManifestError, safe_load_all  # one YAML loader for untrusted input
-
     try:
-        docs = safe_load_all(text, source)
+        docs = safe_load_all(text, source)  # the one YAML loader for untrusted input
     except ManifestError as exc:
         reason = str(exc).removeprefix(f"{source}: ").removeprefix(f"{source}:")
         raise ConfigError(source, "", reason) from None
@@ -360,8 +358,6 @@ def parse_repo_config(
 
 
 def _parse_canary(raw: Any, source: str, key: str) -> Any:
-    from bot.rollout import strategy
-
     try:
         return strategy.parse_canary_config(raw, source=source, key=key)
     except strategy.StrategyError as exc:

@@ -16,15 +16,12 @@ is the job's check on facts read from the forge API, and is the one that counts.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from redis import Redis
 
+from bot.config import Settings
 from bot.forge.base import RepoRef
 from bot.policy import Policy
-
-if TYPE_CHECKING:
-    from bot.config import Settings
 
 
 def _pins_key(forge: str) -> str:

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from bot.cluster.model import (
     REVISION_LABEL,
@@ -31,11 +31,45 @@ from bot.cluster.model import (
 )
 from bot.cluster.ownership import ownership_annotations, ownership_labels, refusal
 
-if TYPE_CHECKING:
-    from bot.cluster.client import Cluster
-
 Obj = dict[str, Any]
 Snapshot = dict[ObjectRef, Obj]
+
+
+class Served(Protocol):
+    """What apply needs to know of an API resource: whether its objects live in a namespace."""
+
+    namespaced: bool
+
+
+class ApplyTarget(Protocol):
+    """The calls apply makes on a cluster, and nothing more.
+
+    `bot.cluster.client.Cluster` is one. Declaring the need here, rather than importing the
+    client, lets the client call apply at top level without the two modules importing each
+    other, and lets a test hand apply a recording fake.
+    """
+
+    sleep: Callable[[float], None]
+
+    def serves(self, api_version: str, kind: str) -> bool: ...
+
+    def resource(self, api_version: str, kind: str, for_object: str | None = None) -> Served: ...
+
+    def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> Obj | None:
+        ...
+
+    def list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+    ) -> list[Obj]: ...
+
+    def server_side_apply(self, obj: Obj) -> Obj: ...
+
+    def refresh_discovery(self) -> None: ...
+
 
 FIRST_KINDS = ("Namespace", "CustomResourceDefinition")
 APPLY_CONCURRENCY = 8
@@ -44,7 +78,7 @@ CRD_ESTABLISH_TIMEOUT_S = 10.0
 
 
 def apply(
-    cluster: Cluster,
+    cluster: ApplyTarget,
     objects: Iterable[Obj],
     *,
     app: str,
@@ -109,7 +143,7 @@ def _labelled(obj: Obj, owner: Owner, revision: str) -> Obj:
     return labelled
 
 
-def _snapshot(cluster: Cluster, objects: list[Obj], *, many: bool) -> Snapshot:
+def _snapshot(cluster: ApplyTarget, objects: list[Obj], *, many: bool) -> Snapshot:
     """The live state of the objects that exist: one LIST per kind and namespace when there
     are many, else one GET each (concurrently)."""
     if many:
@@ -150,7 +184,7 @@ def _kinds_defined_by(first: list[Obj]) -> set[tuple[str, str]]:
 
 
 def _check_kinds_known(
-    cluster: Cluster, objects: list[Obj], defined_here: set[tuple[str, str]]
+    cluster: ApplyTarget, objects: list[Obj], defined_here: set[tuple[str, str]]
 ) -> None:
     """Fails before anything is written when a kind is neither served nor defined here."""
     for obj in objects:
@@ -158,7 +192,7 @@ def _check_kinds_known(
             cluster.resource(obj["apiVersion"], obj["kind"], for_object=_describe(obj))
 
 
-def _set_namespace(cluster: Cluster, obj: Obj, default_namespace: str) -> None:
+def _set_namespace(cluster: ApplyTarget, obj: Obj, default_namespace: str) -> None:
     resource = cluster.resource(obj["apiVersion"], obj["kind"], for_object=_describe(obj))
     meta = obj["metadata"]
     if resource.namespaced:
@@ -167,7 +201,7 @@ def _set_namespace(cluster: Cluster, obj: Obj, default_namespace: str) -> None:
         meta.pop("namespace", None)
 
 
-def _live_objects(cluster: Cluster, objects: list[Obj]) -> dict[ObjectRef, Obj]:
+def _live_objects(cluster: ApplyTarget, objects: list[Obj]) -> dict[ObjectRef, Obj]:
     """The live state of many objects with one LIST per kind and namespace, not a GET each."""
     groups = {(o["apiVersion"], o["kind"], o["metadata"].get("namespace")) for o in objects}
     live: dict[ObjectRef, Obj] = {}
@@ -178,7 +212,7 @@ def _live_objects(cluster: Cluster, objects: list[Obj]) -> dict[ObjectRef, Obj]:
 
 
 def _apply_one(
-    cluster: Cluster, obj: Obj, default_namespace: str, live: Snapshot
+    cluster: ApplyTarget, obj: Obj, default_namespace: str, live: Snapshot
 ) -> tuple[str, ObjectRef]:
     """("created" | "configured" | "unchanged", ref) for one applied object; `live` holds the
     state before the apply, so no GET is needed."""
@@ -207,7 +241,7 @@ def _desired_state(obj: Obj) -> Obj:
     return {**{k: v for k, v in obj.items() if k != "status"}, "metadata": meta}
 
 
-def _wait_established(cluster: Cluster, crds: list[Obj]) -> None:
+def _wait_established(cluster: ApplyTarget, crds: list[Obj]) -> None:
     """New CRDs serve their kinds only once Established; applying custom objects earlier fails."""
     deadline = time.monotonic() + CRD_ESTABLISH_TIMEOUT_S
     pending = [crd["metadata"]["name"] for crd in crds]

@@ -29,6 +29,9 @@ from kubernetes.dynamic.exceptions import ResourceNotFoundError
 from kubernetes.dynamic.resource import Resource
 from urllib3 import HTTPHeaderDict
 
+from bot.cluster import apply as staged_apply
+from bot.cluster import prune as inventory_prune
+from bot.cluster import wait as health_wait
 from bot.cluster.model import (
     FIELD_MANAGER,
     ApplyReport,
@@ -368,9 +371,7 @@ class Cluster:
         adopt: bool = False,
     ) -> ApplyReport:
         """See bot.cluster.apply.apply: refuses (OwnershipConflict) before writing anything."""
-        from bot.cluster.apply import apply
-
-        return apply(
+        return staged_apply.apply(
             self,
             objects,
             app=app,
@@ -391,16 +392,13 @@ class Cluster:
         namespaces: Iterable[str] | None = None,
     ) -> list[ObjectRef]:
         """See bot.cluster.prune.prune: only the owner's objects, only where `may_delete`."""
-        from bot.cluster.prune import prune
-
-        return prune(
+        return inventory_prune.prune(
             self, app, keep, owner=owner, may_delete=may_delete, kinds=kinds, namespaces=namespaces
         )
 
     def wait_healthy(self, refs: Iterable[ObjectRef], timeout_s: float, **kwargs) -> HealthReport:
-        from bot.cluster.wait import wait_healthy
-
-        return wait_healthy(self, refs, timeout_s, **kwargs)
+        """See bot.cluster.wait.wait_healthy: fails fast on Degraded, else waits up to timeout."""
+        return health_wait.wait_healthy(self, refs, timeout_s, **kwargs)
 
 
 def status_message(err: ApiException) -> str:

@@ -10,17 +10,43 @@ were checked, so an object that changed hands in between is looked at again, not
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
 
 from bot.cluster.model import ClusterError, ObjectRef, Owner
 from bot.cluster.ownership import owned_by, selector
 
-if TYPE_CHECKING:
-    from bot.cluster.client import Cluster
-
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
+
+
+class PruneTarget(Protocol):
+    """The calls prune makes on a cluster (`bot.cluster.client.Cluster` is one); declared here
+    so that the client can call prune without the two modules importing each other."""
+
+    def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> Obj | None:
+        ...
+
+    def list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+    ) -> list[Obj]: ...
+
+    def delete(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        name: str,
+        propagation_policy: str = "Background",
+        *,
+        preconditions: Mapping[str, str] | None = None,
+    ) -> bool: ...
+
+
 DELETE_ATTEMPTS = 3  # re-reads of an object that kept changing between check and delete
 
 # Kinds looked at on every prune, besides those in `keep`. Order is deletion order: workloads
@@ -53,7 +79,7 @@ LAST_KINDS: tuple[tuple[str, str], ...] = (
 
 
 def prune(
-    cluster: Cluster,
+    cluster: PruneTarget,
     app: str,
     keep: Iterable[ObjectRef],
     *,
@@ -85,7 +111,7 @@ def prune(
 
 
 def _listed(
-    cluster: Cluster, api_version: str, kind: str, labels: str, scopes: list[str | None]
+    cluster: PruneTarget, api_version: str, kind: str, labels: str, scopes: list[str | None]
 ) -> list[Obj]:
     """The owner's live objects of one kind; cluster-scoped kinds are listed once."""
     found: dict[ObjectRef, Obj] = {}
@@ -104,7 +130,7 @@ def _listed(
     return list(found.values())
 
 
-def _delete_if_owned(cluster: Cluster, live: Obj, owner: Owner) -> bool:
+def _delete_if_owned(cluster: PruneTarget, live: Obj, owner: Owner) -> bool:
     """Deletes `live` only while it is still the owner's; True when this call deleted it."""
     ref = ObjectRef.of(live)
     current: Obj | None = live

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from bot.cluster.health import assess
 from bot.cluster.model import Health, HealthReport, ObjectRef
 
-if TYPE_CHECKING:
-    from bot.cluster.client import Cluster
+
+class HealthSource(Protocol):
+    """The one call waiting makes: read an object (`bot.cluster.client.Cluster` is one).
+    Declared here so that the client can call wait_healthy without an import cycle."""
+
+    def get(
+        self, api_version: str, kind: str, namespace: str | None, name: str
+    ) -> dict[str, Any] | None: ...
 
 
 def wait_healthy(
-    cluster: Cluster,
+    cluster: HealthSource,
     refs: Iterable[ObjectRef],
     timeout_s: float,
     poll_s: float = 0.25,
@@ -60,5 +66,5 @@ WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet"})
 APPLIED = Health("Healthy", "applied")
 
 
-def _health(cluster: Cluster, ref: ObjectRef) -> Health:
+def _health(cluster: HealthSource, ref: ObjectRef) -> Health:
     return assess(cluster.get(ref.api_version, ref.kind, ref.namespace, ref.name))

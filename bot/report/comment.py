@@ -14,6 +14,7 @@ from redis import Redis
 
 from bot.forge.base import Forge, RepoRef
 from bot.report.markdown import code, escape
+from bot.report.rollout import render_section
 
 MARKER = "<!-- coalmine:pr-comment -->"
 SECTION_TTL_S = 90 * 24 * 3600
@@ -95,8 +96,6 @@ def _app_details(app: str, s: dict[str, Any]) -> list[str]:
     if health:
         mark = "✅" if health.get("ok") else "❌"
         out += ["", f"Health: {mark} {escape(health.get('message', ''), 1000)}"]
-    from bot.report.rollout import render_section  # it imports this module's helpers
-
     out += render_section(s)
     out += _revert_lines(s.get("revert"))
     objects = s.get("objects", {})
