@@ -8,10 +8,9 @@ held back from the plain apply when its pod template changed: the rollout moves 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from bot.analysis.templates import AnalysisTemplate
-from bot.config import AppConfig
 from bot.rollout import strategy as strategies
 from bot.rollout.model import CanaryStrategy
 
@@ -33,7 +32,20 @@ class CanaryPlan:
         return self.deployment["metadata"]["namespace"]
 
 
-def split(objects: list[Obj], app: AppConfig) -> tuple[list[Obj], CanaryPlan | None]:
+class AppSpec(Protocol):
+    """What planning reads of an app of `.coalmine.yaml` (bot.config.AppConfig has it)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def canary(self) -> CanaryStrategy | None: ...
+
+
+def split(objects: list[Obj], app: AppSpec) -> tuple[list[Obj], CanaryPlan | None]:
     """(objects to apply as they are, the canary plan or None); raises StrategyError."""
     source = f"{app.path}/"
     rollouts = [o for o in objects if strategies.is_rollout(o)]
