@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bot.forge.base import RepoRef
+from bot.refs import RepoRef
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from redis import Redis
 
 from bot.config import Settings
-from bot.forge.base import RepoRef
 from bot.policy import Policy
+from bot.refs import RepoRef
 
 
 def _pins_key(forge: str) -> str:

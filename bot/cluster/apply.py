@@ -21,7 +21,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from bot.cluster.model import (
-    REVISION_LABEL,
     ApplyReport,
     ClusterError,
     Conflict,
@@ -30,6 +29,7 @@ from bot.cluster.model import (
     OwnershipConflict,
 )
 from bot.cluster.ownership import ownership_annotations, ownership_labels, refusal
+from bot.refs import REVISION_LABEL
 
 Obj = dict[str, Any]
 Snapshot = dict[ObjectRef, Obj]

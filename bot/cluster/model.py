@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-MANAGED_BY_VALUE = "coalmine"
-APP_LABEL = "coalmine.dev/app"
-REVISION_LABEL = "coalmine.dev/revision"
-OWNER_LABEL = "coalmine.dev/owner"  # "<forge>.<repository id>": what ownership is decided on
-REPOSITORY_ANNOTATION = "coalmine.dev/repository"  # "<forge>:<owner/name>", for people only
+from bot.refs import ObjectRef  # a value type of the core; the cluster's callers use it here
+
 FIELD_MANAGER = "coalmine"
 FORGES = ("github", "gitlab")
 
@@ -81,35 +77,6 @@ class OwnershipConflict(ClusterError):
         count = len(self.conflicts)
         noun = "object belongs" if count == 1 else "objects belong"
         super().__init__(f"nothing applied: {count} {noun} to someone else: {listed}")
-
-
-@dataclass(frozen=True, order=True)
-class ObjectRef:
-    """Identifies one Kubernetes object; `namespace` is None for cluster-scoped kinds."""
-
-    api_version: str
-    kind: str
-    namespace: str | None
-    name: str
-
-    @classmethod
-    def of(cls, obj: dict[str, Any]) -> ObjectRef:
-        meta = obj.get("metadata") or {}
-        return cls(
-            obj.get("apiVersion", ""), obj.get("kind", ""), meta.get("namespace"), meta["name"]
-        )
-
-    @property
-    def group(self) -> str:
-        return self.api_version.rpartition("/")[0]
-
-    def identity(self) -> tuple[str, str, str | None, str]:
-        """What makes two refs the same object whichever API version they were read at."""
-        return (self.group, self.kind, self.namespace, self.name)
-
-    def __str__(self) -> str:
-        where = f"{self.namespace}/{self.name}" if self.namespace else self.name
-        return f"{self.kind} {where}"
 
 
 @dataclass

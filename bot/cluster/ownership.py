@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.cluster.model import (
+from bot.cluster.model import Owner
+from bot.refs import (
     APP_LABEL,
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
     OWNER_LABEL,
     REPOSITORY_ANNOTATION,
-    Owner,
 )
 
 Obj = dict[str, Any]

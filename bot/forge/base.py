@@ -9,21 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from bot.refs import RepoRef  # a value type of the core; adapters may import it from here
+
 StatusState = Literal["pending", "success", "failure", "error"]
 Permission = Literal["admin", "write", "read", "none"]
-
-
-@dataclass(frozen=True)
-class RepoRef:
-    """Identifies a repository on one forge; built by the event parsers."""
-
-    forge: Literal["github", "gitlab"]
-    full_name: str  # "owner/name" on GitHub, "group/sub/project" on GitLab
-    clone_url: str  # https URL without credentials
-    default_branch: str = "main"
-    project_id: int | None = None  # GitLab numeric project id
-    installation_id: int | None = None  # GitHub App installation id, when sent
-    repo_id: int | None = None  # the forge's stable repository id (survives renames)
 
 
 @dataclass(frozen=True)

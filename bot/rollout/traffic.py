@@ -13,7 +13,7 @@ import hashlib
 import json
 from typing import Any
 
-from bot.cluster.model import REVISION_LABEL, ObjectRef
+from bot.refs import REVISION_LABEL, ObjectRef
 
 Obj = dict[str, Any]
 TRACK_LABEL = "coalmine.dev/track"
