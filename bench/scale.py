@@ -1,30 +1,44 @@
-"""200 rollouts in flight on ONE worker: scheduled-job lag and Redis memory per rollout.
+"""1000 rollouts in flight on ONE worker: scheduled-job lag, CPU per tick, Redis memory per rollout.
 
-200 apps (stable Deployments of 2 replicas in a FakeKube) each get a canary rollout with steps
+1000 apps (stable Deployments of 2 replicas in a FakeKube) each get a canary rollout with steps
 pause 5 s → setWeight 50 → pause 8 s → setWeight 100 → pause 4 s, started in this process through
 handlers.rollout.start (as a merge job would), while one real `coalmine worker` subprocess runs
 every tick and health poll. Lag is measured without touching bot/ or handlers/: this process
 samples the schedule (`coalmine:scheduled`, member → due time) every 20 ms, and afterwards RQ's
 finished-job records give when each job started and ended; lag = start (or end) − due.
 
-    .venv/bin/python -m bench.scale [--rollouts 200]
+CPU is read per process, so the worker's own cost per job is told apart from the fakes' (this
+process: FakeKube, FakeGitHub, the sampler) and Redis's, which share the same 2 cores. With
+`--profile FILE` the worker runs under cProfile and the functions of bot/ and handlers/ that cost
+the most are printed (the profiler slows the worker down: read shares, not lags, from that run).
+
+    .venv/bin/python -m bench.scale [--rollouts 1000] [--max-seconds 240] [--profile FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import io
 import json
+import os
+import pstats
+import resource
+import subprocess
 import threading
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Self
 
 from bench.common import (
     REPO,
+    REPO_ROOT,
     bot_world,
+    child_env,
     header,
     percentile,
+    python,
     redis_server,
     table,
     verdict,
@@ -33,6 +47,8 @@ from bench.common import (
 )
 
 TARGET_P99_S = 2.0
+TARGET_CPU_PER_TICK_S = 0.005
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 NAMESPACE = "scale"
 STEPS = [{"pause": {"duration": 5}}, {"setWeight": 50}, {"pause": {"duration": 8}},
          {"setWeight": 100}, {"pause": {"duration": 4}}]
@@ -57,7 +73,7 @@ class ScheduleSampler:
         from bot.queue import SCHEDULED_KEY
 
         self.redis, self.key = redis, SCHEDULED_KEY
-        self.dues: dict[str, set[float]] = defaultdict(set)
+        self.dues: dict[bytes, set[float]] = defaultdict(set)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -70,13 +86,16 @@ class ScheduleSampler:
         self._thread.join(5)
 
     def _run(self) -> None:
+        # Raw members, decoded only when asked: with 1000 rollouts this loop shares the cores
+        # with the worker, so it does as little as it can.
         while not self._stop.wait(0.02):
             for member, score in self.redis.zrange(self.key, 0, -1, withscores=True):
-                self.dues[member.decode()].add(score)
+                self.dues[member].add(score)
 
     def due_of(self, member: str, enqueued_at: float) -> float | None:
         """The latest due time of `member` not after the moment the ticker enqueued it."""
-        candidates = [d for d in self.dues.get(member, ()) if d <= enqueued_at + 0.001]
+        dues = self.dues.get(member.encode(), ())
+        candidates = [d for d in dues if d <= enqueued_at + 0.001]
         return max(candidates) if candidates else None
 
 
@@ -90,12 +109,14 @@ def start_rollouts(bw, count: int) -> float:
     """Create `count` running rollouts as merge jobs would; returns how long that took."""
     from bot import events
     from bot.config import AppConfig
+    from bot.policy import Policy
     from bot.rollout.plan import CanaryPlan
     from bot.rollout.strategy import parse_canary_config
     from handlers import rollout
     from tests.harness import payloads
 
     svc = bw.bot.services
+    policy = Policy(namespaces=(NAMESPACE,))  # what a merge job reads from the repos: entry
     began = time.time()
     for i in range(count):
         name = f"app-{i:03}"
@@ -109,7 +130,7 @@ def start_rollouts(bw, count: int) -> float:
             merge_sha=f"{i:040x}", head=f"pr-{name}", title=f"Bump {name}"))
         live = bw.kube.get_object("apps/v1", "Deployment", NAMESPACE, name)
         plan = CanaryPlan(strategy, (), _deployment(name, f"registry.example/{name}:2.0"))
-        rollout.start(svc, event, app, plan, live)
+        rollout.start(svc, event, app, plan, live, policy=policy)
     return time.time() - began
 
 
@@ -127,13 +148,82 @@ def _backlog(redis, sampler: ScheduleSampler, queue, now: float) -> dict[str, li
     return waiting
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def redis_cpu_s(redis) -> float:
+    info = redis.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+# The worker's main thread (where SimpleWorker runs every job) profiled on its own CPU clock,
+# so time spent waiting for the next job or for an answer does not count as cost.
+_PROFILED_WORKER = """
+import cProfile, sys, time
+from bot.cli import main
+profiler = cProfile.Profile(time.thread_time)
+profiler.enable()
+try:
+    main(["worker"])
+finally:
+    profiler.disable()
+    profiler.dump_stats(sys.argv[1])
+"""
+
+
+def start_worker(bw, profile: Path | None) -> subprocess.Popen:
+    """The one `coalmine worker`; under cProfile (written at its warm shutdown) if asked."""
+    if profile is None:
+        return bw.bot.start_worker()
+    cmd = [python(), "-c", _PROFILED_WORKER, str(profile)]
+    with open(bw.tmp / "worker.log", "ab") as log:
+        return subprocess.Popen(cmd, cwd=REPO_ROOT, env=child_env(bw.bot.env), stdout=log,
+                                stderr=subprocess.STDOUT)
+
+
+def stop_worker(proc: subprocess.Popen) -> None:
+    """SIGTERM is RQ's warm shutdown: the job in hand finishes and cProfile writes its file."""
+    proc.terminate()
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def print_profile(path: Path, top: int = 30) -> None:
+    """The worker's costliest functions of bot/ and handlers/ (cumulative), and its hottest."""
+    if not path.exists():
+        print(f"   (no profile written at {path})")
+        return
+    out = io.StringIO()
+    stats = pstats.Stats(str(path), stream=out)
+    total = stats.total_tt
+    stats.sort_stats("cumulative").print_stats(r"/(bot|handlers)/", top)
+    stats.sort_stats("tottime").print_stats(top)
+    print(f"   worker profile ({path}; {total:.1f} s of the main thread's CPU):")
+    for line in out.getvalue().splitlines():
+        if line.strip():
+            print("   " + line)
+
+
 def memory_per_rollout(redis, count: int) -> tuple[float, dict[str, float]]:
     """(bytes of every coalmine:* key ÷ count, bytes per key family ÷ count)."""
     families: dict[str, int] = defaultdict(int)
     for key in redis.scan_iter(match="coalmine:*", count=1000):
         name = key.decode()
         if name.startswith("coalmine:rollout:"):
-            family = "rollout " + ("record" if name.count(":") == 4 else name.rsplit(":", 1)[1])
+            tail = name.rsplit(":", 1)[1]
+            kind = "per revision" if len(tail) == 40 else tail  # keys ending in a commit sha
+            family = "rollout " + ("record" if name.count(":") == 4 else kind)
         else:
             family = ":".join(name.split(":")[:2])
         families[family] += redis.memory_usage(key, samples=0) or 0
@@ -151,10 +241,13 @@ def main(argv: list[str] | None = None) -> int:
     from bot.rollout.store import RolloutStore, rollout_key
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rollouts", type=int, default=200)
-    parser.add_argument("--max-seconds", type=float, default=150,
+    parser.add_argument("--rollouts", type=int, default=1000)
+    parser.add_argument("--max-seconds", type=float, default=240,
                         help="stop waiting for the rollouts to finish after this long")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="run the worker under cProfile, writing this file")
     args = parser.parse_args(argv)
+    profile = args.profile.resolve() if args.profile else None
     header(f"scale: {args.rollouts} rollouts in flight on one worker")
     with workdir("scale") as tmp, redis_server(tmp) as server, \
             bot_world(tmp, server.url, {"README.md": "# gitops\n"}) as bw:
@@ -166,8 +259,9 @@ def main(argv: list[str] | None = None) -> int:
             bw.kube.put_object(traffic.as_stable(
                 _deployment(f"app-{i:03}", f"registry.example/app-{i:03}:1.0")))
         memory_before = redis.info("memory")["used_memory"]
-        bw.bot.start_worker()
+        worker = start_worker(bw, profile)
         with ScheduleSampler(redis) as sampler:
+            cpu_at_start = (process_cpu_s(worker.pid), own_cpu_s(), redis_cpu_s(redis))
             creation_s = time.time()
             took = start_rollouts(bw, args.rollouts)
             created_at = creation_s + took
@@ -180,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             except TimeoutError:
                 pass  # bounded run: what is still waiting is reported as backlog below
             stopped = time.time()
+            cpu_at_end = (process_cpu_s(worker.pid), own_cpu_s(), redis_cpu_s(redis))
             backlog = _backlog(redis, sampler, Queue(QUEUE_NAME, connection=redis), stopped)
         phases = defaultdict(int)
         for i in range(args.rollouts):
@@ -203,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             lags[job.func_name].append(
                 (due, _epoch(job.started_at) - due, _epoch(job.ended_at) - due))
+        jobs_run = sum(1 for job in finished if job is not None) + failed
+        stop_worker(worker)
     print(f"   started {args.rollouts} rollouts in {took:.1f} s (in this process, beside the "
           f"worker); final phases {dict(phases)}; failed jobs {failed}; unmatched {unmatched}")
     rows = [["scheduled job", "count", "start lag p50", "start lag p99", "handled lag p50",
@@ -230,6 +327,18 @@ def main(argv: list[str] | None = None) -> int:
     p99 = percentile(ticks + waiting, 99)
     print(f"   tick lag p99 (handled, plus overdue backlog): {p99:.2f} s; "
           f"target ≤ {TARGET_P99_S:g} s: {verdict(p99 <= TARGET_P99_S)}")
+    worker_cpu, bench_cpu, redis_cpu = (b - a for a, b in zip(cpu_at_start, cpu_at_end))
+    wall = stopped - creation_s
+    per_job = worker_cpu / max(1, jobs_run)
+    print(f"   CPU over {wall:.0f} s on {os.cpu_count()} cores: worker {worker_cpu:.1f} s "
+          f"({jobs_run} jobs: {1000 * per_job:.1f} ms per job), this process (rollout "
+          f"creation, FakeKube, FakeGitHub, sampler) {bench_cpu:.1f} s, redis-server "
+          f"{redis_cpu:.1f} s")
+    print(f"   worker CPU per tick/poll job {1000 * per_job:.1f} ms; target ≤ "
+          f"{1000 * TARGET_CPU_PER_TICK_S:g} ms: {verdict(per_job <= TARGET_CPU_PER_TICK_S)}"
+          + (" (profiled run: inflated)" if profile else ""))
+    if profile:
+        print_profile(profile)
     return 0
 
 

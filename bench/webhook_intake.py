@@ -40,8 +40,12 @@ from bench.common import (
 )
 from tests.harness.processes import free_port
 
-TARGET_RATIO = 0.6
+TARGET_RATIO = 0.8
 TARGET_P99_S = 0.025
+# Commands Coalmine's enqueue script runs inside Redis (not round trips from the app), and the
+# benchmark's own bookkeeping; every other command counted came from the app over the network.
+SCRIPT_INNER = {"set", "hset", "rpush", "sadd", "del"}
+BENCH_OWN = {"info", "config|resetstat", "flushall", "llen"}
 APPS = {"coalmine": "bot.web:create_app()", "bare": "bench.bare_app:create_app()"}
 
 
@@ -127,6 +131,17 @@ def check_enqueued(phase: dict, redis: Redis) -> str:
     return summary + ("; PROBLEMS: " + "; ".join(problems) if problems else "; ok")
 
 
+def redis_per_request(redis: Redis, requests: int) -> str:
+    """Round trips from the app per request (by command), and commands run inside scripts."""
+    calls = {name.removeprefix("cmdstat_"): stat["calls"]
+             for name, stat in redis.info("commandstats").items()}
+    trips = {k: v for k, v in calls.items() if k not in SCRIPT_INNER | BENCH_OWN}
+    inner = sum(v for k, v in calls.items() if k in SCRIPT_INNER)
+    detail = ", ".join(f"{k} {v / requests:.2f}" for k, v in sorted(trips.items()))
+    return (f"{sum(trips.values()) / requests:.2f} round trips ({detail}); "
+            f"{inner / requests:.2f} commands inside the script")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=4.0, help="length of each phase")
@@ -139,8 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     checks: list[str] = []
     with workdir("webhook") as tmp, redis_server(tmp) as server:
         redis = Redis.from_url(server.url)
+        # The load generator's payloads name acme/gitops: served, so every delivery is a merge
+        # to enqueue (or a redelivery to refuse), never an "ignored" answer that skips the queue.
         env = {"REDIS_URL": server.url, "GITHUB_WEBHOOK_SECRET": GH_SECRET,
-               "COALMINE_DATA_DIR": str(tmp / "data")}
+               "COALMINE_DATA_DIR": str(tmp / "data"), "COALMINE_REPOS": "acme/gitops=shop"}
         seed = 0
         for name, app in APPS.items():
             with gunicorn(app, env, tmp / f"{name}.log") as url:
@@ -159,9 +176,8 @@ def main(argv: list[str] | None = None) -> int:
                           f"{phase['body_bytes']} B bodies)")
                     if name == "coalmine":
                         checks.append(f"c={concurrency}: " + check_enqueued(phase, redis))
-                        calls = sum(v["calls"] for v in redis.info("commandstats").values())
-                        print(f"            redis: {calls / len(phase['results']):.1f} commands "
-                              "per request")
+                        print("            redis per request: "
+                              + redis_per_request(redis, len(phase["results"])))
                     if best is None or phase["throughput"] > best["throughput"]:
                         best = {**phase, "concurrency": concurrency}
                 rate = 0.8 * best["throughput"]

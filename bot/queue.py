@@ -17,11 +17,34 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from redis import Redis
+from rq import Queue
+from rq.job import JobStatus
+from rq.utils import now
 
 log = logging.getLogger(__name__)
 
 QUEUE_NAME = "coalmine"
 JOB_TIMEOUT_S = 1800
+FAILURE_TTL_S = 7 * 86400
+
+# Claim KEYS[1] for ARGV[1] seconds; only when the claim is new, write the RQ job hash KEYS[2]
+# (ARGV[3:] are its field/value pairs), push its id ARGV[2] on the queue KEYS[3] and register
+# the queue in KEYS[4], as RQ's own enqueue does. A script's writes are not undone when a later
+# command fails, so a failed push undoes the claim and the hash itself: a job is never queued
+# without its claim, and a claim is never left behind without its job.
+_ENQUEUE_ONCE_LUA = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
+    return 0
+end
+redis.call('HSET', KEYS[2], unpack(ARGV, 3))
+local pushed = redis.pcall('RPUSH', KEYS[3], ARGV[2])
+if type(pushed) == 'table' and pushed.err then
+    redis.call('DEL', KEYS[1], KEYS[2])
+    return pushed
+end
+redis.call('SADD', KEYS[4], KEYS[3])
+return 1
+"""
 
 
 class JobQueue(Protocol):
@@ -33,8 +56,27 @@ class JobQueue(Protocol):
     ) -> str:
         """Run `func(*args)` at epoch second `at` (or soon after)."""
 
+    def enqueue_once(
+        self, claim: str | None, ttl_s: int, func: Callable[..., Any], *args: Any
+    ) -> str | None:
+        """Run `func(*args)` unless `claim` was already taken in the last `ttl_s` seconds.
+
+        Returns the job id, or None for a claim already taken (nothing enqueued). Claiming and
+        enqueueing happen together or not at all, so a failure leaves the claim free for a
+        retry; a `claim` of None always enqueues.
+        """
+
 
 SCHEDULED_KEY = "coalmine:scheduled"
+MOVE_BATCH = 500  # due entries moved per ticker sweep at most; the rest wait 0.2 s
+# Take up to ARGV[2] entries of the schedule KEYS[1] due by ARGV[1] out of it, and return them.
+_TAKE_DUE_LUA = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+if #due > 0 then
+    redis.call('ZREM', KEYS[1], unpack(due))
+end
+return due
+"""
 
 
 class RQJobQueue:
@@ -47,18 +89,38 @@ class RQJobQueue:
     """
 
     def __init__(self, redis: Redis) -> None:
-        from rq import Queue
-
         self.redis = redis
         self.queue = Queue(QUEUE_NAME, connection=redis, default_timeout=JOB_TIMEOUT_S)
+        self._enqueue_once = redis.register_script(_ENQUEUE_ONCE_LUA)
+        self._take_due = redis.register_script(_TAKE_DUE_LUA)
 
     def enqueue(self, func: Callable[..., Any], *args: Any, job_id: str | None = None) -> str:
         # One round trip for RQ's several writes: the webhook path waits on this.
         with self.redis.pipeline() as pipe:
-            job = self.queue.enqueue_call(func, args=args, job_id=job_id, failure_ttl=7 * 86400,
+            job = self.queue.enqueue_call(func, args=args, job_id=job_id, failure_ttl=FAILURE_TTL_S,
                                           pipeline=pipe)
             pipe.execute()
         return job.id
+
+    def enqueue_once(
+        self, claim: str | None, ttl_s: int, func: Callable[..., Any], *args: Any
+    ) -> str | None:
+        """The webhook's one Redis round trip: the claim and the job in one script call.
+
+        The job is built by RQ itself (`create_job`, `to_dict`), so the hash a worker reads is
+        the one `enqueue` would write; only the writes move into the script. After the first
+        call per connection pool the script runs by its SHA (EVALSHA), one command.
+        """
+        if claim is None:
+            return self.enqueue(func, *args)
+        job = self.queue.create_job(func, args=args, failure_ttl=FAILURE_TTL_S,
+                                    status=JobStatus.QUEUED)
+        job.enqueued_at = now()
+        fields = [part for name, value in job.to_dict().items() if value is not None
+                  for part in (name, value)]
+        keys = [claim, job.key, self.queue.key, self.queue.redis_queues_keys]
+        claimed = self._enqueue_once(keys=keys, args=[max(1, int(ttl_s)), job.id, *fields])
+        return job.id if claimed else None
 
     def enqueue_at(
         self, at: float, func: Callable[..., Any], *args: Any, job_id: str | None = None
@@ -68,16 +130,23 @@ class RQJobQueue:
         return member
 
     def move_due(self, now: float | None = None) -> int:
-        """Enqueue every scheduled job that is due; returns how many this caller moved."""
+        """Enqueue every scheduled job that is due; returns how many this caller moved.
+
+        Two round trips whatever is due: one script takes the due entries out of the schedule
+        (so another worker's ticker cannot take them too), one pipeline enqueues them all. The
+        ticker runs beside the jobs in the worker process, so its cost is the jobs' cost.
+        """
         now = time.time() if now is None else now
-        moved = 0
-        for member in self.redis.zrangebyscore(SCHEDULED_KEY, "-inf", now, start=0, num=500):
-            if not self.redis.zrem(SCHEDULED_KEY, member):
-                continue  # another worker took it
-            entry = json.loads(member)
-            self.queue.enqueue_call(entry["f"], args=tuple(entry["a"]), failure_ttl=7 * 86400)
-            moved += 1
-        return moved
+        taken = self._take_due(keys=[SCHEDULED_KEY], args=[now, MOVE_BATCH])
+        if not taken:
+            return 0
+        with self.redis.pipeline() as pipe:
+            for member in taken:
+                entry = json.loads(member)
+                self.queue.enqueue_call(entry["f"], args=tuple(entry["a"]),
+                                        failure_ttl=FAILURE_TTL_S, pipeline=pipe)
+            pipe.execute()
+        return len(taken)
 
 
 def run_ticker(
@@ -109,6 +178,7 @@ class EmbeddedJobQueue:
         self._counter = itertools.count()
         self._cv = threading.Condition()
         self._stopped = False
+        self._claims: dict[str, float] = {}  # claim → expiry (epoch s); nothing outlives us
         self._thread = threading.Thread(target=self._run, name="coalmine-jobs", daemon=True)
         self._thread.start()
 
@@ -123,6 +193,24 @@ class EmbeddedJobQueue:
             heapq.heappush(self._heap, (at, next(self._counter), job_id, func, args))
             self._cv.notify()
         return job_id
+
+    def enqueue_once(
+        self, claim: str | None, ttl_s: int, func: Callable[..., Any], *args: Any
+    ) -> str | None:
+        with self._cv:
+            now_s = self._clock()
+            if claim is not None:
+                if self._claims.get(claim, 0.0) > now_s:
+                    return None
+                self._forget_expired_claims(now_s)
+                self._claims[claim] = now_s + max(1, ttl_s)
+        return self.enqueue(func, *args)
+
+    def _forget_expired_claims(self, now_s: float) -> None:
+        """Drop expired claims once there are many, so a long-lived laptop process stays small."""
+        if len(self._claims) >= 1024 and len(self._claims) & (len(self._claims) - 1) == 0:
+            for key in [k for k, expiry in self._claims.items() if expiry <= now_s]:
+                del self._claims[key]
 
     def pending(self) -> int:
         with self._cv:

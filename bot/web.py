@@ -250,6 +250,12 @@ def _json(body: bytes | bytearray) -> Any:
 
 
 def _accept(svc: services.Services, forge: str, delivery: str, event: events.Event):
+    """Answer an authenticated delivery; an accepted one costs exactly one Redis round trip.
+
+    The repository check reads Redis only for a name no entry matches (its pinned id), the
+    job choice reads nothing, and the dedupe and the enqueue are one atomic script call, so a
+    delivery is either claimed and queued or neither (a failure leaves its redelivery welcome).
+    """
     if isinstance(event, events.Ping):
         return _answer(200, "pong")
     if isinstance(event, events.Malformed):
@@ -265,17 +271,14 @@ def _accept(svc: services.Services, forge: str, delivery: str, event: events.Eve
         job, reason = _job_for(svc, event)
         if job is None:
             return _answer(200, "ignored", reason=reason)
-        if delivery and not _first_delivery(svc, forge, delivery):
-            return _answer(200, "duplicate", delivery=delivery)
-        try:
-            job_id = svc.queue.enqueue(job, dataclasses.replace(event, delivery=delivery))
-        except Exception:
-            if delivery:
-                svc.redis.delete(_delivery_key(forge, delivery))  # let a redelivery through
-            raise
+        claim = _delivery_key(forge, delivery) if delivery else None
+        job_id = svc.queue.enqueue_once(claim, svc.settings.delivery_ttl_s, job,
+                                        dataclasses.replace(event, delivery=delivery))
     except RedisError:
         log.warning("redis unreachable; refusing %s delivery %s", forge, delivery)
         return _answer(503, "queue unavailable; redeliver later")
+    if job_id is None:
+        return _answer(200, "duplicate", delivery=delivery)
     log.info("accepted %s delivery %s as job %s", forge, delivery, job_id)
     return _answer(202, "accepted", job_id=job_id)
 
@@ -298,7 +301,3 @@ def _job_for(svc: services.Services, event: events.Event) -> tuple[Callable | No
 
 def _delivery_key(forge: str, delivery: str) -> str:
     return f"coalmine:delivery:{forge}:{delivery[:200]}"
-
-
-def _first_delivery(svc: services.Services, forge: str, delivery: str) -> bool:
-    return bool(svc.redis.set(_delivery_key(forge, delivery), 1, nx=True, ex=svc.settings.delivery_ttl_s))

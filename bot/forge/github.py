@@ -1,28 +1,31 @@
-"""GitHub adapter of the `Forge` protocol, on gidgethub (async) driven synchronously.
+"""GitHub adapter of the `Forge` protocol, on gidgethub driven synchronously.
 
-Each public method runs its own `asyncio.run` with a fresh httpx client, so the adapter can be
-used from plain worker code and holds no event loop between calls. Auth is either one token, or a
-GitHub App whose installation tokens are fetched on demand and cached until a minute before they
-expire. Failures surface as `ForgeError` after the retries of `RetryPolicy`, with every
-credential this adapter holds scrubbed from the message.
+gidgethub builds requests and reads answers (URL templates, pagination, App JWTs, errors) in
+coroutines whose only I/O is its `_request` and `sleep` hooks. Here those hooks block on one
+long-lived `httpx.Client` per adapter, so a call's coroutine never waits on an event loop and is
+simply run to its end: no event loop, thread or client is built per call, and connections
+(with their TLS sessions) are kept alive between calls and shared by the worker's threads.
+
+Auth is either one token, or a GitHub App whose installation tokens are fetched on demand and
+cached until a minute before they expire. Failures surface as `ForgeError` after the retries of
+`RetryPolicy`, with every credential this adapter holds scrubbed from the message.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import re
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import certifi
 import gidgethub
+import gidgethub.abc
 import gidgethub.apps
-import gidgethub.httpx
 import httpx
 
 from bot.forge.base import (
@@ -59,11 +62,13 @@ _ROLE_TO_PERMISSION: dict[str, Permission] = {
 T = TypeVar("T")
 
 
-class _RetryingGitHubAPI(gidgethub.httpx.GitHubAPI):
-    """gidgethub client whose throttling and transient failures follow a `RetryPolicy`."""
+class _BlockingGitHubAPI(gidgethub.abc.GitHubAPI):
+    """gidgethub over a shared blocking `httpx.Client`; throttling and transient failures follow
+    a `RetryPolicy`. Cheap to build: one per call, around the adapter's one HTTP client."""
 
-    def __init__(self, client: httpx.AsyncClient, policy: RetryPolicy, **kwargs: Any) -> None:
-        super().__init__(client, USER_AGENT, **kwargs)
+    def __init__(self, http: httpx.Client, policy: RetryPolicy, **kwargs: Any) -> None:
+        super().__init__(USER_AGENT, **kwargs)
+        self._http = http
         self._policy = policy
 
     async def sleep(self, seconds: float) -> None:
@@ -85,7 +90,8 @@ class _RetryingGitHubAPI(gidgethub.httpx.GitHubAPI):
         while True:
             attempt += 1
             try:
-                return await super()._request(method, url, headers, body)
+                answer = self._http.request(method, url, headers=dict(headers), content=body)
+                return answer.status_code, answer.headers, answer.content
             except httpx.TransportError:
                 delay = self._policy.delay(None, {}, attempt)
                 if delay is None:
@@ -119,10 +125,11 @@ class GitHubForge:
         self._bot_login = bot_login
         self._retry = retry or RetryPolicy()
         self._clock = clock
-        self._timeout_s = timeout_s
         self._installation_tokens: dict[int, tuple[str, float]] = {}  # id → (token, expires)
         self._installation_ids: dict[str, int] = {}  # repo full name → installation id
         self._issued_tokens: set[str] = set()
+        # The one HTTP client of this adapter: its pool keeps connections alive between calls.
+        self._http = httpx.Client(timeout=timeout_s, verify=_tls_context())
 
     # -- Forge ----------------------------------------------------------------------------
     def set_status(
@@ -152,7 +159,7 @@ class GitHubForge:
         body = truncate_keeping_tail(body, COMMENT_BODY_MAX, marker)
         author = self.bot_login
 
-        async def upsert(gh: gidgethub.httpx.GitHubAPI) -> int:
+        async def upsert(gh: gidgethub.abc.GitHubAPI) -> int:
             url = "/repos/{owner}/{repo}/issues/{number}/comments{?per_page}"
             url_vars = {**_parts(repo), "number": number, "per_page": 100}
             async for existing in gh.getiter(url, url_vars):
@@ -177,7 +184,7 @@ class GitHubForge:
         )
 
     def permission(self, repo: RepoRef, username: str, user_id: int | None = None) -> Permission:
-        async def fetch(gh: gidgethub.httpx.GitHubAPI) -> Permission:
+        async def fetch(gh: gidgethub.abc.GitHubAPI) -> Permission:
             url = "/repos/{owner}/{repo}/collaborators/{username}/permission"
             try:
                 answer = await gh.getitem(url, {**_parts(repo), "username": username})
@@ -215,7 +222,7 @@ class GitHubForge:
     ) -> PullRequest:
         author = self.bot_login
 
-        async def open_(gh: gidgethub.httpx.GitHubAPI) -> PullRequest:
+        async def open_(gh: gidgethub.abc.GitHubAPI) -> PullRequest:
             data = {"title": title, "head": head, "base": base, "body": body}
             try:
                 created = await gh.post("/repos/{owner}/{repo}/pulls", _parts(repo), data=data)
@@ -239,21 +246,21 @@ class GitHubForge:
         return self._call(repo, f"opening a pull request from {head}", open_)
 
     def repository_facts(self, repo: RepoRef) -> RepoFacts:
-        async def fetch(gh: gidgethub.httpx.GitHubAPI) -> RepoFacts:
+        async def fetch(gh: gidgethub.abc.GitHubAPI) -> RepoFacts:
             data = await gh.getitem("/repos/{owner}/{repo}", _parts(repo))
             return RepoFacts(int(data["id"]), data["full_name"], data["default_branch"])
 
         return self._call(repo, "reading the repository", fetch)
 
     def pull_request_facts(self, repo: RepoRef, number: int) -> PullRequestFacts:
-        async def fetch(gh: gidgethub.httpx.GitHubAPI) -> PullRequestFacts:
+        async def fetch(gh: gidgethub.abc.GitHubAPI) -> PullRequestFacts:
             url = "/repos/{owner}/{repo}/pulls/{number}"
             return _pull_facts(await gh.getitem(url, {**_parts(repo), "number": number}))
 
         return self._call(repo, f"reading pull request #{number}", fetch)
 
     def comment_facts(self, repo: RepoRef, number: int, comment_id: int) -> CommentFacts:
-        async def fetch(gh: gidgethub.httpx.GitHubAPI) -> CommentFacts:
+        async def fetch(gh: gidgethub.abc.GitHubAPI) -> CommentFacts:
             url = "/repos/{owner}/{repo}/issues/comments/{id}"
             data = await gh.getitem(url, {**_parts(repo), "id": comment_id})
             found = _issue_number(data.get("issue_url") or "")
@@ -268,12 +275,8 @@ class GitHubForge:
         return self._call(repo, f"reading comment {comment_id} on #{number}", fetch)
 
     def authenticated_clone_url(self, repo: RepoRef) -> str:
-        token = asyncio.run(
-            self._guard(
-                f"getting a clone token for {repo.full_name}",
-                lambda client: self._token_for(client, repo),
-            )
-        )
+        token = self._guard(f"getting a clone token for {repo.full_name}",
+                            lambda: self._token_for(repo))
         return _with_credentials(repo.clone_url, "x-access-token", token)
 
     def secrets(self) -> list[str]:
@@ -285,14 +288,17 @@ class GitHubForge:
     def bot_login(self) -> str:
         """The account this adapter acts as ("<slug>[bot]" for an App), to skip its own comments."""
         if self._bot_login is None:
-            self._bot_login = asyncio.run(self._guard("finding the bot's login", self._who_am_i))
+            self._bot_login = self._guard("finding the bot's login", self._who_am_i)
         return self._bot_login
 
-    async def _who_am_i(self, client: httpx.AsyncClient) -> str:
+    def close(self) -> None:
+        """Close the adapter's connections (a process exit does as much)."""
+        self._http.close()
+
+    async def _who_am_i(self) -> str:
         if self._token is not None:
-            gh = self._client(client, self._token)
-            return str((await gh.getitem("/user"))["login"])
-        app = await self._client(client).getitem("/app", jwt=self._app_jwt())
+            return str((await self._api(self._token).getitem("/user"))["login"])
+        app = await self._api().getitem("/app", jwt=self._app_jwt())
         return f"{app['slug']}[bot]"
 
     # -- plumbing -------------------------------------------------------------------------
@@ -300,19 +306,17 @@ class GitHubForge:
         self,
         repo: RepoRef,
         what: str,
-        operation: Callable[[gidgethub.httpx.GitHubAPI], Awaitable[T]],
+        operation: Callable[[gidgethub.abc.GitHubAPI], Awaitable[T]],
     ) -> T:
-        async def run(client: httpx.AsyncClient) -> T:
-            token = await self._token_for(client, repo)
-            return await operation(self._client(client, token))
+        async def run() -> T:
+            return await operation(self._api(await self._token_for(repo)))
 
-        return asyncio.run(self._guard(f"{what} in {repo.full_name}", run))
+        return self._guard(f"{what} in {repo.full_name}", run)
 
-    async def _guard(self, what: str, work: Callable[[httpx.AsyncClient], Awaitable[T]]) -> T:
-        """Run `work` with a client, turning every failure into a scrubbed `ForgeError`."""
+    def _guard(self, what: str, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Run `work` to its end, turning every failure into a scrubbed `ForgeError`."""
         try:
-            async with httpx.AsyncClient(timeout=self._timeout_s, verify=_tls_context()) as client:
-                return await work(client)
+            return _run_blocking(work())
         except gidgethub.HTTPException as exc:
             if exc.status_code == 404:
                 raise NotFound(self._scrub(f"GitHub: {what} failed: 404 {exc}")) from exc
@@ -322,21 +326,20 @@ class GitHubForge:
         except (gidgethub.GitHubException, httpx.HTTPError) as exc:
             raise ForgeError(self._scrub(f"GitHub: {what} failed: {exc!r}")) from exc
 
-    def _client(
-        self, client: httpx.AsyncClient, token: str | None = None
-    ) -> gidgethub.httpx.GitHubAPI:
-        return _RetryingGitHubAPI(client, self._retry, oauth_token=token, base_url=self._api_url)
+    def _api(self, token: str | None = None) -> gidgethub.abc.GitHubAPI:
+        return _BlockingGitHubAPI(self._http, self._retry, oauth_token=token,
+                                  base_url=self._api_url)
 
     def _app_jwt(self) -> str:
         assert self._app_id is not None and self._private_key is not None
         return gidgethub.apps.get_jwt(app_id=self._app_id, private_key=self._private_key)
 
-    async def _token_for(self, client: httpx.AsyncClient, repo: RepoRef) -> str:
+    async def _token_for(self, repo: RepoRef) -> str:
         if self._token is not None:
             return self._token
         installation_id = repo.installation_id or self._installation_ids.get(repo.full_name)
         if installation_id is None:
-            found = await self._client(client).getitem(
+            found = await self._api().getitem(
                 "/repos/{owner}/{repo}/installation", _parts(repo), jwt=self._app_jwt()
             )
             installation_id = int(found["id"])
@@ -346,7 +349,7 @@ class GitHubForge:
             return cached[0]
         assert self._app_id is not None and self._private_key is not None
         issued = await gidgethub.apps.get_installation_access_token(
-            self._client(client),
+            self._api(),
             installation_id=str(installation_id),
             app_id=self._app_id,
             private_key=self._private_key,
@@ -358,7 +361,7 @@ class GitHubForge:
         return token
 
     async def _post_comment(
-        self, gh: gidgethub.httpx.GitHubAPI, repo: RepoRef, number: int, body: str
+        self, gh: gidgethub.abc.GitHubAPI, repo: RepoRef, number: int, body: str
     ) -> int:
         url = "/repos/{owner}/{repo}/issues/{number}/comments"
         created = await gh.post(url, {**_parts(repo), "number": number}, data={"body": body})
@@ -371,7 +374,7 @@ class GitHubForge:
 
 
 async def _find_pull(
-    gh: gidgethub.httpx.GitHubAPI, repo: RepoRef, head: str, author: str, state: str = "all"
+    gh: gidgethub.abc.GitHubAPI, repo: RepoRef, head: str, author: str, state: str = "all"
 ) -> PullRequest | None:
     """The newest PR from `head` in `repo` itself that `author` (the bot) opened."""
     owner = repo.full_name.split("/", 1)[0]
@@ -419,6 +422,21 @@ def _issue_number(issue_url: str) -> int | None:
 
 def _int_or_none(value: Any) -> int | None:
     return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _run_blocking(work: Coroutine[Any, Any, T]) -> T:
+    """The result of a coroutine whose awaits all complete at once (blocking I/O underneath).
+
+    No event loop is needed for such a coroutine: its first step runs it to the end. One that
+    does suspend was handed a real awaitable, which this adapter never does; it is closed and
+    reported rather than left half-run.
+    """
+    try:
+        work.send(None)
+    except StopIteration as finished:
+        return finished.value
+    work.close()
+    raise RuntimeError("a GitHub call waited on an event loop; the adapter's I/O must block")
 
 
 @functools.cache
