@@ -3,11 +3,16 @@
 RQ notices an abandoned job only after its heartbeat has lapsed and a maintenance pass runs
 (minutes). Coalmine's jobs are idempotent, so a job that holds a lease renews it while it works,
 and any worker's ticker re-enqueues the job of a lease that stopped being renewed.
+
+A job that kills its worker (a push that makes rendering exhaust memory, say) would kill every
+worker in turn, so the starts of one job are counted until it ends either way: after
+MAX_ATTEMPTS starts whose worker died, the next start raises GivenUp instead of running it.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import importlib
 import logging
 import pickle
@@ -24,19 +29,45 @@ from bot.heartbeat import renewing
 log = logging.getLogger(__name__)
 LEASES = "coalmine:leases"
 LEASE_TTL_S = 10
+MAX_ATTEMPTS = 3
+ATTEMPTS_TTL_S = 24 * 3600
+
+
+class GivenUp(Exception):
+    """The job was started `attempts` times and its worker died each time; not run again."""
+
+    def __init__(self, name: str, attempts: int) -> None:
+        self.name, self.attempts = name, attempts
+        super().__init__(f"{name} was given up after {attempts} attempts: the worker running "
+                         "it stopped each time (killed, or out of memory)")
 
 
 def _alive_key(lease_id: str) -> str:
     return f"coalmine:lease-alive:{lease_id}"
 
 
+def _attempts_key(payload: str) -> str:
+    return f"coalmine:lease-attempts:{hashlib.sha256(payload.encode()).hexdigest()}"
+
+
 @contextmanager
-def leased(redis: Redis, func: Callable[..., Any], *args: Any) -> Iterator[None]:
-    """Hold a lease on `func(*args)` while the block runs; the job is re-run if we die."""
+def leased(redis: Redis, func: Callable[..., Any], *args: Any,
+           max_attempts: int = MAX_ATTEMPTS) -> Iterator[None]:
+    """Hold a lease on `func(*args)` while the block runs; the job is re-run if we die.
+
+    Raises GivenUp (without running the block) when `max_attempts` earlier starts of the same
+    job never ended because their worker died."""
     lease_id = uuid.uuid4().hex
+    name = f"{func.__module__}.{func.__qualname__}"
     # Pickled like RQ's own job payloads: only Coalmine's event dataclasses travel here.
-    payload = base64.b64encode(
-        pickle.dumps((f"{func.__module__}.{func.__qualname__}", args))).decode()
+    payload = base64.b64encode(pickle.dumps((name, args))).decode()
+    attempts = _attempts_key(payload)
+    started = int(redis.incr(attempts))
+    redis.expire(attempts, ATTEMPTS_TTL_S)
+    if started > max_attempts:
+        redis.delete(attempts)
+        log.error("giving up %s: its worker died %d times", name, started - 1)
+        raise GivenUp(name, started - 1)
     redis.set(_alive_key(lease_id), 1, ex=LEASE_TTL_S)
     redis.hset(LEASES, lease_id, payload)
 
@@ -50,9 +81,9 @@ def leased(redis: Redis, func: Callable[..., Any], *args: Any) -> Iterator[None]
     try:
         with renewing(renew, LEASE_TTL_S / 3, "job-lease"):
             yield
-    finally:
+    finally:  # the job ended (well or not) with its worker alive: its count starts over
         redis.hdel(LEASES, lease_id)
-        redis.delete(_alive_key(lease_id))
+        redis.delete(_alive_key(lease_id), attempts)
 
 
 def requeue_lapsed(redis: Redis, enqueue: Callable[..., Any]) -> int:

@@ -6,6 +6,12 @@ out), files have a size limit, and YAML is loaded with a safe loader that also r
 "bombs" (a few anchors referencing each other expand to billions of nodes once serialised) and
 recursive structures. A kustomization is rendered by the real `kubectl kustomize`.
 
+Each app also has a total budget (bytes read, YAML nodes composed, objects): one file may be
+small, yet many paths to one blob (git stores identical files once, so the push is tiny) or
+many files would make the renderer hold gigabytes. Parsed YAML takes ten to forty times its
+text in memory, so the budget is checked before each file is read and after each document is
+composed, and kustomize's output is read in a stream and cut off at the budget.
+
 Errors name the file, the document (counting from 1) and the reason, for the PR comment.
 """
 
@@ -16,6 +22,8 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
+import threading
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -29,6 +37,11 @@ YAML_SUFFIXES = (".yaml", ".yml")
 
 _BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
+# The rendering budget of one app (see the module's docstring).
+MAX_RENDER_BYTES = 64 * 1024 * 1024
+MAX_RENDER_OBJECTS = 5000
+MAX_RENDER_NODES = 1_000_000  # ~100 MiB of parsed objects; real apps use a few ten thousand
+
 
 class ManifestError(Exception):
     """The manifests cannot be rendered; the message says where and why, for people to fix."""
@@ -41,6 +54,41 @@ class Limits:
     max_alias_nodes: int = 10_000  # nodes that alias expansion may add to one document
     max_depth: int = 100  # nesting of mappings and sequences in one document
     kustomize_timeout_s: float = 60.0
+    max_app_bytes: int = MAX_RENDER_BYTES  # every file and kustomize output of one app
+    max_app_objects: int = MAX_RENDER_OBJECTS
+    max_app_nodes: int = MAX_RENDER_NODES  # YAML nodes composed for one app
+
+
+class _Budget:
+    """What one app's rendering may still read and build; ManifestError names the app path,
+    the limit and where it was crossed."""
+
+    def __init__(self, app_path: str, limits: Limits) -> None:
+        self.app_path, self.limits = app_path, limits
+        self.bytes = self.objects = self.nodes = 0
+
+    @property
+    def bytes_left(self) -> int:
+        return max(self.limits.max_app_bytes - self.bytes, 0)
+
+    def add_bytes(self, count: int, where: str) -> None:
+        self.bytes += count
+        self._check(self.bytes, self.limits.max_app_bytes, "bytes of YAML", where)
+
+    def add_objects(self, count: int, where: str) -> None:
+        self.objects += count
+        self._check(self.objects, self.limits.max_app_objects, "objects", where)
+
+    def add_nodes(self, count: int, where: str) -> None:
+        self.nodes += count
+        self._check(self.nodes, self.limits.max_app_nodes, "YAML nodes", where)
+
+    def _check(self, used: int, limit: int, what: str, where: str) -> None:
+        if used > limit:
+            raise ManifestError(
+                f"{self.app_path}: rendering stopped at {where}: the app's manifests exceed "
+                f"the budget of {limit} {what} per app (the same file reached through several "
+                "paths counts each time)")
 
 
 DEFAULT_LIMITS = Limits()
@@ -60,15 +108,18 @@ def render(
     """
     root = root.resolve()
     target = _resolve_inside(root, app_path)
+    budget = _Budget(app_path, limits)
     if target.is_dir() and any((target / name).is_file() for name in KUSTOMIZATION_FILES):
         check_kustomizations(root, target, limits)
-        text = _kustomize(root, target, app_path, kubectl, limits)
-        objects = _objects_of(text, f"kustomize output of {app_path}", limits)
+        text = _kustomize(root, target, app_path, kubectl, limits, budget)
+        objects = _objects_of(text, f"kustomize output of {app_path}", limits, budget)
     elif target.is_file() or target.is_dir():
         objects = []
         for file in _manifest_files(root, target):
             rel = file.relative_to(root).as_posix()
-            objects.extend(_objects_of(_read_limited(file, rel, limits), rel, limits))
+            budget.add_bytes(file.stat().st_size, rel)  # before reading it
+            text = _read_limited(file, rel, limits)
+            objects.extend(_objects_of(text, rel, limits, budget))
     else:
         raise ManifestError(f"{app_path}: no such file or directory at this commit")
     _refuse_duplicates(objects)
@@ -150,33 +201,46 @@ def _read_limited(file: Path, rel: str, limits: Limits) -> str:
 # --- kustomize --------------------------------------------------------------------------------
 
 
-def _kustomize(root: Path, target: Path, app_path: str, kubectl: str, limits: Limits) -> str:
+def _kustomize(root: Path, target: Path, app_path: str, kubectl: str, limits: Limits,
+               budget: _Budget) -> str:
+    """kustomize's output, read in a stream and cut off at the output limit or the budget."""
     executable = shutil.which(kubectl)
     if executable is None:
         raise ManifestError(
             f"kubectl is not installed; it is needed to render the kustomization at {app_path}"
         )
-    try:
-        result = subprocess.run(
-            [executable, "kustomize", str(target)],
-            check=False,
-            cwd=root,
-            capture_output=True,
-            timeout=limits.kustomize_timeout_s,
-            env={**os.environ, "KUBECONFIG": os.devnull},
-        )
-    except subprocess.TimeoutExpired:
+    cap = min(limits.max_output_bytes, budget.bytes_left)
+    timed_out = threading.Event()
+    with tempfile.TemporaryFile() as stderr, subprocess.Popen(
+        [executable, "kustomize", str(target)], cwd=root, stdout=subprocess.PIPE, stderr=stderr,
+        env={**os.environ, "KUBECONFIG": os.devnull},
+    ) as proc:
+        def stop() -> None:
+            timed_out.set()
+            proc.kill()
+
+        timer = threading.Timer(limits.kustomize_timeout_s, stop)
+        timer.start()
+        try:
+            assert proc.stdout is not None
+            output = proc.stdout.read(cap + 1)  # never more than the cap in memory
+            if len(output) > cap:
+                proc.kill()
+            returncode = proc.wait()
+        finally:
+            timer.cancel()
+        stderr.seek(0)
+        errors = stderr.read(64 * 1024).decode("utf-8", errors="replace").strip()[-2000:]
+    if timed_out.is_set():
         raise ManifestError(
-            f"{app_path}: kubectl kustomize did not finish in {limits.kustomize_timeout_s:g}s"
-        ) from None
-    if result.returncode != 0:
-        stderr = result.stderr.decode("utf-8", errors="replace").strip()[-2000:]
-        raise ManifestError(f"{app_path}: kubectl kustomize failed: {stderr}")
-    if len(result.stdout) > limits.max_output_bytes:
+            f"{app_path}: kubectl kustomize did not finish in {limits.kustomize_timeout_s:g}s")
+    if len(output) > cap and cap == limits.max_output_bytes:
         raise ManifestError(
-            f"{app_path}: kustomize output is larger than {limits.max_output_bytes} bytes"
-        )
-    return result.stdout.decode("utf-8", errors="replace")
+            f"{app_path}: kustomize output is larger than {limits.max_output_bytes} bytes")
+    budget.add_bytes(len(output), f"kustomize output of {app_path}")  # past the budget: raises
+    if returncode != 0:
+        raise ManifestError(f"{app_path}: kubectl kustomize failed: {errors}")
+    return output.decode("utf-8", errors="replace")
 
 
 # --- what kustomizations refer to -------------------------------------------------------------
@@ -373,11 +437,15 @@ class _GuardedLoader(_BaseLoader):  # type: ignore[misc, valid-type]
     kubectl refuses the file, so what was reviewed and what gets applied could differ."""
 
     limits = DEFAULT_LIMITS
+    budget: _Budget | None = None
+    source = ""
 
     def get_node(self) -> Node | None:
         node = super().get_node()
         if node is not None:
-            _check_shape(node, self.limits)
+            composed = _check_shape(node, self.limits)
+            if self.budget is not None:
+                self.budget.add_nodes(composed, self.source)
         return node
 
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
@@ -405,8 +473,9 @@ def _shown_key(key: Any) -> str:
     return json.dumps(key) if isinstance(key, str) else repr(key)
 
 
-def _check_shape(node: Node, limits: Limits) -> None:
-    """Refuses documents too deep, recursive, or whose aliases expand them too much.
+def _check_shape(node: Node, limits: Limits) -> int:
+    """Refuses documents too deep, recursive, or whose aliases expand them too much; returns
+    how many nodes were composed (what the document costs in memory).
 
     Aliases make the composed graph share nodes. The expanded size of a node is 1 plus that of
     its children, memoised per node, so counting takes time linear in the graph even for a
@@ -437,6 +506,7 @@ def _check_shape(node: Node, limits: Limits) -> None:
             f"refused: aliases expand the document by {added_by_aliases} nodes, "
             f"more than the {limits.max_alias_nodes} allowed (an alias bomb?)"
         )
+    return len(sizes)
 
 
 def _children(node: Node) -> Iterator[Node]:
@@ -448,9 +518,10 @@ def _children(node: Node) -> Iterator[Node]:
             yield value
 
 
-def _documents(text: str, source: str, limits: Limits) -> Iterator[tuple[int, Any]]:
+def _documents(text: str, source: str, limits: Limits,
+               budget: _Budget | None = None) -> Iterator[tuple[int, Any]]:
     loader = _GuardedLoader(text)
-    loader.limits = limits
+    loader.limits, loader.budget, loader.source = limits, budget, source
     number = 1  # of the document being read, for error messages
     try:
         while loader.check_data():
@@ -468,15 +539,18 @@ def _documents(text: str, source: str, limits: Limits) -> Iterator[tuple[int, An
         loader.dispose()
 
 
-def _objects_of(text: str, source: str, limits: Limits) -> list[tuple[dict[str, Any], str]]:
+def _objects_of(text: str, source: str, limits: Limits,
+                budget: _Budget | None = None) -> list[tuple[dict[str, Any], str]]:
     """Validated objects of one file, each with a "file, document n" locator for errors."""
     objects: list[tuple[dict[str, Any], str]] = []
-    for index, doc in _documents(text, source, limits):
+    for index, doc in _documents(text, source, limits, budget):
         if doc is None:
             continue
         where = f"{source}: document {index}"
         for obj, item_where in _flatten(doc, where):
             _validate(obj, item_where)
+            if budget is not None:
+                budget.add_objects(1, item_where)
             objects.append((obj, item_where))
     return objects
 

@@ -27,12 +27,12 @@ from bot.deployments import deployment_path, save_deployment
 from bot.events import MergedPullRequest
 from bot.forge.base import Forge, ForgeError, StatusState
 from bot.gitrepo import GitError, repo_key
-from bot.leases import leased
+from bot.leases import GivenUp, leased
 from bot.policy import Policy, scope_judge
 from bot.report import comment, status
 from bot.rollout import traffic
 from bot.rollout.plan import CanaryPlan, split
-from bot.rollout.store import RolloutStore, rollout_key
+from bot.rollout.store import RolloutStore, aborted_key, rollout_key
 from bot.rollout.strategy import StrategyError
 from handlers import outbox, rollout
 
@@ -76,6 +76,8 @@ def run(event: MergedPullRequest) -> None:
                     _merge_lock_key(trusted.repo.forge, tenant.repo_id, branch),
                     MERGE_LOCK_WAIT_S):
                 deploy_in_order(svc, forge, trusted, tenant, branch)
+    except GivenUp as exc:
+        _report_given_up(svc, forge, event, exc)
     except Exception as exc:
         log.exception("deploy of %s@%s failed (delivery %s)", event.repo.full_name,
                       event.merge_sha[:7], event.delivery or "-")
@@ -86,6 +88,21 @@ def run(event: MergedPullRequest) -> None:
                 "error", "Coalmine failed before finishing", error=reason,
                 error_title="Internal error"))
         raise
+
+
+def _report_given_up(svc: services.Services, forge: Forge, event: MergedPullRequest,
+                     given_up: GivenUp) -> None:
+    """Tell the PR (once the forge confirms it) that its merge was given up, and why."""
+    verified = verify(svc, forge, event)
+    if verified is None:
+        return
+    _report(svc, verified[0], REPO_SECTION, AppOutcome(
+        "failure", f"merge given up after {given_up.attempts} attempts: the worker died while "
+                   "deploying", error=(
+            f"Coalmine started deploying {event.merge_sha[:7]} {given_up.attempts} times and "
+            "the worker running it stopped each time (killed, or out of memory while rendering "
+            "or applying). Nothing more is tried for this merge; fix the cause and push again."),
+        error_title="Merge given up"))
 
 
 def verify(svc: services.Services, forge: Forge, event: MergedPullRequest
@@ -264,7 +281,9 @@ def deploy_app(
                     short = "aborted revision held back; /retry deploys it"
                     notes.append(
                         f"this revision of {plan.name} was aborted before; the stable version "
-                        "keeps running. Comment /retry on the aborted PR to deploy it again.")
+                        "keeps running. Comment /retry on this PR or on the aborted one to "
+                        "deploy it again.")
+                    rollout.hold(svc, event, app, plan, live, policy=policy)
                 else:
                     canary = (plan, live)
             else:
@@ -346,7 +365,7 @@ def _policy_violations(policy: Policy, app: AppConfig, cluster: Any,
 def _aborted_before(svc: services.Services, event: MergedPullRequest, app: AppConfig,
                     plan: CanaryPlan) -> bool:
     key = rollout_key(event.repo.forge, event.repo.full_name, app.name)
-    marker = svc.redis.get(rollout.aborted_key(key))
+    marker = svc.redis.get(aborted_key(key))
     return marker is not None and marker.decode() == traffic.template_hash(plan.deployment)
 
 

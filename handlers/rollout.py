@@ -1,14 +1,19 @@
 """The imperative shell around the pure rollout engine.
 
 Each job takes the rollout's lock, loads its record, feeds the engine one event, carries out the
-engine's actions (which may produce further events: a scale answers with health, a measurement
-with its result), saves the record, and only then talks to the forge and schedules the next
-tick. A crash before the save loses nothing: the previous tick or the start-up sweep repeats
-the step, and every action is idempotent.
+engine's cluster actions (a scale answers with health), saves the record and releases the lock;
+only then does slow I/O run: measurements go to background threads whose results come back as
+jobs feeding `MeasurementTaken` under the lock again (a result for a run that an /abort or
+/retry replaced is dropped by the engine, which matches it by run id), and statuses, comments
+and replies go to the forge under the PR's report lock, each only if no newer snapshot was
+reported already. So a metric that never answers or a slow forge never holds the rollout: an
+/abort takes effect at once. A crash before the save loses nothing: the previous tick or the
+start-up sweep repeats the step, and every action is idempotent.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import deque
@@ -16,7 +21,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bot import services
-from bot.analysis.measure import measure
+from bot.analysis.measure import BackgroundMeasurements, measure
+from bot.analysis.measurement import Measurement
 from bot.cluster.health import assess
 from bot.cluster.model import ClusterError, Owner
 from bot.config import AppConfig
@@ -24,26 +30,28 @@ from bot.deployments import deployment_path
 from bot.events import MergedPullRequest
 from bot.forge.base import Forge, ForgeError, RepoRef
 from bot.gitrepo import GitError
-from bot.leases import leased
+from bot.leases import GivenUp, leased
 from bot.policy import Policy
 from bot.report import comment, status
 from bot.rollout import engine, traffic
 from bot.rollout import model as m
 from bot.rollout.plan import CanaryPlan
-from bot.rollout.store import RolloutRecord, RolloutStore, rollout_key
+from bot.rollout.store import (
+    RolloutRecord,
+    RolloutStore,
+    report_lock_key,
+    rollout_key,
+)
 from handlers import outbox
 
 log = logging.getLogger(__name__)
-HEALTH_POLL_S = 1.0
 RESTORE_RETRY_S = 5.0
 REVERT_RETRY_S = 30.0
 REVERT_ATTEMPTS = 8
 MAX_FOLLOW_UPS = 200  # a guard against an engine/shell loop, never reached in practice
 REVERT_LABEL = "coalmine-revert"
-
-
-def aborted_key(key: str) -> str:
-    return f"{key}:aborted-template"
+# Process-wide, like the adapters: measurements outlive the job that asked for them.
+MEASUREMENTS = BackgroundMeasurements()
 
 
 # --------------------------------------------------------------------------- entry points
@@ -54,6 +62,7 @@ def start(svc: services.Services, event: MergedPullRequest, app: AppConfig, plan
     """Begin the canary for `event`'s revision, superseding any rollout of the same app."""
     key = rollout_key(event.repo.forge, event.repo.full_name, app.name)
     store = RolloutStore(svc.redis)
+    shells: list[_Shell] = []
     with store.locked(key):
         previous = store.load(key)
         if previous is not None and not engine.is_finished(previous.state):
@@ -61,28 +70,50 @@ def start(svc: services.Services, event: MergedPullRequest, app: AppConfig, plan
                     previous.context.get("template_hash") == traffic.template_hash(plan.deployment)):
                 return  # the same merge again, or one that left this workload alone: carry on
             previous.context["superseded_by_pr"] = f"#{event.number}"
-            _run(svc, store, key, previous, m.NewRevision(event.merge_sha, event.number))
-        git_replicas = plan.deployment.get("spec", {}).get("replicas")
-        # An HPA-managed workload leaves replicas out of Git: keep the live count then.
-        replicas = traffic.replicas_of(live_stable if git_replicas is None else plan.deployment)
-        snapshot = traffic.stable_at(live_stable, traffic.replicas_of(live_stable))
-        context = {
-            "repo": asdict(event.repo), "number": event.number, "title": event.title,
-            "url": event.url, "base_branch": event.base_branch, "app": app.name,
-            "cluster": app.cluster, "namespace": plan.namespace, "deployment": plan.deployment,
-            "stable": snapshot, "replicas": replicas,
-            "template_hash": traffic.template_hash(plan.deployment),
-            # The repository's boundary travels with the rollout: every later write by a tick or
-            # a command is made as the same owner, impersonating the same account.
-            "impersonate": policy.impersonate_user, "adopt": policy.adopt,
-            "stable_revision": (live_stable["metadata"].get("labels") or {}).get(
-                "coalmine.dev/revision"),
-        }
-        state = m.new_state(app=app.name, revision=event.merge_sha,
-                            stable_revision=context["stable_revision"], pr=event.number,
-                            strategy=plan.strategy, templates=plan.templates)
+            shells.append(_run(svc, store, key, previous, m.NewRevision(event.merge_sha,
+                                                                        event.number)))
+        store.drop_held(key)  # a newer template rolls out: a held older merge must not start
+        record = _new_record(event, app, plan, live_stable, policy)
         svc.redis.sadd(_pr_index(event.repo, event.number), key)
-        _run(svc, store, key, RolloutRecord(state, context), m.Start())
+        shells.append(_run(svc, store, key, record, m.Start()))
+    for shell in shells:
+        shell.after_release(key)
+
+
+def hold(svc: services.Services, event: MergedPullRequest, app: AppConfig, plan: CanaryPlan,
+         live_stable: dict[str, Any], *, policy: Policy) -> None:
+    """Remember a merge held back because it re-lands an aborted template, so that `/retry`
+    (on it, or on the PR that aborted) can start its canary later."""
+    key = rollout_key(event.repo.forge, event.repo.full_name, app.name)
+    store = RolloutStore(svc.redis)
+    with store.locked(key):
+        store.save_held(key, _new_record(event, app, plan, live_stable, policy))
+        svc.redis.sadd(_pr_index(event.repo, event.number), key)
+
+
+def _new_record(event: MergedPullRequest, app: AppConfig, plan: CanaryPlan,
+                live_stable: dict[str, Any], policy: Policy) -> RolloutRecord:
+    """A rollout of `event`'s revision that has not started yet."""
+    git_replicas = plan.deployment.get("spec", {}).get("replicas")
+    # An HPA-managed workload leaves replicas out of Git: keep the live count then.
+    replicas = traffic.replicas_of(live_stable if git_replicas is None else plan.deployment)
+    snapshot = traffic.stable_at(live_stable, traffic.replicas_of(live_stable))
+    context = {
+        "repo": asdict(event.repo), "number": event.number, "title": event.title,
+        "url": event.url, "base_branch": event.base_branch, "app": app.name,
+        "cluster": app.cluster, "namespace": plan.namespace, "deployment": plan.deployment,
+        "stable": snapshot, "replicas": replicas,
+        "template_hash": traffic.template_hash(plan.deployment),
+        # The repository's boundary travels with the rollout: every later write by a tick or
+        # a command is made as the same owner, impersonating the same account.
+        "impersonate": policy.impersonate_user, "adopt": policy.adopt,
+        "stable_revision": (live_stable["metadata"].get("labels") or {}).get(
+            "coalmine.dev/revision"),
+    }
+    state = m.new_state(app=app.name, revision=event.merge_sha,
+                        stable_revision=context["stable_revision"], pr=event.number,
+                        strategy=plan.strategy, templates=plan.templates)
+    return RolloutRecord(state, context)
 
 
 def running_rollout(svc: services.Services, repo: RepoRef, app: str) -> RolloutRecord | None:
@@ -97,18 +128,19 @@ def supersede_without_canary(svc: services.Services, event: MergedPullRequest,
     key = rollout_key(event.repo.forge, event.repo.full_name, app.name)
     store = RolloutStore(svc.redis)
     with store.locked(key):
+        store.drop_held(key)  # this merge applies the workload: a held older one must not
         previous = store.load(key)
         if previous is None or engine.is_finished(previous.state):
             return False
         if previous.context.get("template_hash") == traffic.template_hash(plan.deployment):
             return False  # the rollout is completing this very template: let it finish
         previous.context["superseded_by_pr"] = f"#{event.number}"
-        _run(svc, store, key, previous, m.NewRevision(event.merge_sha, event.number))
+        shell = _run(svc, store, key, previous, m.NewRevision(event.merge_sha, event.number))
         canary = traffic.canary_ref(plan.deployment, plan.namespace)
         svc.cluster(app.cluster, impersonate=policy.impersonate_user).delete(
-            canary.api_version, canary.kind, canary.namespace,
-                                        canary.name)
-        return True
+            canary.api_version, canary.kind, canary.namespace, canary.name)
+    shell.after_release(key)
+    return True
 
 
 def tick(key: str, version: int | None) -> None:
@@ -116,23 +148,37 @@ def tick(key: str, version: int | None) -> None:
     dispatch(key, m.Tick(version))
 
 
+def measured(key: str, run_id: str, metric: str, measurement: Measurement) -> None:
+    """RQ job: a measurement taken in the background; a stale one (its run was stopped or
+    replaced meanwhile) changes nothing."""
+    dispatch(key, m.MeasurementTaken(run_id, metric, measurement))
+
+
 def dispatch(key: str, event: m.Event, *, pr: int | None = None) -> RolloutRecord | None:
     """Feed one event (a tick, a command) to a stored rollout under its lock.
 
     `pr` is the PR a command was typed on: checked under the lock, since another merge may have
     superseded the rollout between the command's lookup and now; a command never acts on the
-    rollout of another PR. None (ticks, polls) skips the check.
+    rollout of another PR. None (ticks, polls) skips the check. A `/retry` from a PR that holds
+    a claim on the app's aborted-template hold clears it (see `_retry_hold`).
     """
     svc = services.current()
     store = RolloutStore(svc.redis)
     with store.locked(key):
         record = store.load(key)
-        if record is None:
-            log.info("no rollout %s; %s ignored", key, type(event).__name__)
-            return None
-        if pr is None or record.state.pr == pr:
-            return _run(svc, store, key, record, event)
+        if record is not None and (pr is None or record.state.pr == pr):
+            shell = _run(svc, store, key, record, event)
+        elif isinstance(event, m.Retry) and pr is not None and pr in store.hold_claims(key):
+            shell = _retry_hold(svc, store, key, record, pr, event.user)
+        else:
+            shell = None
     # The forge is told after the lock is released: slow I/O never runs under it.
+    if shell is not None:
+        shell.after_release(key)
+        return shell.record
+    if record is None:
+        log.info("no rollout %s; %s ignored", key, type(event).__name__)
+        return None
     log.info("rollout %s now belongs to #%s; %s from #%s ignored", key, record.state.pr,
              type(event).__name__, pr)
     repo = RepoRef(**record.context["repo"])
@@ -142,20 +188,50 @@ def dispatch(key: str, event: m.Event, *, pr: int | None = None) -> RolloutRecor
     return None
 
 
+def _retry_hold(svc: services.Services, store: RolloutStore, key: str,
+                current: RolloutRecord | None, pr: int, user: str) -> _Shell | None:
+    """`/retry` from the PR that aborted the app's template, or from one held back since,
+    when the aborted rollout is no longer the app's latest: the hold is cleared and the latest
+    held-back merge of that template starts its canary, if the cluster still runs the stable
+    it was held against. Called under the rollout's lock."""
+    if current is not None and not engine.is_finished(current.state):
+        return _reply(svc, current, pr, f"@{user} `/retry` changed nothing: the rollout of "
+                      f"`{current.state.app}` by #{current.state.pr} is running.")
+    held = store.load_held(key)
+    store.clear_hold(key)
+    if held is None:
+        return _reply(svc, current, pr, f"@{user} the hold on the aborted version is cleared: "
+                      "the next merge that lands it runs its canary.")
+    ctx = held.context
+    name = ctx["deployment"]["metadata"]["name"]
+    live = svc.cluster(ctx.get("cluster"), impersonate=ctx.get("impersonate")).get(
+        "apps/v1", "Deployment", ctx["namespace"], name)
+    if live is None or traffic.template_hash(live) != traffic.template_hash(ctx["stable"]):
+        return _reply(svc, held, pr, f"@{user} the hold on the aborted version is cleared, but "
+                      f"`{name}` changed since #{held.state.pr} was held back: nothing started.")
+    svc.redis.sadd(_pr_index(RepoRef(**ctx["repo"]), held.state.pr or pr), key)
+    shell = _run(svc, store, key, held, m.Start())
+    if held.state.pr != pr:
+        shell.replies_elsewhere.append((pr, (
+            f"@{user} the hold is cleared: the canary of {held.state.revision[:7]} from "
+            f"#{held.state.pr}, the latest merge of this version, starts.")))
+    return shell
+
+
+def _reply(svc: services.Services, record: RolloutRecord | None, pr: int,
+           text: str) -> _Shell | None:
+    """A shell that only answers on `pr` after the lock (nothing else to do)."""
+    if record is None:
+        return None
+    shell = _Shell(svc, record.context, record.state, record=record)
+    shell.replies_elsewhere.append((pr, text))
+    return shell
+
+
 def health_poll(key: str, revision: str, attempt: int, weight: int) -> None:
-    """RQ job: check the workloads after a scale until they are healthy (or the state moves)."""
-    svc = services.current()
-    store = RolloutStore(svc.redis)
-    with store.locked(key):
-        record = store.load(key)
-        if record is None:
-            return
-        s = record.state
-        if (s.revision, s.attempt, s.weight) != (revision, attempt, weight) or not s.awaiting_health:
-            return
-        shell = _Shell(svc, record.context, s)
-        event = shell.health_event(completing=s.phase == "Completing")
-        _run(svc, store, key, record, event)
+    """RQ job of earlier versions (health re-polls are due ticks now): kept so such jobs still
+    scheduled in Redis run; a tick for the current version does what they did."""
+    dispatch(key, m.Tick(None))
 
 
 def restore(key: str, revision: str) -> None:
@@ -179,7 +255,8 @@ def restore(key: str, revision: str) -> None:
 def resume_all(svc: services.Services, overdue_by: float | None = None) -> int:
     """Re-arm the tick of every rollout waiting on time: all of them at start-up, then
     periodically those overdue by `overdue_by` s (a tick lost between a save and its
-    scheduling). Identical schedule entries collapse and stale ticks do nothing."""
+    scheduling). Identical schedule entries collapse and stale ticks do nothing. Health
+    re-polls are due ticks too, so they are re-armed with them."""
     store = RolloutStore(svc.redis)
     now = time.time()
     count = 0
@@ -189,22 +266,25 @@ def resume_all(svc: services.Services, overdue_by: float | None = None) -> int:
         record = store.load(key)
         if record is None or engine.is_finished(record.state):
             continue
-        s = record.state
-        svc.queue.enqueue_at(max(due, now), tick, key, s.version)
-        if s.awaiting_health:
-            svc.queue.enqueue_at(now, health_poll, key, s.revision, s.attempt, s.weight)
+        svc.queue.enqueue_at(max(due, now), tick, key, record.state.version)
         count += 1
     return count
 
 
 def rollouts_of_pr(svc: services.Services, repo: RepoRef, number: int) -> dict[str, str]:
-    """app name → rollout key for the rollouts that PR `number`'s merge started."""
+    """app name → rollout key for the rollouts that PR `number`'s merge started, and for the
+    apps where it holds a claim on an aborted template's hold (so `/retry` reaches them)."""
+    store = RolloutStore(svc.redis)
     found = {}
     for raw in svc.redis.smembers(_pr_index(repo, number)):
         key = raw.decode() if isinstance(raw, bytes) else raw
-        record = RolloutStore(svc.redis).load(key)
+        record = store.load(key)
         if record is not None and record.state.pr == number:
             found[record.state.app] = key
+        elif number in store.hold_claims(key):
+            held = store.load_held(key)
+            app = (held or record).state.app if (held or record) else key.rpartition(":")[2]
+            found[app] = key
     return found
 
 
@@ -212,7 +292,9 @@ def rollouts_of_pr(svc: services.Services, repo: RepoRef, number: int) -> dict[s
 
 
 def _run(svc: services.Services, store: RolloutStore, key: str, record: RolloutRecord,
-         event: m.Event) -> RolloutRecord:
+         event: m.Event) -> _Shell:
+    """Advance and save under the caller's lock; returns the shell whose `after_release`
+    carries out the slow part once the lock is released."""
     shell = _Shell(svc, record.context, record.state)
     state, actions = engine.advance(record.state, event, time.time())
     pending = deque(actions)
@@ -227,27 +309,31 @@ def _run(svc: services.Services, store: RolloutStore, key: str, record: RolloutR
             state, more = engine.advance(state, follow, time.time())
             pending.extend(more)
     if isinstance(event, m.Retry) and state.phase != "Aborted":
-        svc.redis.delete(aborted_key(key))
+        store.clear_hold(key)
     record = RolloutRecord(state, shell.context)
     store.save(key, record, engine.next_wakeup(state))
     shell.state = state
-    shell.after_save(key)
-    return record
+    shell.record = record
+    shell.schedule(key)
+    return shell
 
 
 @dataclass
 class _Shell:
-    """Carries out actions; forge writes and scheduling wait until the state is saved."""
+    """Carries out actions: cluster ones at once, under the lock; measurements, forge writes
+    and replies only after the state is saved and the lock released (`after_release`)."""
 
     svc: services.Services
     context: dict[str, Any]
     state: m.RolloutState
+    record: RolloutRecord | None = None
     status: m.PostStatus | None = None
     comment: bool = False
     ticks: list[m.ScheduleTick] = field(default_factory=list)
+    measures: list[m.Measure] = field(default_factory=list)
     replies: list[str] = field(default_factory=list)
+    replies_elsewhere: list[tuple[int, str]] = field(default_factory=list)
     revert: bool = False
-    poll: tuple[str, int, int] | None = None
     restore_retry: bool = False
 
     @property
@@ -263,13 +349,11 @@ class _Shell:
             return self.set_weight(action.weight)
         if isinstance(action, m.Complete):
             return self.complete()
+        if isinstance(action, m.CheckHealth):
+            return [self.health_event(completing=self.state.phase == "Completing")]
         if isinstance(action, m.Measure):
-            result = measure(action.provider, action.success_condition or None,
-                             action.failure_condition or None,
-                             prometheus_url=self.svc.settings.prometheus_url,
-                             egress=self.svc.settings.egress, now=time.time())
-            return [m.MeasurementTaken(action.run_id, action.metric, result)]
-        if isinstance(action, m.PostStatus):
+            self.measures.append(action)
+        elif isinstance(action, m.PostStatus):
             self.status = action
         elif isinstance(action, m.UpdateComment):
             self.comment = True
@@ -278,7 +362,8 @@ class _Shell:
         elif isinstance(action, m.OpenRevertPR):
             self.revert = True
             self.context["revert"] = {"state": "pending"}
-            self.svc.redis.set(aborted_key(self._key()), self.context["template_hash"])
+            RolloutStore(self.svc.redis).hold(self._key(), self.context["template_hash"],
+                                              self.state.pr)
         elif isinstance(action, m.CommandRejected):
             who = f"@{action.user} " if action.user else ""
             self.replies.append(f"{who}`/{action.command}` changed nothing: {action.reason}")
@@ -314,7 +399,6 @@ class _Shell:
             self.cluster.scale(canary.namespace, deployment["metadata"]["name"], stable_n)
         except ClusterError as exc:
             # A passing API hiccup is no verdict on the release: retry; the deadline decides.
-            self.poll = (self.state.revision, self.state.attempt, self.state.weight)
             return [m.WorkloadHealth(False, f"the cluster refused the change: {exc}", weight)]
         return [self.health_event(completing=False)]
 
@@ -347,12 +431,11 @@ class _Shell:
         try:
             self._apply(stable, self.state.revision)
         except ClusterError as exc:
-            self.poll = (self.state.revision, self.state.attempt, self.state.weight)
             return [m.WorkloadHealth(False, f"the cluster refused the new stable: {exc}", 100)]
         return [self.health_event(completing=True)]
 
     def health_event(self, *, completing: bool) -> m.Event:
-        """Judge the tracks now; when not yet healthy, poll again shortly."""
+        """Judge the tracks now; when not yet healthy, the engine asks again (CheckHealth)."""
         deployment = self.context["deployment"]
         ns = self.context["namespace"]
         name = deployment["metadata"]["name"]
@@ -363,7 +446,6 @@ class _Shell:
             if not completing and self.state.weight > 0:
                 checks.append(("canary", self.cluster.get("apps/v1", "Deployment", ns, canary.name)))
         except ClusterError as exc:
-            self.poll = (self.state.revision, self.state.attempt, self.state.weight)
             return m.WorkloadHealth(False, f"cluster unreachable: {exc}", self.state.weight)
         problems = []
         for track, obj in checks:
@@ -378,13 +460,11 @@ class _Shell:
             if live_hash != self.context["template_hash"]:
                 problems.append("stable: new template not applied yet")
         if problems:
-            self.poll = (self.state.revision, self.state.attempt, self.state.weight)
             return m.WorkloadHealth(False, "; ".join(problems), self.state.weight)
         if completing:
             try:
                 self.cluster.delete(canary.api_version, canary.kind, canary.namespace, canary.name)
             except ClusterError as exc:
-                self.poll = (self.state.revision, self.state.attempt, self.state.weight)
                 return m.WorkloadHealth(False, f"canary not removed yet: {exc}", self.state.weight)
         return m.WorkloadHealth(True, "healthy", self.state.weight)
 
@@ -393,34 +473,68 @@ class _Shell:
         return rollout_key(self.context["repo"]["forge"], self.context["repo"]["full_name"],
                            self.context["app"])
 
-    def after_save(self, key: str) -> None:
+    def schedule(self, key: str) -> None:
+        """Queue what follows the save (Redis only, so still under the lock)."""
         queue = self.svc.queue
         if self.ticks:
             last = self.ticks[-1]
             queue.enqueue_at(last.at, tick, key, last.version)
-        if self.poll is not None and self.state.awaiting_health:
-            queue.enqueue_at(time.time() + HEALTH_POLL_S, health_poll, key, *self.poll)
         if self.revert:
             queue.enqueue(open_revert, key, self.state.revision, 0)
         if self.restore_retry:
             queue.enqueue_at(time.time() + RESTORE_RETRY_S, restore, key, self.state.revision)
+
+    def after_release(self, key: str) -> None:
+        """The slow part, with the rollout's lock released: measurements, then the forge."""
+        settings = self.svc.settings
+        for action in self.measures:
+            MEASUREMENTS.submit(functools.partial(
+                _measure_and_hand_back, self.svc.queue, key, action, settings.prometheus_url,
+                settings.egress))
+        if self.record is not None and (self.status is not None or self.comment):
+            _report(self.svc, key, self.record, self.status is not None)
         forge, repo, number = self.forge, self.repo, self.context["number"]
-        if self.status is not None:
-            description = self.status.description
-            if self.state.phase == "Superseded" and self.state.superseded_by:
-                description = f"superseded by {self.context.get('superseded_by_pr') or self.state.superseded_by[:7]}"
-            outbox.post_status(self.svc, repo, number, self.status.sha or self.state.revision,
-                               status.context(self.context["app"]), self.status.state,
-                               status.clip(description), self._target_url())
-        if self.comment or self.status is not None:
-            publish_section(self.svc, self.context, self.state)
         for reply in self.replies:
             forge.comment(repo, number, reply)
+        for pr, reply in self.replies_elsewhere:
+            forge.comment(repo, pr, reply)
 
-    def _target_url(self) -> str:
-        repo = self.context["repo"]
-        return self.svc.settings.public_url + deployment_path(
-            repo["forge"], repo["full_name"], self.state.revision, self.context["app"])
+
+def _measure_and_hand_back(queue: Any, key: str, action: m.Measure, prometheus_url: str | None,
+                           egress: Any) -> None:
+    """On a measuring thread: take the measurement, then queue its result as a job, which
+    feeds it to the engine under the rollout's lock like any other event."""
+    result = measure(action.provider, action.success_condition or None,
+                     action.failure_condition or None, prometheus_url=prometheus_url,
+                     egress=egress, now=time.time())
+    queue.enqueue(measured, key, action.run_id, action.metric, result)
+
+
+def _report(svc: services.Services, key: str, record: RolloutRecord, post_status: bool) -> None:
+    """Post the snapshot's status and re-render its comment section, unless a newer snapshot of
+    this rollout was reported already (reports run after the lock, so they may overtake each
+    other); the PR's report lock makes the check and the post one step."""
+    ctx, state = record.context, record.state
+    repo = RepoRef(**ctx["repo"])
+    store = RolloutStore(svc.redis)
+    with store.locked(report_lock_key(repo.forge, repo.full_name, ctx["number"])):
+        if post_status and store.claim_report(key, state.revision, "status", record.seq):
+            posted = state.posted_status or engine.status(state)
+            description = posted[1]
+            if state.phase == "Superseded" and state.superseded_by:
+                description = (f"superseded by "
+                               f"{ctx.get('superseded_by_pr') or state.superseded_by[:7]}")
+            outbox.post_status(svc, repo, ctx["number"], state.revision,
+                               status.context(ctx["app"]), posted[0],  # type: ignore[arg-type]
+                               status.clip(description), _target_url(svc, ctx, state))
+        if store.claim_report(key, state.revision, "section", record.seq):
+            publish_section(svc, ctx, state)
+
+
+def _target_url(svc: services.Services, ctx: dict[str, Any], state: m.RolloutState) -> str:
+    repo = ctx["repo"]
+    return svc.settings.public_url + deployment_path(
+        repo["forge"], repo["full_name"], state.revision, ctx["app"])
 
 
 def publish_section(svc: services.Services, context: dict[str, Any],
@@ -459,6 +573,8 @@ def open_revert(key: str, revision: str, attempt: int = 0) -> None:
     try:
         with leased(svc.redis, open_revert, key, revision, attempt):
             outcome = _revert(svc, record)
+    except GivenUp as exc:  # its worker died each time: shown, not tried again
+        outcome = {"state": "failed", "reason": str(exc)[:300]}
     except (ForgeError, GitError, OSError) as exc:  # report it and try again later
         reason = services.redactor().redact(f"{type(exc).__name__}: {exc}")
         log.warning("revert PR for %s failed (attempt %d): %s", revision[:7], attempt + 1, reason)
@@ -472,7 +588,7 @@ def open_revert(key: str, revision: str, attempt: int = 0) -> None:
             return
         record.context["revert"] = outcome
         store.save(key, record, engine.next_wakeup(record.state))
-        publish_section(svc, record.context, record.state)
+    _report(svc, key, record, post_status=False)  # the forge is told after the lock
 
 
 def _revert(svc: services.Services, record: RolloutRecord) -> dict[str, Any]:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import math
+import queue
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -27,6 +29,40 @@ from bot.egress import DENY_ALL, Egress
 log = logging.getLogger(__name__)
 
 MAX_LISTED_VALUES = 10  # a longer list, or one with anything but numbers, is only described
+MEASURING_THREADS = 8
+
+
+class BackgroundMeasurements:
+    """A few daemon threads that take measurements away from the job and the lock that asked.
+
+    A metric endpoint may take up to its (capped) timeout to answer; meanwhile the worker must
+    stay free for commands, ticks and other repositories' merges. The threads are daemons: a
+    measurement lost with its process is asked for again by the engine after
+    MEASUREMENT_TIMEOUT_SECONDS, like one whose answer never came.
+    """
+
+    def __init__(self, threads: int = MEASURING_THREADS) -> None:
+        self._work: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._threads = threads
+        self._started = 0
+        self._lock = threading.Lock()
+
+    def submit(self, work: Callable[[], None]) -> None:
+        """Run `work()` on one of the threads (started on first use)."""
+        with self._lock:
+            if self._started < self._threads:
+                self._started += 1
+                threading.Thread(target=self._loop, name=f"measure-{self._started}",
+                                 daemon=True).start()
+        self._work.put(work)
+
+    def _loop(self) -> None:
+        while True:
+            work = self._work.get()
+            try:
+                work()
+            except Exception:  # one failed hand-back must not stop the thread
+                log.exception("a background measurement failed")
 
 
 def measure(

@@ -14,7 +14,9 @@ State machine (phases of `RolloutState.phase`):
 Steps, as in Argo Rollouts' canary strategy:
 - setWeight N: ask the shell for N% (SetWeight); the step is done when WorkloadHealth(ok) arrives.
   While waiting, the progress deadline runs (default 600 s) and SetWeight is re-sent every
-  HEALTH_RECHECK_SECONDS; past the deadline the rollout aborts.
+  HEALTH_RECHECK_SECONDS; past the deadline the rollout aborts. After an unhealthy answer the
+  workloads are read again (CheckHealth) HEALTH_POLL_SECONDS later, backing off to
+  HEALTH_POLL_MAX_SECONDS; the re-poll is a due tick, so it is stored and never lost.
 - pause {duration}: Paused until the duration has passed since the pause began.
 - pause {}: Paused until Promote.
 - analysis: starts a run and blocks. Successful → next step; Failed/Error → abort;
@@ -62,6 +64,7 @@ from bot.rollout.model import (
     TERMINAL_PHASES,
     Abort,
     Action,
+    CheckHealth,
     CommandRejected,
     Complete,
     Event,
@@ -94,6 +97,8 @@ from bot.rollout.model import (
 )
 
 HEALTH_RECHECK_SECONDS = 60.0
+HEALTH_POLL_SECONDS = 2.0
+HEALTH_POLL_MAX_SECONDS = 10.0
 STATUS_LIMIT = 140
 _HISTORY_LIMIT = 200
 _WEIGHT_POINTS_LIMIT = 500
@@ -181,6 +186,8 @@ def next_wakeup(state: RolloutState) -> float | None:
         times.append(state.health_requested_at + HEALTH_RECHECK_SECONDS)
         if state.deadline_at is not None:
             times.append(state.deadline_at)
+        if state.health_poll_at is not None:
+            times.append(state.health_poll_at)
     step = current_step(state)
     if (
         state.pause_reason == PAUSE_STEP
@@ -303,6 +310,7 @@ class _Transition:
         self.update(
             awaiting_health=True,
             health_requested_at=self.now,
+            health_poll_at=None,
             deadline_at=None if frozen else deadline,
             deadline_remaining=float(self.state.strategy.progress_deadline_seconds)
             if frozen
@@ -313,6 +321,7 @@ class _Transition:
         self.update(
             awaiting_health=False,
             health_requested_at=None,
+            health_poll_at=None,
             deadline_at=None,
             deadline_remaining=None,
         )
@@ -622,7 +631,10 @@ def _on_tick(t: _Transition, event: Tick) -> None:
             t.now >= state.health_requested_at + HEALTH_RECHECK_SECONDS
         ):
             t.actions.append(Complete() if state.phase == "Completing" else SetWeight(state.weight))
-            t.update(health_requested_at=t.now)
+            t.update(health_requested_at=t.now, health_poll_at=None)
+        elif state.health_poll_at is not None and t.now >= state.health_poll_at:
+            t.actions.append(CheckHealth())
+            t.update(health_poll_at=None)
     t.reconcile()
 
 
@@ -651,6 +663,14 @@ def _on_measurement(t: _Transition, event: MeasurementTaken) -> None:
         return
 
 
+def _poll_backoff(state: RolloutState, now: float) -> float:
+    """Seconds until the next look at unhealthy workloads: HEALTH_POLL_SECONDS at first, then
+    half the time waited so far, at most HEALTH_POLL_MAX_SECONDS (pods usually become ready
+    within seconds; a long wait needs no tight polling)."""
+    waited = now - (state.health_requested_at if state.health_requested_at is not None else now)
+    return min(max(HEALTH_POLL_SECONDS, waited / 2), HEALTH_POLL_MAX_SECONDS)
+
+
 def _on_health(t: _Transition, event: WorkloadHealth) -> None:
     state = t.state
     if not state.awaiting_health or state.phase not in _ACTIVE | {"Completing"}:
@@ -660,6 +680,7 @@ def _on_health(t: _Transition, event: WorkloadHealth) -> None:
     if not event.ok:
         if event.message != state.health_message:
             t.update(health_message=event.message)
+        t.update(health_poll_at=t.now + _poll_backoff(state, t.now))
         return
     t.stop_health_wait()
     t.update(health_message=event.message)

@@ -132,6 +132,9 @@ class RolloutState:
     pause_started_at: float | None = None
     awaiting_health: bool = False  # SetWeight/Complete issued, WorkloadHealth not yet ok
     health_requested_at: float | None = None
+    # When to look at the workloads again after an unhealthy answer (a read, not a re-apply);
+    # part of the state so the due tick carries it and no re-poll is lost with a worker.
+    health_poll_at: float | None = None
     health_message: str = ""
     deadline_at: float | None = None  # progress deadline while awaiting health
     deadline_remaining: float | None = None  # frozen remainder while paused by a user
@@ -316,6 +319,12 @@ class Complete:
 
 
 @dataclass(frozen=True)
+class CheckHealth:
+    """Read the workloads again (nothing is applied) and report WorkloadHealth at the current
+    weight; asked while waiting for health, between the re-sends of SetWeight/Complete."""
+
+
+@dataclass(frozen=True)
 class ScheduleTick:
     at: float
     version: int
@@ -339,6 +348,7 @@ Action = (
     | UpdateComment
     | OpenRevertPR
     | Complete
+    | CheckHealth
     | ScheduleTick
     | CommandRejected
 )
@@ -387,6 +397,7 @@ _CLASSES: dict[str, type] = {
         UpdateComment,
         OpenRevertPR,
         Complete,
+        CheckHealth,
         ScheduleTick,
         CommandRejected,
     )

@@ -3,6 +3,11 @@
 Every writer (tick jobs, commands, measurements, a new merge) holds the rollout's lock while it
 loads, advances and saves, so two jobs never interleave on one rollout. The due index lets a
 worker that starts after a crash re-arm every tick that was lost with the old worker.
+
+Every save numbers the record (`seq`, increasing per app across revisions), so reports made
+after the lock is released can tell an older snapshot from a newer one and never post it last.
+The keys of an aborted template's hold (the template, the PR that aborted it, the PRs held back
+since, and the latest held-back merge ready to start) live here too.
 """
 
 from __future__ import annotations
@@ -26,10 +31,21 @@ DUE_INDEX = "coalmine:rollouts:due"
 ACTIVE_INDEX = "coalmine:rollouts:active"
 FINISHED_TTL_S = 30 * 24 * 3600
 LOCK_TTL_S = 15.0
+REPORTED_TTL_S = FINISHED_TTL_S
 
 
 def rollout_key(forge: str, repo: str, app: str) -> str:
     return f"{PREFIX}{forge}:{repo}:{app}"
+
+
+def aborted_key(key: str) -> str:
+    """The pod-template hash of the app's last aborted rollout (merges of it are held back)."""
+    return f"{key}:aborted-template"
+
+
+def report_lock_key(forge: str, repo: str, number: int) -> str:
+    """Serialises the forge reports (statuses, comment) of one PR; never the rollout lock."""
+    return f"coalmine:report:{forge}:{repo}:{number}"
 
 
 @dataclass
@@ -38,14 +54,17 @@ class RolloutRecord:
 
     state: RolloutState
     context: dict[str, Any] = field(default_factory=dict)
+    seq: int = 0  # set by RolloutStore.save: the order of saves of this app's rollouts
 
     def dumps(self) -> str:
-        return json.dumps({"state": self.state.to_dict(), "context": self.context})
+        return json.dumps({"state": self.state.to_dict(), "context": self.context,
+                           "seq": self.seq})
 
     @classmethod
     def loads(cls, raw: bytes | str) -> RolloutRecord:
         data = json.loads(raw)
-        return cls(RolloutState.from_dict(data["state"]), data.get("context", {}))
+        return cls(RolloutState.from_dict(data["state"]), data.get("context", {}),
+                   int(data.get("seq") or 0))
 
 
 class RolloutStore:
@@ -86,7 +105,9 @@ class RolloutStore:
         return RolloutRecord.loads(raw) if raw else None
 
     def save(self, key: str, record: RolloutRecord, next_tick_at: float | None) -> None:
+        """Store the record (under the rollout's lock), numbering it with the next `seq`."""
         terminal = record.state.phase in TERMINAL_PHASES
+        record.seq = int(self.redis.incr(f"{key}:seq"))
         pipe = self.redis.pipeline()
         pipe.set(key, record.dumps(), ex=FINISHED_TTL_S if terminal else None)
         if terminal:
@@ -107,3 +128,60 @@ class RolloutStore:
         """Every rollout waiting on time, with its due time (for the start-up sweep)."""
         return [(k.decode() if isinstance(k, bytes) else k, score)
                 for k, score in self.redis.zrange(DUE_INDEX, 0, -1, withscores=True)]
+
+    # -- reports made after the lock ---------------------------------------------------------
+
+    def claim_report(self, key: str, revision: str, kind: str, seq: int) -> bool:
+        """True (and remembered) when the snapshot numbered `seq` is newer than the last one
+        reported as `kind` ("status", "section") for `revision`. Call under the PR's report
+        lock: an older snapshot whose report was delayed must not overwrite a newer one."""
+        marker = f"{key}:reported:{revision}"
+        last = self.redis.hget(marker, kind)
+        if last is not None and int(last) >= seq:
+            return False
+        pipe = self.redis.pipeline()
+        pipe.hset(marker, kind, seq)
+        pipe.expire(marker, REPORTED_TTL_S)
+        pipe.execute()
+        return True
+
+    # -- the hold on an aborted template -------------------------------------------------------
+
+    def hold(self, key: str, template_hash: str, aborted_by: int | None) -> None:
+        """Remember the aborted template; merges landing it again are held back."""
+        pipe = self.redis.pipeline()
+        pipe.set(aborted_key(key), template_hash)
+        if aborted_by is not None:
+            pipe.set(f"{key}:aborted-by", aborted_by)
+        pipe.delete(f"{key}:held-prs", f"{key}:held")
+        pipe.execute()
+
+    def hold_claims(self, key: str) -> set[int]:
+        """The PRs whose /retry may clear the hold: the one that aborted, those held back."""
+        if not self.redis.exists(aborted_key(key)):
+            return set()
+        claims = {int(n) for n in self.redis.smembers(f"{key}:held-prs")}
+        aborted_by = self.redis.get(f"{key}:aborted-by")
+        if aborted_by is not None:
+            claims.add(int(aborted_by))
+        return claims
+
+    def save_held(self, key: str, record: RolloutRecord) -> None:
+        """The latest merge held back by the hold, ready to start if someone says /retry."""
+        pipe = self.redis.pipeline()
+        pipe.set(f"{key}:held", record.dumps(), ex=FINISHED_TTL_S)
+        if record.state.pr is not None:
+            pipe.sadd(f"{key}:held-prs", record.state.pr)
+        pipe.execute()
+
+    def load_held(self, key: str) -> RolloutRecord | None:
+        raw = self.redis.get(f"{key}:held")
+        return RolloutRecord.loads(raw) if raw else None
+
+    def drop_held(self, key: str) -> None:
+        """A later merge moved the workload on: the held merge must never start (that would
+        move the cluster back)."""
+        self.redis.delete(f"{key}:held")
+
+    def clear_hold(self, key: str) -> None:
+        self.redis.delete(aborted_key(key), f"{key}:aborted-by", f"{key}:held-prs", f"{key}:held")

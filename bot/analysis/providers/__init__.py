@@ -86,11 +86,21 @@ def header_list(headers: Any, field: str) -> dict[str, str]:
     return {h["key"]: str(h["value"]) for h in headers}
 
 
+# The longest a provider may wait for one answer. Measurements run outside the rollout lock,
+# yet each one still occupies a measuring thread; a template must not hold it for an hour.
+MAX_TIMEOUT_S = 30.0
+
+
 def timeout_seconds(value: Any, field: str, default: float) -> float:
+    """The template's timeout in seconds (0 or absent: `default`), at most MAX_TIMEOUT_S."""
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise ProviderError(f"{field} must be a non-negative number of seconds, got {value!r}")
+    if value > MAX_TIMEOUT_S:
+        raise ProviderError(
+            f"{field} is {value:g} s; Coalmine allows at most {MAX_TIMEOUT_S:g} s per "
+            "measurement (lower it, or measure more often with `interval`)")
     return float(value) or default
 
 
