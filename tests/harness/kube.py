@@ -558,6 +558,7 @@ class FakeKube:
         self.token = token or f"fake-{uuid.uuid4().hex}"
         self.requests: list[Request] = []
         self.writes: list[Write] = []
+        self.stored: list[Obj] = []  # every version an object was stored with, oldest first
         self._grants: dict[str, _Grant] = {}
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
@@ -698,6 +699,13 @@ class FakeKube:
         cluster-scoped objects only with `cluster_scoped`); others answer 403 Forbidden."""
         with self._lock:
             self._grants[user] = _Grant(frozenset(namespaces), cluster_scoped)
+
+    def versions(self, kind: str, namespace: str | None, name: str) -> list[Obj]:
+        """Every version the object was stored with (spec changes, not status), oldest first."""
+        with self._lock:
+            return [copy.deepcopy(obj) for obj in self.stored if obj["kind"] == kind
+                    and obj["metadata"].get("namespace") == namespace
+                    and obj["metadata"]["name"] == name]
 
     def writes_by(self, user: str | None) -> list[Write]:
         with self._lock:
@@ -871,6 +879,7 @@ class FakeKube:
         meta["resourceVersion"] = self._next_rv()
         key = self._key(rt, meta.get("namespace"), name)
         self._store[key] = new
+        self.stored.append(copy.deepcopy(new))
         if rt.kind in WORKLOAD_KINDS:
             self._note_progress(key, new)
         if rt.kind == "CustomResourceDefinition":
