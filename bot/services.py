@@ -1,21 +1,34 @@
-"""The process-wide set of adapters that jobs use, built once from the settings.
+"""The composition root: the process-wide adapters, built once from the settings.
 
 Jobs arrive as plain function calls (RQ pickles only their arguments), so each worker process
-needs one place to find its Redis, queue, forges, clusters and git mirrors.
+needs one place to find its Redis, queue, forges, clusters and git mirrors. This module builds
+them, and the ports the use cases receive (`tenants`, `deployed_markers`, `merge_locks`,
+`bot_name`): a use case declares the narrow Protocols it needs next to itself and gets these
+adapters as arguments, so it can be tested with in-memory fakes.
+
+Only the thin RQ entry points of `handlers/` (the functions enqueued by dotted path, such as
+`handlers.commands.run` and `handlers.merged.run`), the edge's start-up and the command line may
+call `current()`; a use case below an entry point receives ports instead. (handlers/rollout.py
+and handlers/outbox.py still pass `Services` around: debt of issue 9.) Nothing here imports
+`handlers`: the use cases import this module, so the ports that wrap use cases (the rollouts a
+command reaches) are assembled by the entry points from these adapters.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from redis import Redis
 
+from bot import tenancy
 from bot.config import Settings, load_settings
 from bot.queue import EmbeddedJobQueue, JobQueue, RQJobQueue
+from bot.rollout.store import RolloutStore
 
 if TYPE_CHECKING:
     from bot.cluster.client import Cluster
@@ -23,6 +36,58 @@ if TYPE_CHECKING:
     from bot.gitrepo import GitMirrors
 
 log = logging.getLogger(__name__)
+MERGE_LOCK_WAIT_S = 3600.0  # merges of one branch queue behind each other; each is bounded
+
+
+def _deployed_key(forge: str, repo_id: int, branch: str) -> str:
+    """The newest merge commit of the branch that a merge job processed, per repository id."""
+    return f"coalmine:deployed:{forge}:{repo_id}:{branch}"
+
+
+def _merge_lock_key(forge: str, repo_id: int, branch: str) -> str:
+    return f"coalmine:merge:{forge}:{repo_id}:{branch}"
+
+
+@dataclass(frozen=True)
+class Tenancy:
+    """`bot.tenancy.resolve` bound to the settings and Redis (the merge's TenantResolver)."""
+
+    settings: Settings
+    redis: Redis
+
+    def resolve(self, forge: str, repo_id: int, full_name: str) -> tenancy.Tenant | str:
+        return tenancy.resolve(self.settings, self.redis, forge, repo_id, full_name)
+
+
+@dataclass(frozen=True)
+class RedisDeployedMarkers:
+    """The merge's DeployedMarkers in Redis: "<sha>" once complete, "<sha> incomplete" when a
+    deploy of it failed (so a redelivery of the same commit may try again)."""
+
+    redis: Redis
+
+    def last(self, forge: str, repo_id: int, branch: str) -> tuple[str, bool] | None:
+        raw = self.redis.get(_deployed_key(forge, repo_id, branch))
+        if raw is None:
+            return None
+        sha, _, incomplete = (raw.decode() if isinstance(raw, bytes) else str(raw)).partition(" ")
+        return sha, not incomplete
+
+    def record(self, forge: str, repo_id: int, branch: str, sha: str, *,
+               complete: bool) -> None:
+        self.redis.set(_deployed_key(forge, repo_id, branch),
+                       sha if complete else f"{sha} incomplete")
+
+
+@dataclass(frozen=True)
+class RedisMergeLocks:
+    """The merge's BranchLock: a renewed Redis lock per repository id and deploy branch."""
+
+    redis: Redis
+
+    def locked(self, forge: str, repo_id: int, branch: str) -> AbstractContextManager[object]:
+        return RolloutStore(self.redis).locked(_merge_lock_key(forge, repo_id, branch),
+                                               MERGE_LOCK_WAIT_S)
 
 
 @dataclass
@@ -58,6 +123,24 @@ class Services:
             if view_key not in self._clusters:
                 self._clusters[view_key] = base.impersonating(impersonate)
             return self._clusters[view_key]
+
+    def bot_name(self, repo: RepoRef) -> str | None:
+        """The account Coalmine comments as on the repository's forge (looked up once if not
+        configured), so its own comments are never taken for commands."""
+        forge = self.forge(repo)
+        return getattr(forge, "bot_login" if repo.forge == "github" else "bot_username", None)
+
+    @property
+    def tenants(self) -> Tenancy:
+        return Tenancy(self.settings, self.redis)
+
+    @property
+    def deployed_markers(self) -> RedisDeployedMarkers:
+        return RedisDeployedMarkers(self.redis)
+
+    @property
+    def merge_locks(self) -> RedisMergeLocks:
+        return RedisMergeLocks(self.redis)
 
     @property
     def mirrors(self) -> GitMirrors:

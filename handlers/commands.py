@@ -9,18 +9,25 @@ The commenter's permission is checked through the forge API when the command run
 webhook arrives), because a permission can change between the two and the webhook path must stay
 fast. GitLab roles are compared exactly against the configured minimum. A denied command gets a
 reply saying why and changes nothing.
+
+`on_command` is the use case: it receives the narrow ports below as arguments (declared here, as
+a Prow plugin declares the client it needs), so tests drive it with in-memory fakes
+(tests/unit/test_usecase_commands.py). `run` is the RQ entry point, enqueued by dotted path: the
+only code here that reaches for the process's adapters (`services.current()`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import cast
+from dataclasses import dataclass
+from typing import Protocol, cast
 
 from bot import services
 from bot.commands import Command, CommandError, parse
 from bot.events import PullRequestComment
-from bot.forge.base import AccessLevels, Forge, NotFound, gitlab_role
+from bot.forge.base import AccessLevels, CommentFacts, NotFound, Permission, gitlab_role
+from bot.refs import RepoRef
 from bot.report.markdown import code, escape
 from bot.rollout import engine
 from bot.rollout import model as m
@@ -46,39 +53,118 @@ several apps):
 _RANK_GITHUB = {"none": 0, "read": 1, "write": 2, "admin": 3}
 
 
+# --------------------------------------------------------------------------- ports
+
+
+class CommandForge(Protocol):
+    """What a command needs of the forge (every `bot.forge.base.Forge` has it).
+
+    On GitLab the forge must also be an `AccessLevels`, so roles compare exactly.
+    """
+
+    def comment_facts(self, repo: RepoRef, number: int, comment_id: int) -> CommentFacts:
+        """The comment's real author, body and PR; NotFound when it is not a person's comment
+        on PR `number`."""
+
+    def permission(self, repo: RepoRef, username: str, user_id: int | None = None) -> Permission:
+        """The user's permission on the repository, normalised to four levels."""
+
+    def comment(self, repo: RepoRef, number: int, body: str) -> int:
+        """Post a reply on the PR."""
+
+    def acknowledge(self, repo: RepoRef, number: int, comment_id: int) -> None:
+        """Mark the command comment as accepted."""
+
+
+class RolloutPort(Protocol):
+    """The rollouts a command can reach: by PR, fed one engine event, described for /status."""
+
+    def rollouts_of_pr(self, repo: RepoRef, number: int) -> dict[str, str]:
+        """app name → rollout key for the rollouts PR `number` started or holds a claim on."""
+
+    def dispatch(self, key: str, event: m.Event, *, pr: int | None = None) -> object:
+        """Feed `event` to the rollout under its lock; it acts only if the rollout is still
+        `pr`'s (a newer merge may have taken it since the lookup)."""
+
+    def status_of(self, key: str) -> tuple[str, str] | None:
+        """(state, description) of the stored rollout, None when it is gone."""
+
+
+@dataclass(frozen=True)
+class CommandSettings:
+    """The settings a command reads: who the bot is and who may steer a rollout."""
+
+    bot_name: str | None  # the forge account Coalmine comments as; its comments are never run
+    github_min_permission: str = "write"
+    gitlab_min_access: int = 30  # exact GitLab access level (30 Developer … 50 Owner)
+
+
+# --------------------------------------------------------------------------- RQ entry point
+
+
 def run(event: PullRequestComment) -> None:
-    """RQ entry point."""
+    """RQ entry point: the process's adapters, as ports, to `on_command`."""
     svc = services.current()
     forge = svc.forge(event.repo)
+    settings = CommandSettings(
+        bot_name=svc.bot_name(event.repo),
+        github_min_permission=svc.settings.github_min_permission,
+        gitlab_min_access=svc.settings.gitlab_min_access,
+    )
+    on_command(event, forge=forge, rollouts=EngineRollouts(svc), settings=settings)
+
+
+@dataclass(frozen=True)
+class EngineRollouts:
+    """`RolloutPort` over the rollout use case and its store (the adapter `run` passes)."""
+
+    svc: services.Services
+
+    def rollouts_of_pr(self, repo: RepoRef, number: int) -> dict[str, str]:
+        return rollout.rollouts_of_pr(self.svc, repo, number)
+
+    def dispatch(self, key: str, event: m.Event, *, pr: int | None = None) -> object:
+        return rollout.dispatch(key, event, pr=pr)
+
+    def status_of(self, key: str) -> tuple[str, str] | None:
+        record = RolloutStore(self.svc.redis).load(key)
+        return None if record is None else engine.status(record.state)
+
+
+# --------------------------------------------------------------------------- the use case
+
+
+def on_command(event: PullRequestComment, *, forge: CommandForge, rollouts: RolloutPort,
+               settings: CommandSettings) -> None:
+    """Run the commands of the comment the forge confirms, as its real author, if permitted."""
     # Skipping on the payload's word is safe (nothing happens); acting on it is not.
-    if _is_bot(forge, event.author) or not parse(event.body):
+    if _is_bot(settings, event.author) or not parse(event.body):
         return
     trusted = verified(forge, event)
-    if trusted is None or _is_bot(forge, trusted.author):
+    if trusted is None or _is_bot(settings, trusted.author):
         return
     commands = parse(trusted.body)
     if not commands:
         _refuse(trusted, "the comment the forge holds has no command")
         return
-    event = trusted
-    allowed, why = _permitted(svc, forge, event)
+    allowed, why = _permitted(forge, trusted, settings)
     if not allowed:
-        forge.comment(event.repo, event.number,
-                      f"@{event.author} {why}; your command was not run.")
+        forge.comment(trusted.repo, trusted.number,
+                      f"@{trusted.author} {why}; your command was not run.")
         return
-    forge.acknowledge(event.repo, event.number, event.comment_id)
+    forge.acknowledge(trusted.repo, trusted.number, trusted.comment_id)
     # No lease here: unlike a merge, a command is not idempotent (/promote twice skips two
     # steps), so one lost with a killed worker is left for its author to repeat.
     for command in commands:
         if isinstance(command, CommandError):
-            forge.comment(event.repo, event.number,
-                          f"@{event.author} {code(command.line)}: {escape(command.reason)}. "
+            forge.comment(trusted.repo, trusted.number,
+                          f"@{trusted.author} {code(command.line)}: {escape(command.reason)}. "
                           "Comment `/help` for the commands.")
             continue
-        _execute(svc, forge, event, command)
+        _execute(forge, rollouts, trusted, command)
 
 
-def verified(forge: Forge, event: PullRequestComment) -> PullRequestComment | None:
+def verified(forge: CommandForge, event: PullRequestComment) -> PullRequestComment | None:
     """The event with the author and body the forge API holds for its comment; None refuses it.
 
     The comment must be on the PR the event names: a real command typed on another PR (or
@@ -101,13 +187,13 @@ def _refuse(event: PullRequestComment, why: str) -> None:
                 event.repo.full_name, event.number, event.comment_id, event.delivery or "-", why)
 
 
-def _is_bot(forge: Forge, author: str) -> bool:
-    own = getattr(forge, "bot_login", None) or getattr(forge, "bot_username", None)
+def _is_bot(settings: CommandSettings, author: str) -> bool:
+    own = settings.bot_name
     return bool(own) and author.lower() == str(own).lower()
 
 
-def _permitted(svc: services.Services, forge: Forge, event: PullRequestComment) -> tuple[bool, str]:
-    settings = svc.settings
+def _permitted(forge: CommandForge, event: PullRequestComment,
+               settings: CommandSettings) -> tuple[bool, str]:
     if event.repo.forge == "gitlab":
         return _permitted_gitlab(cast(AccessLevels, forge), event, settings.gitlab_min_access)
     level = forge.permission(event.repo, event.author, event.author_id)
@@ -124,52 +210,58 @@ def _permitted_gitlab(forge: AccessLevels, event: PullRequestComment,
                            f"project (you have {gitlab_role(level)})")
 
 
-def _execute(svc: services.Services, forge: Forge, event: PullRequestComment,
+def _execute(forge: CommandForge, rollouts: RolloutPort, event: PullRequestComment,
              command: Command) -> None:
     repo, number = event.repo, event.number
     if command.name == "help":
         forge.comment(repo, number, HELP)
         return
-    apps = rollout.rollouts_of_pr(svc, repo, number)
+    apps = rollouts.rollouts_of_pr(repo, number)
     if command.name == "status":
-        forge.comment(repo, number, _status_text(svc, apps))
+        forge.comment(repo, number, _status_text(rollouts, apps))
         return
     if not apps:
         forge.comment(repo, number, f"@{event.author} no canary rollout was started by this "
                       f"PR, so {code(str(command))} has nothing to act on.")
         return
-    app = command.app
-    if app is None:
-        if len(apps) > 1:
-            names = ", ".join(code(a) for a in sorted(apps))
-            forge.comment(repo, number, f"@{event.author} this PR rolls out several apps; name "
-                          f"one: {code('/' + command.name + ' <app>')} with one of {names}.")
-            return
-        app = next(iter(apps))
+    app = _chosen_app(forge, event, command, apps)
+    if app is not None:
+        rollouts.dispatch(apps[app], event_for(command, event.author), pr=number)
+
+
+def _chosen_app(forge: CommandForge, event: PullRequestComment, command: Command,
+                apps: dict[str, str]) -> str | None:
+    """The app the command names (or the PR's only one); None after replying why not."""
+    names = ", ".join(code(a) for a in sorted(apps))
+    if command.app is None and len(apps) > 1:
+        forge.comment(event.repo, event.number, f"@{event.author} this PR rolls out several "
+                      f"apps; name one: {code('/' + command.name + ' <app>')} with one of "
+                      f"{names}.")
+        return None
+    app = command.app or next(iter(apps))
     if app not in apps:
-        names = ", ".join(code(a) for a in sorted(apps))
-        forge.comment(repo, number, f"@{event.author} no rollout of {code(app)} on this PR; "
-                      f"valid apps: {names}.")
-        return
-    rollout.dispatch(apps[app], _event_for(command, event.author), pr=number)
+        forge.comment(event.repo, event.number, f"@{event.author} no rollout of {code(app)} on "
+                      f"this PR; valid apps: {names}.")
+        return None
+    return app
 
 
-def _event_for(command: Command, user: str) -> m.Event:
+def event_for(command: Command, user: str) -> m.Event:
+    """The engine event a rollout command stands for, attributed to `user`."""
     if command.name == "promote":
         return m.PromoteFull(user) if command.full else m.Promote(user)
     return {"abort": m.Abort(user, f"aborted by @{user}"), "retry": m.Retry(user),
             "pause": m.Pause(user), "resume": m.Resume(user)}[command.name]
 
 
-def _status_text(svc: services.Services, apps: dict[str, str]) -> str:
+def _status_text(rollouts: RolloutPort, apps: dict[str, str]) -> str:
     if not apps:
         return "No canary rollout was started by this PR."
-    store = RolloutStore(svc.redis)
     lines = ["| app | state |", "|---|---|"]
     for app, key in sorted(apps.items()):
-        record = store.load(key)
-        if record is None:
+        found = rollouts.status_of(key)
+        if found is None:
             continue
-        state, description = engine.status(record.state)
+        state, description = found
         lines.append(f"| {code(app)} | {escape(state)}: {escape(description)} |")
     return "\n".join(lines)

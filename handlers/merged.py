@@ -10,44 +10,45 @@ The job may run twice (redelivery, retry, crash): server-side apply is idempoten
 set rather than appended, and the comment is found again by its marker, so a second run only
 repeats the same writes — and a run for a commit older than the one deployed is skipped, so
 nothing ever moves the cluster back (going back is a new commit: the revert PR).
+
+`verify` and `deploy_in_order` hold the trust logic and receive the narrow ports below as
+arguments, so tests drive them with in-memory fakes (tests/unit/test_usecase_merge.py). The
+rendering and applying behind `Deployer` (`deploy`, `deploy_app`) still take `Services`: a port
+set for cluster, manifests and reports is the next step. `run` is the RQ entry point, enqueued
+by dotted path: the only code here that reaches for the process's adapters.
+
+Over 400 lines because render/apply (`deploy`, `deploy_app` and their helpers) still live here
+beside the trust logic; they are to move to their own module once they receive ports too.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 from bot import services, tenancy
 from bot.cluster.model import ObjectRef, Owner
-from bot.config import REPO_CONFIG_FILE, AppConfig, ConfigError, parse_repo_config
+from bot.config import REPO_CONFIG_FILE, AppConfig, ConfigError, Settings, parse_repo_config
 from bot.deployments import deployment_path, save_deployment
 from bot.events import MergedPullRequest
-from bot.forge.base import Forge, ForgeError, StatusState
+from bot.forge.base import Forge, ForgeError, PullRequestFacts, RepoFacts, StatusState
 from bot.gitrepo import GitError, repo_key
 from bot.leases import GivenUp, leased
 from bot.policy import Policy, scope_judge
+from bot.refs import RepoRef
 from bot.report import comment, status
 from bot.rollout import traffic
 from bot.rollout.plan import CanaryPlan, split
-from bot.rollout.store import RolloutStore, aborted_key, rollout_key
+from bot.rollout.store import aborted_key, rollout_key
 from bot.rollout.strategy import StrategyError
 from handlers import outbox, rollout
 
 log = logging.getLogger(__name__)
 REPO_SECTION = "(repository)"
-MERGE_LOCK_WAIT_S = 3600.0  # merges of one branch queue behind each other; each is bounded
-
-
-def _deployed_key(forge: str, repo_id: int, branch: str) -> str:
-    """The newest merge commit of the branch that a merge job processed, per repository id."""
-    return f"coalmine:deployed:{forge}:{repo_id}:{branch}"
-
-
-def _merge_lock_key(forge: str, repo_id: int, branch: str) -> str:
-    return f"coalmine:merge:{forge}:{repo_id}:{branch}"
 
 
 @dataclass
@@ -61,42 +62,133 @@ class AppOutcome:
     notes: list[str] = field(default_factory=list)
 
 
+# --------------------------------------------------------------------------- ports
+
+
+class MergeFacts(Protocol):
+    """What the merge asks the forge: the facts it trusts, and where to fetch from."""
+
+    def repository_facts(self, repo: RepoRef) -> RepoFacts:
+        """The repository's id, current name and default branch; ForgeError when unknown."""
+
+    def pull_request_facts(self, repo: RepoRef, number: int) -> PullRequestFacts:
+        """Whether the PR is merged, by which commit, into which branch."""
+
+    def authenticated_clone_url(self, repo: RepoRef) -> str:
+        """Clone URL carrying the bot's credentials. Never log it."""
+
+
+class TenantResolver(Protocol):
+    """Which served repository (and policy) a forge-confirmed repository id is (bot.tenancy)."""
+
+    def resolve(self, forge: str, repo_id: int, full_name: str) -> tenancy.Tenant | str:
+        """The tenant, or why the repository is refused."""
+
+
+class Ancestry(Protocol):
+    """What the git mirrors tell about commits: on the branch? older? the config at a commit?"""
+
+    def branch_contains(self, repo_key: str, clone_url: str, branch: str, sha: str) -> bool:
+        """Whether `sha` is reachable from the remote `branch`, freshly fetched."""
+
+    def is_ancestor(self, repo_key: str, clone_url: str, ancestor: str, descendant: str) -> bool:
+        """Whether `ancestor` is `descendant` or one of its ancestors."""
+
+    def file_at(self, repo_key: str, clone_url: str, sha: str, path: str) -> str | None:
+        """The text of `path` at `sha`; None when it is not a file there."""
+
+
+class DeployedMarkers(Protocol):
+    """The newest merge commit of a deploy branch that a merge job processed, per repository
+    id; read and written only under that branch's `BranchLock`."""
+
+    def last(self, forge: str, repo_id: int, branch: str) -> tuple[str, bool] | None:
+        """(sha, complete) of the newest processed commit, None before the first."""
+
+    def record(self, forge: str, repo_id: int, branch: str, sha: str, *,
+               complete: bool) -> None:
+        """Remember `sha` as the newest processed commit; `complete` False lets a redelivery
+        of that same commit try again."""
+
+
+class BranchLock(Protocol):
+    """Serialises the merges of one repository's deploy branch across all workers."""
+
+    def locked(self, forge: str, repo_id: int, branch: str) -> AbstractContextManager[object]:
+        """Held while the block runs; waits for another holder."""
+
+
+class Deployer(Protocol):
+    """The rest of the merge: render and apply each app, and report outcomes on the PR."""
+
+    def deploy(self, event: MergedPullRequest, tenant: tenancy.Tenant) -> bool:
+        """Deploy every app of the merge commit; True when each one applied (or began its
+        canary)."""
+
+    def report(self, event: MergedPullRequest, app: str, outcome: AppOutcome) -> None:
+        """Record the outcome, set the app's commit status and refresh the PR's comment."""
+
+
+class Verified(NamedTuple):
+    """A merge as the forge API confirms it, the tenant it deploys as, and its deploy branch."""
+
+    event: MergedPullRequest
+    tenant: tenancy.Tenant
+    branch: str
+
+
+# --------------------------------------------------------------------------- RQ entry point
+
+
 def run(event: MergedPullRequest) -> None:
-    """RQ entry point."""
+    """RQ entry point: the process's adapters, as ports, to `verify` and `deploy_in_order`."""
     svc = services.current()
     forge = svc.forge(event.repo)
+    deployer = AdapterDeployer(svc, forge)
     verified = None
     try:
         with leased(svc.redis, run, event):
-            verified = verify(svc, forge, event)
+            verified = verify(event, forge=forge, tenants=svc.tenants)
             if verified is None:
                 return
-            trusted, tenant, branch = verified
-            with RolloutStore(svc.redis).locked(
-                    _merge_lock_key(trusted.repo.forge, tenant.repo_id, branch),
-                    MERGE_LOCK_WAIT_S):
-                deploy_in_order(svc, forge, trusted, tenant, branch)
+            deploy_in_order(verified, forge=forge, mirrors=svc.mirrors,
+                            markers=svc.deployed_markers, lock=svc.merge_locks,
+                            deployer=deployer, settings=svc.settings)
     except GivenUp as exc:
-        _report_given_up(svc, forge, event, exc)
+        _report_given_up(event, exc, forge=forge, tenants=svc.tenants, deployer=deployer)
     except Exception as exc:
         log.exception("deploy of %s@%s failed (delivery %s)", event.repo.full_name,
                       event.merge_sha[:7], event.delivery or "-")
         if verified is not None:  # only a PR the forge confirmed hears from Coalmine
             # Report on the PR, not only in a log; the message is redacted of every secret.
             reason = services.redactor().redact(f"{type(exc).__name__}: {exc}")
-            _report(svc, verified[0], REPO_SECTION, AppOutcome(
+            deployer.report(verified.event, REPO_SECTION, AppOutcome(
                 "error", "Coalmine failed before finishing", error=reason,
                 error_title="Internal error"))
         raise
 
 
-def _report_given_up(svc: services.Services, forge: Forge, event: MergedPullRequest,
-                     given_up: GivenUp) -> None:
+@dataclass(frozen=True)
+class AdapterDeployer:
+    """`Deployer` over the real adapters: render, apply, canary, statuses and comment."""
+
+    svc: services.Services
+    forge: Forge
+
+    def deploy(self, event: MergedPullRequest, tenant: tenancy.Tenant) -> bool:
+        return deploy(self.svc, self.forge, event, tenant)
+
+    def report(self, event: MergedPullRequest, app: str, outcome: AppOutcome) -> None:
+        _report(self.svc, event, app, outcome)
+
+
+def _report_given_up(event: MergedPullRequest, given_up: GivenUp, *, forge: MergeFacts,
+                     tenants: TenantResolver, deployer: Deployer) -> None:
     """Tell the PR (once the forge confirms it) that its merge was given up, and why."""
-    verified = verify(svc, forge, event)
+    verified = verify(event, forge=forge, tenants=tenants)
     if verified is None:
         return
-    _report(svc, verified[0], REPO_SECTION, AppOutcome(
+    deployer.report(verified.event, REPO_SECTION, AppOutcome(
         "failure", f"merge given up after {given_up.attempts} attempts: the worker died while "
                    "deploying", error=(
             f"Coalmine started deploying {event.merge_sha[:7]} {given_up.attempts} times and "
@@ -105,8 +197,11 @@ def _report_given_up(svc: services.Services, forge: Forge, event: MergedPullRequ
         error_title="Merge given up"))
 
 
-def verify(svc: services.Services, forge: Forge, event: MergedPullRequest
-           ) -> tuple[MergedPullRequest, tenancy.Tenant, str] | None:
+# --------------------------------------------------------------------------- the use case
+
+
+def verify(event: MergedPullRequest, *, forge: MergeFacts,
+           tenants: TenantResolver) -> Verified | None:
     """The event as the forge API confirms it, its tenant and deploy branch; None refuses it.
 
     Nothing in a signed payload is taken as true: one webhook secret is shared by every hook a
@@ -120,8 +215,7 @@ def verify(svc: services.Services, forge: Forge, event: MergedPullRequest
         facts = forge.repository_facts(event.repo)
     except ForgeError as exc:
         return refuse(f"the forge does not confirm the repository: {exc}")
-    tenant = tenancy.resolve(svc.settings, svc.redis, event.repo.forge, facts.id,
-                             facts.full_name)
+    tenant = tenants.resolve(event.repo.forge, facts.id, facts.full_name)
     if isinstance(tenant, str):
         return refuse(tenant)
     repo = dataclasses.replace(event.repo, full_name=facts.full_name, repo_id=facts.id,
@@ -138,61 +232,67 @@ def verify(svc: services.Services, forge: Forge, event: MergedPullRequest
         return refuse(f"the PR was merged into {pull.base!r}, not the deploy branch {branch!r}")
     trusted = dataclasses.replace(event, repo=repo, base_branch=pull.base, title=pull.title,
                                   url=pull.url or event.url, head_branch=pull.head)
-    return trusted, tenant, branch
+    return Verified(trusted, tenant, branch)
 
 
-def deploy_in_order(svc: services.Services, forge: Forge, event: MergedPullRequest,
-                    tenant: tenancy.Tenant, branch: str) -> None:
+def deploy_in_order(verified: Verified, *, forge: MergeFacts, mirrors: Ancestry,
+                    markers: DeployedMarkers, lock: BranchLock, deployer: Deployer,
+                    settings: Settings) -> None:
     """Deploy unless the commit is off the branch or not newer than what is deployed.
 
-    The caller holds the branch's merge lock, so this read-check-deploy-write is atomic across
-    workers: racing workers, redeliveries, replays and lease re-runs all land here in turn.
+    The branch's merge lock is held throughout, so this read-check-deploy-write is atomic
+    across workers: racing workers, redeliveries, replays and lease re-runs all land here in
+    turn.
     """
-    if not svc.settings.clone_host_allowed(event.repo.forge, event.repo.clone_url):
-        _report(svc, event, REPO_SECTION, AppOutcome(
-            "failure", "clone URL is not on the forge's host; nothing fetched",
-            error=f"the webhook named the clone URL host of {event.repo.clone_url!r}, which is "
-                  "not the configured forge's host (allow more hosts with COALMINE_GIT_HOSTS)",
-            error_title="Refused clone URL"))
-        return
-    key, clone_url = repo_key(event.repo), forge.authenticated_clone_url(event.repo)
-    sha = event.merge_sha
-    if not svc.mirrors.branch_contains(key, clone_url, branch, sha):
-        log.warning("merge of %s #%s refused (delivery %s): %s is not on %s",
-                    event.repo.full_name, event.number, event.delivery or "-", sha[:12], branch)
-        return
-    marker = _deployed_key(event.repo.forge, tenant.repo_id, branch)
-    raw = svc.redis.get(marker)
-    deployed, _, incomplete = (raw.decode() if isinstance(raw, bytes) else raw or "").partition(" ")
-    if deployed == sha and not incomplete:
-        log.info("%s@%s is already deployed; delivery %s changes nothing",
-                 event.repo.full_name, sha[:7], event.delivery or "-")
-        return
-    if deployed and deployed != sha and svc.mirrors.is_ancestor(key, clone_url, sha, deployed):
-        _report_superseded(svc, event, key, clone_url, deployed)
-        return
-    complete = deploy(svc, forge, event, tenant)
-    # A commit that failed to deploy stays the newest attempted (nothing older may follow it),
-    # but a redelivery of that same commit may try again.
-    svc.redis.set(marker, sha if complete else f"{sha} incomplete")
+    event, tenant, branch = verified
+    with lock.locked(event.repo.forge, tenant.repo_id, branch):
+        if not settings.clone_host_allowed(event.repo.forge, event.repo.clone_url):
+            deployer.report(event, REPO_SECTION, AppOutcome(
+                "failure", "clone URL is not on the forge's host; nothing fetched",
+                error=f"the webhook named the clone URL host of {event.repo.clone_url!r}, "
+                      "which is not the configured forge's host (allow more hosts with "
+                      "COALMINE_GIT_HOSTS)", error_title="Refused clone URL"))
+            return
+        key, clone_url = repo_key(event.repo), forge.authenticated_clone_url(event.repo)
+        sha = event.merge_sha
+        if not mirrors.branch_contains(key, clone_url, branch, sha):
+            log.warning("merge of %s #%s refused (delivery %s): %s is not on %s",
+                        event.repo.full_name, event.number, event.delivery or "-", sha[:12],
+                        branch)
+            return
+        last = markers.last(event.repo.forge, tenant.repo_id, branch)
+        deployed, complete = last if last is not None else ("", False)
+        if deployed == sha and complete:
+            log.info("%s@%s is already deployed; delivery %s changes nothing",
+                     event.repo.full_name, sha[:7], event.delivery or "-")
+            return
+        if deployed and deployed != sha and mirrors.is_ancestor(key, clone_url, sha, deployed):
+            _report_superseded(event, deployed, mirrors=mirrors, clone_url=clone_url,
+                               deployer=deployer, settings=settings)
+            return
+        done = deployer.deploy(event, tenant)
+        # A commit that failed to deploy stays the newest attempted (nothing older may follow
+        # it), but a redelivery of that same commit may try again.
+        markers.record(event.repo.forge, tenant.repo_id, branch, sha, complete=done)
 
 
-def _report_superseded(svc: services.Services, event: MergedPullRequest, key: str,
-                       clone_url: str, deployed: str) -> None:
+def _report_superseded(event: MergedPullRequest, deployed: str, *, mirrors: Ancestry,
+                       clone_url: str, deployer: Deployer, settings: Settings) -> None:
     """Say on the PR that a newer commit already runs, per app when the config can be read."""
     why = f"superseded: newer commit {deployed[:7]} of the deploy branch is already deployed"
     log.info("%s@%s skipped (delivery %s): %s", event.repo.full_name, event.merge_sha[:7],
              event.delivery or "-", why)
     apps = [REPO_SECTION]
     try:
-        text = svc.mirrors.file_at(key, clone_url, event.merge_sha, REPO_CONFIG_FILE)
+        text = mirrors.file_at(repo_key(event.repo), clone_url, event.merge_sha,
+                               REPO_CONFIG_FILE)
         if text is not None:
-            apps = [app.name for app in parse_repo_config(text, svc.settings).apps]
+            apps = [app.name for app in parse_repo_config(text, settings).apps]
     except (ConfigError, GitError):
         pass
     for app in apps:
-        _report(svc, event, app, AppOutcome("success", f"not applied: {why}",
-                                            notes=[f"nothing was applied: {why}"]))
+        deployer.report(event, app, AppOutcome("success", f"not applied: {why}",
+                                               notes=[f"nothing was applied: {why}"]))
 
 
 def deploy(svc: services.Services, forge: Forge, event: MergedPullRequest,

@@ -1,0 +1,26 @@
+"""In-memory recording fakes of the ports use cases receive, for use-case tests.
+
+Each fake answers reads from plain dicts the test fills and records every write, so a test
+states the world, runs one use case and compares what was recorded (as bedevere's FakeGH and
+Prow's fake clients do). The HTTP fakes in tests/harness serve adapter and end-to-end tests.
+"""
+
+from tests.fakes.forge import FakeForge
+from tests.fakes.ports import (
+    FakeDeployer,
+    FakeLock,
+    FakeMarkers,
+    FakeMirrors,
+    FakeRollouts,
+    FakeTenants,
+)
+
+__all__ = [
+    "FakeDeployer",
+    "FakeForge",
+    "FakeLock",
+    "FakeMarkers",
+    "FakeMirrors",
+    "FakeRollouts",
+    "FakeTenants",
+]
