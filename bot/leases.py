@@ -81,9 +81,21 @@ def leased(redis: Redis, func: Callable[..., Any], *args: Any,
     try:
         with renewing(renew, LEASE_TTL_S / 3, "job-lease"):
             yield
-    finally:  # the job ended (well or not) with its worker alive: its count starts over
-        redis.hdel(LEASES, lease_id)
-        redis.delete(_alive_key(lease_id), attempts)
+    except RedisError:
+        # Redis failed under the job (a restart, a failover): the lease is left to lapse, so a
+        # worker runs the job again once Redis answers; the attempt cap still bounds it.
+        log.warning("%s stopped on a Redis error; it runs again when its lease lapses", name)
+        raise
+    except BaseException:
+        _release(redis, lease_id, attempts)
+        raise
+    _release(redis, lease_id, attempts)
+
+
+def _release(redis: Redis, lease_id: str, attempts: str) -> None:
+    """The job ended (well or not) with its worker alive: no re-run, its count starts over."""
+    redis.hdel(LEASES, lease_id)
+    redis.delete(_alive_key(lease_id), attempts)
 
 
 def requeue_lapsed(redis: Redis, enqueue: Callable[..., Any]) -> int:

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
+from redis.exceptions import RedisError
+
 from bot import services, tenancy
 from bot.cluster.model import ObjectRef, Owner
 from bot.config import REPO_CONFIG_FILE, AppConfig, ConfigError, Settings, parse_repo_config
@@ -156,6 +158,11 @@ def run(event: MergedPullRequest) -> None:
                             deployer=deployer, settings=svc.settings)
     except GivenUp as exc:
         _report_given_up(event, exc, forge=forge, tenants=svc.tenants, deployer=deployer)
+    except RedisError:
+        log.warning("deploy of %s@%s interrupted by a Redis error; its lease re-runs it "
+                    "(delivery %s)", event.repo.full_name, event.merge_sha[:7],
+                    event.delivery or "-")
+        raise
     except Exception as exc:
         log.exception("deploy of %s@%s failed (delivery %s)", event.repo.full_name,
                       event.merge_sha[:7], event.delivery or "-")

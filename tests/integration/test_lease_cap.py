@@ -12,6 +12,7 @@ import sys
 
 import pytest
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from bot.leases import LEASES, MAX_ATTEMPTS, GivenUp, leased, requeue_lapsed
 from tests.harness.bot import REPO_ROOT
@@ -83,3 +84,21 @@ def test_lapsed_leases_are_re_enqueued_with_their_arguments(redis_url: str, redi
     enqueued: list[tuple] = []
     assert requeue_lapsed(redis_client, lambda func, *args: enqueued.append((func, args))) == 1
     assert enqueued == [(poison, ("push-5",))]
+
+
+def test_a_redis_error_under_the_job_leaves_the_lease_to_be_re_run(redis_client: Redis):
+    """A Redis restart in the middle of a merge must not lose the merge: the lease lapses."""
+    with pytest.raises(RedisConnectionError), leased(redis_client, poison, "redis-blip"):
+        raise RedisConnectionError("connection lost")
+    assert redis_client.hlen(LEASES) == 1
+    for key in redis_client.scan_iter("coalmine:lease-alive:*"):  # as if its TTL had passed
+        redis_client.delete(key)
+    again: list[tuple] = []
+    assert requeue_lapsed(redis_client, lambda func, *args: again.append((func, args))) == 1
+    assert again == [(poison, ("redis-blip",))]
+
+
+def test_any_other_error_ends_the_lease(redis_client: Redis):
+    with pytest.raises(ValueError), leased(redis_client, poison, "bad-input"):
+        raise ValueError("the job failed on its own")
+    assert redis_client.hlen(LEASES) == 0
