@@ -117,7 +117,8 @@ def test_abort_takes_effect_while_a_metric_hangs(github_world, fake_kube, silent
     # The metric would hang for HANG_S s: the abort must not wait for it.
     wait_until(lambda: image_of(fake_kube, "web-canary") is None, 5, 0.05,
                "the canary still runs 5 s after /abort")
-    status = w.latest_statuses(world, sha)["coalmine/web"]
+    # The status is posted after the rollout's lock is released, so it may follow a moment later.
+    status = w.final_status(world, sha, timeout=30)
     assert status["state"] == "failure" and "alice" in status["description"]
     assert image_of(fake_kube, "web") == "registry.example/web:1.0"
 
