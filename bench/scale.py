@@ -215,6 +215,25 @@ def print_profile(path: Path, top: int = 30) -> None:
             print("   " + line)
 
 
+# What the worker asks of GitHub while reporting, by kind: the calls a tick's report may make.
+_REPORT_CALLS = {
+    "status POST": ("POST", r"/repos/[^/]+/[^/]+/statuses/\w+"),
+    "comment list": ("GET", r"/repos/[^/]+/[^/]+/issues/\d+/comments"),
+    "comment edit": ("PATCH", r"/repos/[^/]+/[^/]+/issues/comments/\d+"),
+    "comment create": ("POST", r"/repos/[^/]+/[^/]+/issues/\d+/comments"),
+}
+
+
+def report_calls(github) -> dict[str, int]:
+    """How many reporting calls of each kind FakeGitHub received over the run.
+
+    Counted at the fake, so the figures are exact whatever the machine's load: they show what
+    a tick costs in forge calls (and rate limit) apart from CPU.
+    """
+    return {kind: len(github.calls_to(method, path))
+            for kind, (method, path) in _REPORT_CALLS.items()}
+
+
 def memory_per_rollout(redis, count: int) -> tuple[float, dict[str, float]]:
     """(bytes of every coalmine:* key ÷ count, bytes per key family ÷ count)."""
     families: dict[str, int] = defaultdict(int)
@@ -300,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
                 (due, _epoch(job.started_at) - due, _epoch(job.ended_at) - due))
         jobs_run = sum(1 for job in finished if job is not None) + failed
         stop_worker(worker)
+        calls = report_calls(bw.world.github)
     print(f"   started {args.rollouts} rollouts in {took:.1f} s (in this process, beside the "
           f"worker); final phases {dict(phases)}; failed jobs {failed}; unmatched {unmatched}")
     rows = [["scheduled job", "count", "start lag p50", "start lag p99", "handled lag p50",
@@ -327,6 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     p99 = percentile(ticks + waiting, 99)
     print(f"   tick lag p99 (handled, plus overdue backlog): {p99:.2f} s; "
           f"target ≤ {TARGET_P99_S:g} s: {verdict(p99 <= TARGET_P99_S)}")
+    ticks_run = len(lags.get("handlers.rollout.tick", []))
+    print("   GitHub reporting calls: " + ", ".join(f"{n} {k}" for k, n in calls.items())
+          + f" = {sum(calls.values()) / max(1, ticks_run):.2f} per tick ({ticks_run} ticks)")
     worker_cpu, bench_cpu, redis_cpu = (b - a for a, b in zip(cpu_at_start, cpu_at_end))
     wall = stopped - creation_s
     per_job = worker_cpu / max(1, jobs_run)

@@ -4,6 +4,13 @@ Every status Coalmine wants is first recorded as the desired state of its (commi
 comment is always re-rendered from the stored sections. When the forge refuses (after the
 adapter's own retries), a flush job is scheduled with growing delays that posts whatever is
 desired by then, so a late retry never overwrites a newer status with an older one.
+
+The same status is often reported again (re-reports of a rollout, flushes after an outage), so
+the last status posted per (commit, context) is remembered and an equal one is not posted
+again: each post costs rate limit, and GitHub keeps at most 1000 statuses per commit and
+context. Posts of one commit are
+made under a short lock that re-reads the desired state, so what is remembered as posted is what
+the forge shows, even when a flush and a new status race.
 """
 
 from __future__ import annotations
@@ -14,8 +21,10 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from redis.exceptions import LockError, LockNotOwnedError
+
 from bot import services
-from bot.forge.base import ForgeError, RepoRef, StatusState
+from bot.forge.base import Forge, ForgeError, RepoRef, StatusState
 from bot.report import comment
 
 log = logging.getLogger(__name__)
@@ -24,21 +33,101 @@ FIRST_DELAY_S = 5.0
 MAX_DELAY_S = 1800.0
 TTL_S = 7 * 24 * 3600
 COMMENT_EVERY_S = 5.0
+POSTED_TTL_S = 24 * 3600  # a status changed behind Coalmine's back is put right within a day
+STATUS_LOCK_S = 60
+STATUS_LOCK_WAIT_S = 30
+STATUS_ROUNDS = 3  # re-reads of the desired state per post; each new round means it changed
 
 
 def _desired_key(repo: RepoRef, sha: str) -> str:
     return f"coalmine:desired-status:{repo.forge}:{repo.full_name}:{sha}"
 
 
+def _posted_key(repo: RepoRef, sha: str) -> str:
+    """Context → [state, description, target URL] last accepted by the forge."""
+    return f"coalmine:posted-status:{repo.forge}:{repo.full_name}:{sha}"
+
+
+def _status_lock_key(repo: RepoRef, sha: str) -> str:
+    return f"coalmine:status-lock:{repo.forge}:{repo.full_name}:{sha}"
+
+
 def post_status(svc: services.Services, repo: RepoRef, number: int, sha: str, context: str,
                 state: StatusState, description: str, target_url: str | None) -> None:
+    """Make `context` on `sha` show this status; no call when the forge shows it already."""
+    wanted = json.dumps([state, description, target_url])
     key = _desired_key(repo, sha)
-    svc.redis.hset(key, context, json.dumps([state, description, target_url]))
-    svc.redis.expire(key, TTL_S)
+    pipe = svc.redis.pipeline(transaction=False)
+    pipe.hset(key, context, wanted)
+    pipe.expire(key, TTL_S)
+    pipe.hget(_posted_key(repo, sha), context)
+    posted = pipe.execute()[2]
+    if posted is not None and _text(posted) == wanted:
+        return
     try:
-        svc.forge(repo).set_status(repo, sha, context, state, description, target_url)
-    except ForgeError as exc:
+        _post_desired(svc, svc.forge(repo), repo, sha, [context])
+    except (ForgeError, LockError) as exc:
         _later(svc, repo, number, sha, str(exc))
+
+
+def _post_desired(svc: services.Services, forge: Forge, repo: RepoRef, sha: str,
+                  contexts: list[str] | None = None) -> None:
+    """Post the desired status of each of `contexts` (all when None) that differs from the one
+    last posted, and remember it as posted.
+
+    Under the commit's status lock, reading the desired state afresh: a post never sends an
+    older state than the newest desired one, and two posts of one commit never cross on the
+    wire, which would leave the forge showing one status and the record claiming the other.
+    The desired state is read again after posting: a caller that set it meanwhile may have
+    seen the old "posted" record and left the post to this holder.
+    """
+    lock = svc.redis.lock(_status_lock_key(repo, sha), timeout=STATUS_LOCK_S,
+                          blocking_timeout=STATUS_LOCK_WAIT_S)
+    if not lock.acquire():
+        raise LockError(f"the statuses of {sha[:12]} stayed locked")
+    sent: set[str] = set()
+    try:
+        for _ in range(STATUS_ROUNDS):
+            pending = _pending(svc, repo, sha, contexts)
+            if not pending:
+                break
+            for context, wanted in pending.items():
+                state, description, url = json.loads(wanted)
+                forge.set_status(repo, sha, context, state, description, url)
+                _remember_posted(svc, repo, sha, context, wanted)
+                sent.add(context)
+    finally:
+        try:
+            lock.release()
+        except LockNotOwnedError:
+            # It expired during a slow post: another post may have crossed this one, so what
+            # the forge shows is unknown; forgetting makes the next report post again.
+            if sent:
+                svc.redis.hdel(_posted_key(repo, sha), *sent)
+
+
+def _pending(svc: services.Services, repo: RepoRef, sha: str,
+             contexts: list[str] | None) -> dict[str, str]:
+    """Context → desired status (JSON) for those of `contexts` not posted as desired."""
+    pipe = svc.redis.pipeline(transaction=False)
+    pipe.hgetall(_desired_key(repo, sha))
+    pipe.hgetall(_posted_key(repo, sha))
+    desired, posted = ({_text(k): _text(v) for k, v in raw.items()} for raw in pipe.execute())
+    chosen = desired if contexts is None else contexts
+    return {c: desired[c] for c in chosen if c in desired and posted.get(c) != desired[c]}
+
+
+def _remember_posted(svc: services.Services, repo: RepoRef, sha: str, context: str,
+                     wanted: str) -> None:
+    key = _posted_key(repo, sha)
+    pipe = svc.redis.pipeline(transaction=False)
+    pipe.hset(key, context, wanted)
+    pipe.expire(key, POSTED_TTL_S)
+    pipe.execute()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def post_comment(svc: services.Services, repo: RepoRef, number: int, sha: str,
@@ -59,7 +148,7 @@ def post_comment(svc: services.Services, repo: RepoRef, number: int, sha: str,
     svc.redis.set(last_key, now, ex=int(COMMENT_EVERY_S) + 60)
     try:
         comment.publish(svc.redis, svc.forge(repo), repo, number)
-    except ForgeError as exc:
+    except (ForgeError, LockError) as exc:
         _later(svc, repo, number, sha, str(exc))
 
 
@@ -86,10 +175,7 @@ def flush(repo_data: dict[str, Any], number: int, sha: str, attempt: int) -> Non
     repo = RepoRef(**repo_data)
     forge = svc.forge(repo)
     try:
-        for context, raw in svc.redis.hgetall(_desired_key(repo, sha)).items():
-            state, description, url = json.loads(raw)
-            name = context.decode() if isinstance(context, bytes) else context
-            forge.set_status(repo, sha, name, state, description, url)
+        _post_desired(svc, forge, repo, sha)
         comment.publish(svc.redis, forge, repo, number)
-    except ForgeError as exc:
+    except (ForgeError, LockError) as exc:
         _later(svc, repo, number, sha, str(exc), attempt)

@@ -114,12 +114,21 @@ class Forge(Protocol):
     ) -> None:
         """Set (not append) the commit status `context` on `sha`; description is cut to 140."""
 
-    def upsert_comment(self, repo: RepoRef, number: int, marker: str, body: str) -> int:
+    def upsert_comment(
+        self, repo: RepoRef, number: int, marker: str, body: str, known_id: int | None = None
+    ) -> int:
         """Edit the bot's own PR comment holding the hidden `marker`, or create it; returns its id.
 
         `body` must already contain `marker`; adapters truncate over-long bodies keeping the tail
         (see `truncate_keeping_tail`). Comments by anyone else are never matched, even when they
         quote the marker.
+
+        `known_id` saves listing the PR's comments: it is edited directly, in one call. Pass only
+        an id this method returned for the same `repo`, `number` and `marker` (never one from a
+        webhook payload, which could name anyone's comment). When that edit answers 404 (the
+        comment was deleted), or the answer shows a comment that is not the bot's on `number`,
+        the comment is found by its marker or created, as without `known_id`, and the id
+        returned may differ.
         """
 
     def comment(self, repo: RepoRef, number: int, body: str) -> int:

@@ -155,11 +155,17 @@ class GitHubForge:
             lambda gh: gh.post(url, {**_parts(repo), "sha": sha}, data=data),
         )
 
-    def upsert_comment(self, repo: RepoRef, number: int, marker: str, body: str) -> int:
+    def upsert_comment(
+        self, repo: RepoRef, number: int, marker: str, body: str, known_id: int | None = None
+    ) -> int:
         body = truncate_keeping_tail(body, COMMENT_BODY_MAX, marker)
         author = self.bot_login
 
         async def upsert(gh: gidgethub.abc.GitHubAPI) -> int:
+            if known_id is not None and await _edit_own_comment(
+                gh, repo, number, known_id, body, author
+            ):
+                return known_id
             url = "/repos/{owner}/{repo}/issues/{number}/comments{?per_page}"
             url_vars = {**_parts(repo), "number": number, "per_page": 100}
             async for existing in gh.getiter(url, url_vars):
@@ -371,6 +377,31 @@ class GitHubForge:
         for secret in self.secrets():
             message = message.replace(secret, "***")
         return message
+
+
+async def _edit_own_comment(
+    gh: gidgethub.abc.GitHubAPI, repo: RepoRef, number: int, comment_id: int, body: str,
+    author: str,
+) -> bool:
+    """Edit comment `comment_id` in one call; False when it is gone (404) or is not `author`'s
+    comment on `number`, so the caller looks it up by marker instead.
+
+    The id comes from an earlier upsert, so the second case means a stale record (say, the
+    bot's account changed): it is reported as gone, and never edited again once forgotten.
+    """
+    try:
+        edited = await gh.patch(
+            "/repos/{owner}/{repo}/issues/comments/{id}",
+            {**_parts(repo), "id": comment_id},
+            data={"body": body},
+        )
+    except gidgethub.BadRequest as exc:
+        if exc.status_code == 404:  # deleted by someone: find it by marker, or create it
+            return False
+        raise
+    login = str((edited.get("user") or {}).get("login") or "")
+    on_number = _issue_number(edited.get("issue_url") or "") == number
+    return on_number and login.casefold() == author.casefold()
 
 
 async def _find_pull(

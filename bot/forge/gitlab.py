@@ -87,12 +87,16 @@ class GitLabForge:
 
         self._guard(f"setting status {context!r} on {sha[:12]} in {repo.full_name}", post)
 
-    def upsert_comment(self, repo: RepoRef, number: int, marker: str, body: str) -> int:
+    def upsert_comment(
+        self, repo: RepoRef, number: int, marker: str, body: str, known_id: int | None = None
+    ) -> int:
         body = truncate_keeping_tail(body, NOTE_BODY_MAX, marker)
         author = self.bot_username
 
         def upsert() -> int:
             mr = self._project(repo).mergerequests.get(number, lazy=True)
+            if known_id is not None and _edit_own_note(mr, number, known_id, body, author):
+                return known_id
             notes = mr.notes.list(get_all=True, sort="asc", order_by="created_at")
             for note in notes:
                 if marker in note.body and note.author["username"] == author:
@@ -268,6 +272,23 @@ class GitLabForge:
 
     def _scrub(self, message: str) -> str:
         return message.replace(self._token, "***")
+
+
+def _edit_own_note(mr: Any, number: int, note_id: int, body: str, author: str) -> bool:
+    """Edit note `note_id` of `mr` in one call; False when it is gone (404) or is not
+    `author`'s note on !`number`, so the caller looks it up by marker instead.
+
+    The URL names the MR, so GitLab answers 404 for a note of another MR; the author check
+    catches a stale record (say, the bot's account changed), which is then forgotten.
+    """
+    try:
+        edited = mr.notes.update(note_id, {"body": body})
+    except gitlab.exceptions.GitlabUpdateError as exc:
+        if exc.response_code == 404:  # deleted by someone: find it by marker, or create it
+            return False
+        raise
+    username = str((edited.get("author") or {}).get("username") or "")
+    return edited.get("noteable_iid") == number and username.casefold() == author.casefold()
 
 
 def _permission_for(access_level: int) -> Permission:

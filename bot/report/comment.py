@@ -3,26 +3,45 @@
 Several jobs (one per app, rollout ticks, commands) contribute to the same comment, so each
 writes only its app's section and the comment is re-rendered from all sections under a per-PR
 lock; the hidden marker lets any job find and edit the comment instead of adding another.
+
+A rollout re-renders the comment on nearly every tick, so what was last posted is remembered
+per (repo, PR, marker): the comment's id, to edit it in one call instead of listing the PR's
+comments first, and a hash of the body, to make no call at all when nothing visible changed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import LockError, LockNotOwnedError
+from redis.lock import Lock
 
-from bot.forge.base import Forge, RepoRef
+from bot.forge.base import Forge, ForgeError, RepoRef
 from bot.report.markdown import code, escape
 from bot.report.rollout import render_section
 
+log = logging.getLogger(__name__)
 MARKER = "<!-- coalmine:pr-comment -->"
 SECTION_TTL_S = 90 * 24 * 3600
+LOCK_TIMEOUT_S = 30
 _ICON = {"success": "✅", "failure": "❌", "error": "❌", "pending": "⏳"}
 
 
 def _key(repo: RepoRef, number: int) -> str:
     return f"coalmine:pr:{repo.forge}:{repo.full_name}:{number}:sections"
+
+
+def _posted_key(repo: RepoRef, number: int) -> str:
+    """Hash of marker → {"id": comment id, "sha256": of the body last posted}."""
+    return f"coalmine:pr:{repo.forge}:{repo.full_name}:{number}:posted"
+
+
+def _lock_key(repo: RepoRef, number: int) -> str:
+    return f"coalmine:pr-lock:{repo.forge}:{repo.full_name}:{number}"
 
 
 def save_section(redis: Redis, repo: RepoRef, number: int, app: str, section: dict) -> None:
@@ -32,17 +51,72 @@ def save_section(redis: Redis, repo: RepoRef, number: int, app: str, section: di
 
 
 def load_sections(redis: Redis, repo: RepoRef, number: int) -> dict[str, dict]:
-    raw = redis.hgetall(_key(repo, number))
+    return _decode_sections(redis.hgetall(_key(repo, number)))
+
+
+def _decode_sections(raw: dict[Any, Any]) -> dict[str, dict]:
     return {k.decode() if isinstance(k, bytes) else k: json.loads(v) for k, v in raw.items()}
 
 
 def publish(redis: Redis, forge: Forge, repo: RepoRef, number: int) -> int:
-    """Render every app's section and edit (or create) the PR's comment; returns its id."""
+    """Render every app's section and edit (or create) the PR's comment; returns its id.
+
+    Nothing is sent when the body equals the one last posted; otherwise the remembered comment
+    is edited by id, and only an unknown or deleted one is looked up by marker (or created).
+    """
     # Short-lived: a worker killed while holding it must not silence the PR for long.
-    with redis.lock(f"coalmine:pr-lock:{repo.forge}:{repo.full_name}:{number}", timeout=30,
-                    blocking_timeout=60):
-        body = render(load_sections(redis, repo, number))
-        return forge.upsert_comment(repo, number, MARKER, body)
+    lock = redis.lock(_lock_key(repo, number), timeout=LOCK_TIMEOUT_S, blocking_timeout=60)
+    if not lock.acquire():
+        raise LockError(f"the comment of {repo.full_name}#{number} stayed locked")
+    try:
+        return _publish_locked(redis, forge, repo, number, lock)
+    finally:
+        try:
+            lock.release()
+        except LockNotOwnedError:
+            pass  # it expired during a slow edit; _publish_locked saw to what that means
+
+
+def _publish_locked(redis: Redis, forge: Forge, repo: RepoRef, number: int, lock: Lock) -> int:
+    pipe = redis.pipeline(transaction=False)
+    pipe.hgetall(_key(repo, number))
+    pipe.hget(_posted_key(repo, number), MARKER)
+    raw_sections, raw_posted = pipe.execute()
+    body = render(_decode_sections(raw_sections))
+    digest = hashlib.sha256(body.encode()).hexdigest()
+    posted = json.loads(raw_posted) if raw_posted else {}
+    if posted.get("id") and posted.get("sha256") == digest:
+        return int(posted["id"])
+    comment_id = _upsert(redis, forge, repo, number, body, posted.get("id"))
+    if not lock.owned():
+        # Another job may have posted a newer body meanwhile and this edit landed after it:
+        # the comment's body is unknown, so only its id is remembered.
+        log.warning("the comment lock on %s#%s expired during an edit", repo.full_name, number)
+        digest = None
+    _remember(redis, repo, number, comment_id, digest)
+    return comment_id
+
+
+def _upsert(redis: Redis, forge: Forge, repo: RepoRef, number: int, body: str,
+            known_id: int | None) -> int:
+    """The adapter's upsert; a failed edit by id forgets the id, so the retry finds the comment
+    by marker (an id the forge keeps refusing, say after the bot's account changed, must not
+    block the comment until the record expires)."""
+    try:
+        return forge.upsert_comment(repo, number, MARKER, body, known_id=known_id)
+    except ForgeError:
+        if known_id is not None:
+            redis.hdel(_posted_key(repo, number), MARKER)
+        raise
+
+
+def _remember(redis: Redis, repo: RepoRef, number: int, comment_id: int,
+              digest: str | None) -> None:
+    key = _posted_key(repo, number)
+    pipe = redis.pipeline(transaction=False)
+    pipe.hset(key, MARKER, json.dumps({"id": comment_id, "sha256": digest}))
+    pipe.expire(key, SECTION_TTL_S)
+    pipe.execute()
 
 
 def render(sections: dict[str, dict]) -> str:
