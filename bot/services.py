@@ -195,6 +195,15 @@ def install(services: Services) -> Services:
     return services
 
 
+def uninstall() -> None:
+    """Forget the installed services: the next `current()` builds them from the environment.
+
+    For whoever installed them for a while (a test, a command that runs the bot in-process)."""
+    global _current
+    with _current_lock:
+        _current = None
+
+
 def current() -> Services:
     """The installed services, or ones built from the environment on first use (RQ workers)."""
     global _current

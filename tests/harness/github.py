@@ -553,6 +553,11 @@ class FakeGitHub(JsonFakeServer):
         with self._lock:
             return self._new_comment(self._repo(full_name), self.url, number, body, login)["id"]
 
+    def delete_comment(self, full_name: str, comment_id: int) -> None:
+        """What a person deleting the comment in the UI leaves behind."""
+        with self._lock:
+            del self._repo(full_name).comments[comment_id]
+
     # -- reading state --------------------------------------------------------------------
     def comments(self, full_name: str, number: int) -> list[dict[str, Any]]:
         with self._lock:

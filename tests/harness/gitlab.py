@@ -174,6 +174,11 @@ class FakeGitLab(JsonFakeServer):
             note["system"] = system
             return int(note["id"])
 
+    def delete_note(self, path: str, note_id: int) -> None:
+        """What a person deleting the note in the UI leaves behind."""
+        with self._lock:
+            del self._project(path).notes[note_id]
+
     # -- reading state --------------------------------------------------------------------
     def notes(self, path: str, iid: int) -> list[dict[str, Any]]:
         with self._lock:

@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 from redis import Redis
@@ -39,10 +39,9 @@ DENIED = "your command was not run"
 
 
 @pytest.fixture
-def install(redis_url, fake_github, fake_gitlab, tmp_path, monkeypatch
-            ) -> Callable[..., services.Services]:
+def install(redis_url, fake_github, fake_gitlab, tmp_path
+            ) -> Iterator[Callable[..., services.Services]]:
     """Install services pointed at the fakes; `gitlab_min` is permissions.gitlab."""
-    monkeypatch.setattr(services, "_current", None)  # restored after the test
 
     def build(gitlab_min: str = "developer") -> services.Services:
         settings = load_settings({
@@ -56,7 +55,10 @@ def install(redis_url, fake_github, fake_gitlab, tmp_path, monkeypatch
         redis = Redis.from_url(redis_url)
         return services.install(services.Services(settings, redis, RQJobQueue(redis)))
 
-    return build
+    try:
+        yield build
+    finally:
+        services.uninstall()
 
 
 def github_event(comment_id: int, *, author: str, body: str = "/help", number: int = PR,

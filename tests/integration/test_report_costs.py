@@ -10,7 +10,7 @@ outbox's retries intact.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from typing import Any
 
@@ -33,8 +33,7 @@ from tests.harness.fixtures_forges import (
     GITLAB_PROJECT,
     GITLAB_TOKEN,
 )
-from tests.harness.github import FakeGitHub, JsonFakeServer
-from tests.harness.gitlab import FakeGitLab
+from tests.harness.github import JsonFakeServer
 
 PR = 1  # the PR/MR each forge fixture opens
 SHA = "3f786850e387550fdab836ed7e6dc881de23001b"
@@ -56,17 +55,6 @@ def requests_after(fake: JsonFakeServer, mark: int) -> list[tuple[str, str]]:
 def publish(redis: Redis, forge: Any, repo: RepoRef, summary: str) -> int:
     comment.save_section(redis, repo, PR, "web", section(summary))
     return comment.publish(redis, forge, repo, PR)
-
-
-def delete_github_comment(fake: FakeGitHub, comment_id: int) -> None:
-    """What a person deleting the comment in the UI leaves behind (the fake has no DELETE)."""
-    with fake._lock:
-        del fake._repo(GITHUB_REPO).comments[comment_id]
-
-
-def delete_gitlab_note(fake: FakeGitLab, note_id: int) -> None:
-    with fake._lock:
-        del fake._project(GITLAB_PROJECT).notes[note_id]
 
 
 # -- the sticky comment on GitHub ----------------------------------------------------------------
@@ -101,7 +89,7 @@ def test_a_deleted_comment_is_created_again_and_remembered(
     redis_client, github_forge, github_repo, fake_github
 ):
     first = publish(redis_client, github_forge, github_repo, "step 1")
-    delete_github_comment(fake_github, first)
+    fake_github.delete_comment(GITHUB_REPO, first)
     mark = len(fake_github.calls)
 
     second = publish(redis_client, github_forge, github_repo, "step 2")
@@ -209,7 +197,7 @@ def test_gitlab_unchanged_note_makes_no_call_and_a_change_is_one_put(
 def test_gitlab_deleted_note_is_created_again(redis_client, gitlab_forge, gitlab_repo,
                                               fake_gitlab):
     first = publish(redis_client, gitlab_forge, gitlab_repo, "step 1")
-    delete_gitlab_note(fake_gitlab, first)
+    fake_gitlab.delete_note(GITLAB_PROJECT, first)
     mark = len(fake_gitlab.calls)
 
     second = publish(redis_client, gitlab_forge, gitlab_repo, "step 2")
@@ -224,10 +212,9 @@ def test_gitlab_deleted_note_is_created_again(redis_client, gitlab_forge, gitlab
 
 
 @pytest.fixture
-def make_services(redis_url, tmp_path, fake_github, fake_gitlab, monkeypatch
-                  ) -> Callable[..., services.Services]:
+def make_services(redis_url, tmp_path, fake_github, fake_gitlab
+                  ) -> Iterator[Callable[..., services.Services]]:
     """Services whose forges are the given adapters (their retry waits are not spent)."""
-    monkeypatch.setattr(services, "_current", None)  # flush jobs look services up; restored
 
     def build(github: GitHubForge, gitlab: GitLabForge | None = None) -> services.Services:
         settings = load_settings({"COALMINE_DATA_DIR": str(tmp_path / "data"),
@@ -240,7 +227,10 @@ def make_services(redis_url, tmp_path, fake_github, fake_gitlab, monkeypatch
                                 _forges={"github": github, "gitlab": gitlab})
         return services.install(svc)
 
-    return build
+    try:  # flush jobs look the services up, as an RQ worker's would
+        yield build
+    finally:
+        services.uninstall()
 
 
 def post(svc: services.Services, repo: RepoRef, state: str = "pending",

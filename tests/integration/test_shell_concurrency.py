@@ -152,9 +152,8 @@ def record(revision: str, steps: tuple = (), url: str = "") -> RolloutRecord:
 
 
 @pytest.fixture
-def shell_services(redis_url, fake_github, fake_kube, silent, tmp_path, monkeypatch
+def shell_services(redis_url, fake_github, fake_kube, silent, tmp_path
                    ) -> Iterator[services.Services]:
-    monkeypatch.setattr(services, "_current", None)  # restored after the test
     settings = load_settings({
         "COALMINE_DATA_DIR": str(tmp_path / "data"), "KUBECONFIG": str(fake_kube.kubeconfig),
         "GITHUB_TOKEN": GITHUB_TOKEN, "GITHUB_API_URL": fake_github.api_url,
@@ -169,6 +168,7 @@ def shell_services(redis_url, fake_github, fake_kube, silent, tmp_path, monkeypa
     try:
         yield services.install(services.Services(settings, Redis.from_url(redis_url), queue))
     finally:
+        services.uninstall()
         queue.stop()
 
 
