@@ -17,4 +17,4 @@ RUN pip install --no-cache-dir .
 USER coalmine
 ENV COALMINE_DATA_DIR=/home/coalmine/data PORT=8000 PYTHONUNBUFFERED=1
 EXPOSE 8000
-CMD ["sh", "-c", "exec gunicorn --bind 0.0.0.0:${PORT} --workers 2 --threads 8 'bot.web:create_app()'"]
+CMD ["sh", "-c", "exec gunicorn --bind 0.0.0.0:${PORT} --workers 2 --threads 8 'bot.wsgi:create_app()'"]

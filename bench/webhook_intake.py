@@ -46,7 +46,7 @@ TARGET_P99_S = 0.025
 # benchmark's own bookkeeping; every other command counted came from the app over the network.
 SCRIPT_INNER = {"set", "hset", "rpush", "sadd", "del"}
 BENCH_OWN = {"info", "config|resetstat", "flushall", "llen"}
-APPS = {"coalmine": "bot.web:create_app()", "bare": "bench.bare_app:create_app()"}
+APPS = {"coalmine": "bot.wsgi:create_app()", "bare": "bench.bare_app:create_app()"}
 
 
 @contextmanager

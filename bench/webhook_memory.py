@@ -109,7 +109,7 @@ def measure(version: str, tmp: Path, redis_url: str, clients: int, size: int) ->
     env["PYTHONPATH"] = str(root)
     gunicorn_bin = str(Path(python()).with_name("gunicorn"))
     proc = subprocess.Popen([gunicorn_bin, "--bind", f"127.0.0.1:{port}", "--workers", "2",
-                             "--threads", "8", "bot.web:create_app()"], cwd=root, env=env,
+                             "--threads", "8", "bot.wsgi:create_app()"], cwd=root, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: len(workers_of(proc.pid)) == 2, 30, "two gunicorn workers", 0.1)

@@ -53,7 +53,7 @@ def _serve(bind: str, workers: int | None) -> int:
     count = 1 if embedded else (workers or 2)
     gunicorn = shutil.which("gunicorn") or str(Path(sys.executable).with_name("gunicorn"))
     argv = [gunicorn, "--bind", bind, "--workers", str(count), "--threads", "8",
-            "--access-logfile", "-", "bot.web:create_app()"]
+            "--access-logfile", "-", "bot.wsgi:create_app()"]
     os.execv(argv[0], argv)
     return 0  # not reached
 

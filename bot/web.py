@@ -21,15 +21,17 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import IO, Any
+from dataclasses import dataclass
+from typing import IO, Any, Protocol
 
 from flask import Flask, Response, jsonify, request
+from redis import Redis
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from bot import events, services, tenancy
+from bot import events, tenancy
 from bot.commands import mentions_command
-from bot.config import Settings, load_settings
+from bot.config import Settings
 from bot.deployments import load_deployment
 
 log = logging.getLogger(__name__)
@@ -79,14 +81,26 @@ class BodyGate:
             self._in_use += delta
 
 
-def create_app(settings: Settings | None = None, svc: services.Services | None = None) -> Flask:
-    """Flask app factory (gunicorn: `bot.web:create_app()`)."""
-    if svc is None:
-        settings = settings or load_settings()
-        from bot.logs import setup_logging
+class EdgePorts(Protocol):
+    """What the edge needs of the composition root: settings, Redis (dedupe, pins) and queue."""
 
-        setup_logging(settings)
-        svc = services.install(services.build(settings))
+    settings: Settings
+    redis: Redis
+    queue: Any
+    embedded: bool
+
+
+@dataclass(frozen=True)
+class Jobs:
+    """The use cases the edge enqueues, handed in by the composition root (bot.wsgi), so the
+    edge never imports a use case or a slow adapter."""
+
+    merged: Callable[..., Any]
+    command: Callable[..., Any]
+
+
+def create_app(svc: EdgePorts, jobs: Jobs) -> Flask:
+    """The Flask app over the given ports (gunicorn builds it through `bot.wsgi:create_app()`)."""
     settings = svc.settings
     if not settings.github_enabled and not settings.gitlab_enabled:
         log.warning(
@@ -135,7 +149,7 @@ def create_app(settings: Settings | None = None, svc: services.Services | None =
         event_name = request.headers.get("X-GitHub-Event", "")
         if not delivery or not event_name:
             return _answer(400, "missing X-GitHub-Delivery or X-GitHub-Event")
-        return _accept(svc, "github", delivery, events.parse_github(event_name, payload))
+        return _accept(svc, jobs, "github", delivery, events.parse_github(event_name, payload))
 
     @app.post("/webhooks/gitlab")
     def gitlab() -> tuple[Response, int]:
@@ -154,7 +168,7 @@ def create_app(settings: Settings | None = None, svc: services.Services | None =
             "X-Gitlab-Event-UUID", ""
         )
         event_name = request.headers.get("X-Gitlab-Event", "")
-        return _accept(svc, "gitlab", delivery, events.parse_gitlab(event_name, payload))
+        return _accept(svc, jobs, "gitlab", delivery, events.parse_gitlab(event_name, payload))
 
     @app.get("/deployments/<forge>/<path:repo>/commits/<sha>/apps/<app_name>")
     def deployment(forge: str, repo: str, sha: str, app_name: str) -> tuple[Response, int]:
@@ -249,7 +263,7 @@ def _json(body: bytes | bytearray) -> Any:
         return None
 
 
-def _accept(svc: services.Services, forge: str, delivery: str, event: events.Event):
+def _accept(svc: EdgePorts, jobs: Jobs, forge: str, delivery: str, event: events.Event):
     """Answer an authenticated delivery; an accepted one costs exactly one Redis round trip.
 
     The repository check reads Redis only for a name no entry matches (its pinned id), the
@@ -268,7 +282,7 @@ def _accept(svc: services.Services, forge: str, delivery: str, event: events.Eve
         if not ok:
             log.info("ignored %s delivery %s: %s", forge, delivery, reason)
             return _answer(200, "ignored", reason=reason)
-        job, reason = _job_for(svc, event)
+        job, reason = _job_for(svc, jobs, event)
         if job is None:
             return _answer(200, "ignored", reason=reason)
         claim = _delivery_key(forge, delivery) if delivery else None
@@ -283,19 +297,17 @@ def _accept(svc: services.Services, forge: str, delivery: str, event: events.Eve
     return _answer(202, "accepted", job_id=job_id)
 
 
-def _job_for(svc: services.Services, event: events.Event) -> tuple[Callable | None, str]:
-    from handlers import commands, merged
-
+def _job_for(svc: EdgePorts, jobs: Jobs, event: events.Event) -> tuple[Callable | None, str]:
     if isinstance(event, events.MergedPullRequest):
         entry = svc.settings.entry_for(event.repo.forge, event.repo.full_name)
         deploy_branch = (entry and entry.policy.deploy_branch) or event.repo.default_branch
         if event.base_branch != deploy_branch:
             return None, f"merged into {event.base_branch!r}, not the deploy branch {deploy_branch!r}"
-        return merged.run, ""
+        return jobs.merged, ""
     if isinstance(event, events.PullRequestComment):
         if event.author_is_bot or not mentions_command(event.body):
             return None, "comment holds no command"
-        return commands.run, ""
+        return jobs.command, ""
     return None, "not acted on"
 
 

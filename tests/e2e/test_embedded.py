@@ -7,7 +7,7 @@ import pytest
 from bot import services
 from bot.config import load_settings
 from bot.queue import EmbeddedJobQueue
-from bot.web import create_app
+from bot.wsgi import app_for
 from tests.e2e import world as w
 from tests.harness import payloads
 from tests.harness.github import FakeGitHub
@@ -31,7 +31,7 @@ def test_embedded_mode_deploys_a_merge_in_one_process(tmp_path, fake_kube, gitop
         svc = services.install(services.build(settings))
         try:
             assert svc.embedded and isinstance(svc.queue, EmbeddedJobQueue)
-            client = create_app(svc=svc).test_client()
+            client = app_for(svc).test_client()
             assert client.get("/healthz").get_json() == {"status": "ok", "queue": "embedded"}
             sha = gitops_remote.merge_pr("feature", {"deploy/web/config.yaml": (
                 "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web-config\n")}, "Embedded")

@@ -19,7 +19,7 @@ from bot import events, services
 from bot.config import GitHubSettings, GitLabSettings, Settings
 from bot.forge.base import RepoRef
 from bot.queue import RQJobQueue
-from bot.web import create_app
+from bot.wsgi import app_for
 from tests.fuzz import FUZZ, json_values, mutated
 from tests.harness import payloads
 
@@ -55,7 +55,7 @@ def client(redis_url: str):
         github=GitHubSettings(webhook_secret=GH_SECRET, token="t"),
         gitlab=GitLabSettings(webhook_token=GL_TOKEN, token="t"),
     )
-    return create_app(svc=services.Services(settings, redis, RQJobQueue(redis))).test_client()
+    return app_for(services.Services(settings, redis, RQJobQueue(redis))).test_client()
 
 
 def _signature(body: bytes) -> str:

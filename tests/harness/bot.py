@@ -19,7 +19,7 @@ from redis import Redis
 from bot import services
 from bot.config import load_settings
 from bot.queue import RQJobQueue
-from bot.web import create_app
+from bot.wsgi import app_for
 from tests.harness import payloads
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +42,7 @@ class BotHarness:
         self.services = services.install(
             services.Services(self.settings, self.redis, RQJobQueue(self.redis))
         )
-        self.client = create_app(svc=self.services).test_client()
+        self.client = app_for(self.services).test_client()
         self.log_path = tmp_path / "worker.log"
         self.workers: list[subprocess.Popen] = []
 

@@ -22,7 +22,7 @@ from bot import services, tenancy
 from bot.config import GitHubSettings, GitLabSettings, Settings
 from bot.policy import Policy
 from bot.queue import QUEUE_NAME, EmbeddedJobQueue, RQJobQueue
-from bot.web import create_app
+from bot.wsgi import app_for
 from tests.harness import payloads
 
 GH_SECRET = "gh-round-trip-secret"
@@ -86,7 +86,7 @@ def redis(redis_url) -> Redis:
 @pytest.fixture
 def client(redis_url, redis):
     """The app on a real Redis, its script already loaded (a one-off per process), then flushed."""
-    app = create_app(svc=services.Services(make_settings(redis_url), redis, RQJobQueue(redis)))
+    app = app_for(services.Services(make_settings(redis_url), redis, RQJobQueue(redis)))
     test_client = app.test_client()
     assert post_github(test_client, payloads.github_pr_merged()).status_code == 202
     redis.flushall()

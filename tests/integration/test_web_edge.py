@@ -22,7 +22,8 @@ from bot.config import GitHubSettings, GitLabSettings, Settings
 from bot.deployments import deployment_path, save_deployment
 from bot.policy import Policy
 from bot.queue import QUEUE_NAME, RQJobQueue
-from bot.web import BODY_GATE, BodyGate, create_app
+from bot.web import BODY_GATE, BodyGate
+from bot.wsgi import app_for
 from tests.harness import payloads
 from tests.harness.processes import free_port, wait_until
 
@@ -42,7 +43,7 @@ def make_settings(redis_url: str, **kw) -> Settings:
 
 def make_app(redis_url: str, **kw):
     redis = Redis.from_url(redis_url)
-    return create_app(svc=services.Services(make_settings(redis_url, **kw), redis,
+    return app_for(services.Services(make_settings(redis_url, **kw), redis,
                                             RQJobQueue(redis)))
 
 
@@ -313,7 +314,7 @@ def test_the_view_answers_with_the_token(redis_url, saved, scheme):
 def test_livez_does_not_depend_on_redis_and_healthz_does(redis_url):
     dead = Redis(port=free_port(), socket_connect_timeout=0.5)
     svc = services.Services(make_settings("redis://dead"), dead, RQJobQueue(dead))
-    client = create_app(svc=svc).test_client()
+    client = app_for(svc).test_client()
     assert client.get("/livez").status_code == 200
     assert client.get("/healthz").status_code == 503
     live = make_app(redis_url).test_client()

@@ -12,7 +12,7 @@ from bot import services
 from bot.config import GitHubSettings, GitLabSettings, Settings
 from bot.policy import Policy
 from bot.queue import QUEUE_NAME, RQJobQueue
-from bot.web import create_app
+from bot.wsgi import app_for
 from tests.harness import payloads
 from tests.harness.processes import free_port
 
@@ -35,7 +35,7 @@ def make_settings(redis_url: str | None, **kw) -> Settings:
 def app_and_queue(redis_url):
     redis = Redis.from_url(redis_url)
     svc = services.Services(make_settings(redis_url), redis, RQJobQueue(redis))
-    app = create_app(svc=svc)
+    app = app_for(svc)
     return app.test_client(), Queue(QUEUE_NAME, connection=redis)
 
 
@@ -103,7 +103,7 @@ def test_configured_deploy_branch_replaces_default(redis_url):
 
     redis = Redis.from_url(redis_url)
     settings = make_settings(redis_url, repos={"acme/gitops": RepoPolicy(deploy_branch="prod")})
-    client = create_app(svc=services.Services(settings, redis, RQJobQueue(redis))).test_client()
+    client = app_for(services.Services(settings, redis, RQJobQueue(redis))).test_client()
     assert post_github(client, payloads.github_pr_merged(base="main")).status_code == 200
     assert post_github(client, payloads.github_pr_merged(base="prod")).status_code == 202
 
@@ -197,21 +197,21 @@ def test_gitlab_note_command_is_enqueued(app_and_queue):
 def test_redis_unreachable_is_503_and_a_later_redelivery_goes_through(redis_url):
     dead = Redis(port=free_port(), socket_connect_timeout=0.5)
     svc = services.Services(make_settings("redis://dead"), dead, RQJobQueue(dead))
-    client = create_app(svc=svc).test_client()
+    client = app_for(svc).test_client()
     resp = post_github(client, payloads.github_pr_merged(), delivery="d-503")
     assert resp.status_code == 503
     assert post_gitlab(client, payloads.gitlab_mr_merged()).status_code == 503
     assert client.get("/healthz").status_code == 503
     # The forge redelivers the same delivery id once Redis is back: it must not count as a dupe.
     live = Redis.from_url(redis_url)
-    client = create_app(svc=services.Services(make_settings(redis_url), live, RQJobQueue(live))).test_client()
+    client = app_for(services.Services(make_settings(redis_url), live, RQJobQueue(live))).test_client()
     assert post_github(client, payloads.github_pr_merged(), delivery="d-503").status_code == 202
 
 
 def test_endpoint_without_secret_refuses(redis_url):
     redis = Redis.from_url(redis_url)
     settings = Settings(redis_url=redis_url, github=GitHubSettings(), gitlab=GitLabSettings())
-    client = create_app(svc=services.Services(settings, redis, RQJobQueue(redis))).test_client()
+    client = app_for(services.Services(settings, redis, RQJobQueue(redis))).test_client()
     body = payloads.dumps(payloads.github_pr_merged())
     resp = client.post("/webhooks/github", data=body,
                        headers=payloads.github_headers(body, "", "pull_request"))
