@@ -33,14 +33,15 @@ from typing import Any, NamedTuple, Protocol
 from redis.exceptions import RedisError
 
 from bot import services, tenancy
-from bot.cluster.model import ObjectRef, Owner
+from bot.cluster.model import ClusterError, ObjectRef, Owner
 from bot.config import REPO_CONFIG_FILE, AppConfig, ConfigError, Settings, parse_repo_config
 from bot.deployments import deployment_path, save_deployment
 from bot.events import MergedPullRequest
 from bot.forge.base import Forge, ForgeError, PullRequestFacts, RepoFacts, StatusState
 from bot.gitrepo import GitError, repo_key
 from bot.leases import GivenUp, leased
-from bot.policy import Policy, scope_judge
+from bot.manifests import ManifestError, render
+from bot.policy import Policy, check, scope_judge
 from bot.refs import RepoRef
 from bot.report import comment, status
 from bot.rollout import traffic
@@ -305,7 +306,6 @@ def _report_superseded(event: MergedPullRequest, deployed: str, *, mirrors: Ance
 def deploy(svc: services.Services, forge: Forge, event: MergedPullRequest,
            tenant: tenancy.Tenant) -> bool:
     """Deploy every app of the merge commit; True when each one applied (or began its canary)."""
-    from bot.manifests import ManifestError
 
     clone_url = forge.authenticated_clone_url(event.repo)
     with svc.mirrors.checkout(repo_key(event.repo), clone_url, event.merge_sha) as tree:
@@ -350,8 +350,6 @@ def deploy_app(
     svc: services.Services, event: MergedPullRequest, app: AppConfig, tree: Path, policy: Policy
 ) -> tuple[AppOutcome, tuple[CanaryPlan, dict[str, Any]] | None]:
     """Apply the app; returns the outcome and, when a canary must run, its plan and stable."""
-    from bot.cluster.model import ClusterError
-    from bot.manifests import render
 
     objects, plan = split(render(tree, app.path), app)
     cluster = svc.cluster(app.cluster, impersonate=policy.impersonate_user)
@@ -455,8 +453,6 @@ def may_prune(policy: Policy, ref: ObjectRef) -> bool:
 def _policy_violations(policy: Policy, app: AppConfig, cluster: Any,
                        objects: list[dict[str, Any]]) -> list[Any]:
     """What the repository's policy forbids among the objects, before anything is applied."""
-    from bot.cluster.model import ClusterError
-    from bot.policy import check
 
     def discovered(api_version: str, kind: str) -> bool | None:
         try:
