@@ -7,8 +7,9 @@ after 10 seconds and does not redeliver by itself. Every answer is deliberate: a
 
 Anyone on the network can post here, so nothing costs more before the sender is known than
 after: headers are checked before a body is read, a body is read in bounded chunks while its
-signature is computed, and only a few unauthenticated bodies are read at once per process (the
-rest are told to come back), so memory stays under the pod's limit whatever arrives.
+signature is computed, and the bodies read at once before their sender is known share a byte
+budget per process (beyond it senders are told to come back), so memory stays under the pod's
+limit whatever arrives, while many small deliveries are still read side by side.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ log = logging.getLogger(__name__)
 
 BODY_CHUNK_BYTES = 64 * 1024
 # Memory one process may spend on bodies whose sender is not yet known (GitHub's signature is
-# only checked at the end of the body). With the default 25 MiB cap that is 5 readers a process.
+# only checked at the end of the body): five bodies of the default 25 MiB cap, or hundreds of
+# GitHub's usual few-KB deliveries.
 UNVERIFIED_BODY_BUDGET_BYTES = 128 * 1024 * 1024
 RETRY_AFTER_S = 5
 BODY_GATE = "coalmine.body_gate"  # key of the BodyGate in app.extensions
@@ -46,39 +48,89 @@ SIGNATURE_PREFIX = "sha256="
 
 
 class BodyGate:
-    """Caps how many unauthenticated bodies one process reads at the same time.
+    """A byte budget for the bodies one process reads before their sender is known.
 
-    Refusing at once (503 with Retry-After) rather than queueing keeps a flood from holding
-    threads, and a 503 is what a forge counts as a failed delivery it may send again.
+    A reader reserves what its body can really use before reading it: the declared
+    Content-Length (bounded by the cap; the stream yields no more), or, for a chunked body that
+    declares nothing, each piece as it arrives. So many small deliveries are read at once while
+    a flood of large or unsized ones still holds at most `budget` bytes. Refusing at once (503
+    with Retry-After) rather than queueing keeps a flood from holding threads, and a 503 is what
+    a forge counts as a failed delivery it may send again.
     """
 
     def __init__(self, max_body_bytes: int, budget_bytes: int = UNVERIFIED_BODY_BUDGET_BYTES):
-        self.capacity = max(2, budget_bytes // max(1, max_body_bytes))
-        self._slots = threading.BoundedSemaphore(self.capacity)
-        self._count_lock = threading.Lock()
-        self._in_use = 0
+        cap = max(1, max_body_bytes)
+        # Never fewer than two bodies of the cap at once, so one slow sender cannot shut out
+        # every other (with a cap over half the budget the bound is 2 × cap, as it always was).
+        self.budget = max(budget_bytes, 2 * cap)
+        self.capacity = self.budget // cap  # bodies of the cap that fit at once
+        self._lock = threading.Lock()
+        self._reserved = 0
+        self._readers = 0
 
     @property
     def in_use(self) -> int:
-        """Readers holding a slot now (for tests and metrics)."""
-        return self._in_use
+        """Readers holding a reservation now (for tests and metrics)."""
+        return self._readers
+
+    @property
+    def reserved(self) -> int:
+        """Bytes reserved now; never more than `budget`."""
+        return self._reserved
 
     @contextmanager
-    def slot(self) -> Iterator[bool]:
-        """Yields whether a slot was free; a free slot is held until the block ends."""
-        if not self._slots.acquire(blocking=False):
-            yield False
+    def reserve(self, declared: int | None) -> Iterator[BodyReservation | None]:
+        """Yields a reservation of `declared` bytes (none yet for an unsized body), or None
+        when the budget has no room for it; what was reserved is given back when the block
+        ends, however it ends."""
+        held = declared or 0
+        with self._lock:
+            if self._reserved + held > self.budget:
+                admitted = False
+            else:
+                admitted = True
+                self._reserved += held
+                self._readers += 1
+        if not admitted:
+            yield None
             return
-        self._count(+1)
+        reservation = BodyReservation(self, held)
         try:
-            yield True
+            yield reservation
         finally:
-            self._count(-1)
-            self._slots.release()
+            with self._lock:
+                self._reserved -= reservation.held
+                self._readers -= 1
 
-    def _count(self, delta: int) -> None:
-        with self._count_lock:
-            self._in_use += delta
+    def grow(self, more: int) -> bool:
+        """Reserves `more` bytes for a reader already admitted, if the budget has room."""
+        with self._lock:
+            if self._reserved + more > self.budget:
+                return False
+            self._reserved += more
+            return True
+
+
+class BodyReservation:
+    """The bytes one reader holds of its BodyGate's budget."""
+
+    def __init__(self, gate: BodyGate, held: int) -> None:
+        self._gate = gate
+        self.held = held
+
+    def cover(self, size: int) -> bool:
+        """Holds at least `size` bytes, reserving the difference; False when the budget has
+        no room (the body must not grow past what is held)."""
+        if size <= self.held:
+            return True
+        if not self._gate.grow(size - self.held):
+            return False
+        self.held = size
+        return True
+
+
+class GateFull(Exception):
+    """An unsized body grew past what the BodyGate's budget has left."""
 
 
 class EdgePorts(Protocol):
@@ -99,8 +151,10 @@ class Jobs:
     command: Callable[..., Any]
 
 
-def create_app(svc: EdgePorts, jobs: Jobs) -> Flask:
-    """The Flask app over the given ports (gunicorn builds it through `bot.wsgi:create_app()`)."""
+def create_app(svc: EdgePorts, jobs: Jobs,
+               body_budget_bytes: int = UNVERIFIED_BODY_BUDGET_BYTES) -> Flask:
+    """The Flask app over the given ports (gunicorn builds it through `bot.wsgi:create_app()`);
+    tests give a small `body_budget_bytes` to fill the BodyGate without sending 128 MiB."""
     settings = svc.settings
     if not settings.github_enabled and not settings.gitlab_enabled:
         log.warning(
@@ -110,7 +164,8 @@ def create_app(svc: EdgePorts, jobs: Jobs) -> Flask:
     app = Flask("coalmine")
     # Werkzeug's own cap, behind ours: request.stream refuses past it as well.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    gate = app.extensions[BODY_GATE] = BodyGate(settings.max_body_bytes)
+    gate = app.extensions[BODY_GATE] = BodyGate(settings.max_body_bytes,
+                                                   body_budget_bytes)
 
     @app.get("/livez")
     def livez() -> tuple[Response, int]:
@@ -135,11 +190,14 @@ def create_app(svc: EdgePorts, jobs: Jobs) -> Flask:
         if not signature.startswith(SIGNATURE_PREFIX) or not signature.isascii():
             return _answer(401, "missing or malformed X-Hub-Signature-256")
         _refuse_declared_oversize(settings.max_body_bytes)
-        with gate.slot() as admitted:
-            if not admitted:
+        with gate.reserve(request.content_length) as reservation:
+            if reservation is None:
                 return _busy()
             mac = hmac.new(secret.encode(), digestmod=hashlib.sha256)
-            body = _read_body(request.stream, settings.max_body_bytes, mac)
+            try:
+                body = _read_body(request.stream, settings.max_body_bytes, mac, reservation)
+            except GateFull:
+                return _busy()
             if not hmac.compare_digest(signature, SIGNATURE_PREFIX + mac.hexdigest()):
                 return _answer(401, "signature does not match")
         payload = _json(body)
@@ -208,7 +266,7 @@ def _answer(code: int, message: str, **extra: Any) -> tuple[Response, int]:
 
 
 def _busy() -> tuple[Response, int]:
-    """Every unauthenticated-body slot is taken: ask the sender to come back."""
+    """The unauthenticated-body budget has no room for this body: ask the sender to come back."""
     resp, code = _answer(503, "too many deliveries being received; retry later")
     resp.headers["Retry-After"] = str(RETRY_AFTER_S)
     resp.headers["Connection"] = "close"
@@ -221,16 +279,21 @@ def _refuse_declared_oversize(cap: int) -> None:
         raise RequestEntityTooLarge()
 
 
-def _read_body(stream: IO[bytes], cap: int, mac: hmac.HMAC | None = None) -> bytearray:
+def _read_body(stream: IO[bytes], cap: int, mac: hmac.HMAC | None = None,
+               reservation: BodyReservation | None = None) -> bytearray:
     """The body, read in chunks into one buffer and fed to `mac` as it arrives.
 
     Stops with 413 as soon as the body passes `cap`, so an endless (chunked) body is never read
-    to its end; one bytearray grows in place instead of chunks being joined into a copy.
+    to its end, and with GateFull as soon as it passes what `reservation` can hold; one
+    bytearray grows in place instead of chunks being joined into a copy.
     """
     body = bytearray()
     while chunk := stream.read(BODY_CHUNK_BYTES):
-        if len(body) + len(chunk) > cap:
+        size = len(body) + len(chunk)
+        if size > cap:
             raise RequestEntityTooLarge()
+        if reservation is not None and not reservation.cover(size):
+            raise GateFull()
         body += chunk
         if mac is not None:
             mac.update(chunk)

@@ -22,8 +22,8 @@ from bot.config import GitHubSettings, GitLabSettings, Settings
 from bot.deployments import deployment_path, save_deployment
 from bot.policy import Policy
 from bot.queue import QUEUE_NAME, RQJobQueue
-from bot.web import BODY_GATE, BodyGate
-from bot.wsgi import app_for
+from bot.web import BODY_CHUNK_BYTES, BODY_GATE, BodyGate, create_app
+from bot.wsgi import JOBS, app_for
 from tests.harness import payloads
 from tests.harness.processes import free_port, wait_until
 
@@ -41,10 +41,14 @@ def make_settings(redis_url: str, **kw) -> Settings:
                     gitlab=GitLabSettings(webhook_token=GL_TOKEN, token="t"), **kw)
 
 
-def make_app(redis_url: str, **kw):
+def make_app(redis_url: str, body_budget_bytes: int | None = None, **kw):
+    """The production app (bot.wsgi); with `body_budget_bytes`, the edge over a BodyGate that
+    small, so tests fill it without sending 128 MiB."""
     redis = Redis.from_url(redis_url)
-    return app_for(services.Services(make_settings(redis_url, **kw), redis,
-                                            RQJobQueue(redis)))
+    svc = services.Services(make_settings(redis_url, **kw), redis, RQJobQueue(redis))
+    if body_budget_bytes is None:
+        return app_for(svc)
+    return create_app(svc, JOBS, body_budget_bytes=body_budget_bytes)
 
 
 @pytest.fixture
@@ -183,27 +187,102 @@ def test_the_gate_admits_budget_over_cap_readers_and_never_fewer_than_two():
     assert BodyGate(100 * 1024 * 1024).capacity == 2
 
 
+def test_the_gate_reserves_declared_bytes_and_gives_them_back_however_the_reader_ends():
+    gate = BodyGate(100, budget_bytes=1000)
+    with gate.reserve(600) as first, gate.reserve(500) as refused, gate.reserve(400) as third:
+        assert first is not None and third is not None and refused is None
+        assert (gate.reserved, gate.in_use) == (1000, 2)
+        assert not third.cover(401)  # the budget is spent: a reader may not grow past it
+    assert (gate.reserved, gate.in_use) == (0, 0)
+    with pytest.raises(RuntimeError), gate.reserve(None) as unsized:
+        assert unsized is not None and unsized.cover(700) and gate.reserved == 700
+        raise RuntimeError("the reader failed half way")
+    assert (gate.reserved, gate.in_use) == (0, 0)
+
+
+def test_many_small_unauthenticated_bodies_are_read_at_the_same_time(serve, queue):
+    """A count of readers (128 MiB // the cap = 5) refused the sixth small delivery in flight
+    at once with a 503, which GitHub does not redeliver by itself; a byte budget reads them."""
+    port, app = serve()
+    gate = app.extensions[BODY_GATE]
+    senders = 16
+    bodies = [payloads.dumps(payloads.github_pr_merged(merge_sha=f"{i:040x}"))
+              for i in range(senders)]
+    stalled = [open_request(port, "/webhooks/github",
+                            {**payloads.github_headers(body, GH_SECRET, "pull_request",
+                                                       f"small-{i}"),
+                             "Content-Length": str(len(body))},
+                            body[:100])
+               for i, body in enumerate(bodies)]
+    wait_until(lambda: gate.in_use == senders, message="every small body is being read at once")
+    assert gate.reserved == sum(len(body) for body in bodies)
+    for sock, body in zip(stalled, bodies, strict=True):
+        sock.sendall(body[100:])
+    assert [answer(sock).status for sock in stalled] == [202] * senders
+    for sock in stalled:
+        sock.close()
+    assert len(queue.job_ids) == senders
+    wait_until(lambda: gate.in_use == 0, message="finished bodies give their bytes back")
+    assert gate.reserved == 0
+
+
+def test_a_flood_of_unsized_bodies_is_held_to_the_budget(serve):
+    """Chunked bodies declare no length: each reserves as its pieces arrive, and the one that
+    would pass the budget is refused with Retry-After without being read to its end."""
+    # Pieces of the reader's chunk size, so what is read (and reserved) is known exactly.
+    piece = b" " * BODY_CHUNK_BYTES
+    budget, each = 16 * len(piece), 3 * len(piece)
+    port, app = serve(max_body_bytes=4 * len(piece), body_budget_bytes=budget)
+    gate = app.extensions[BODY_GATE]
+
+    def send_unsized(sock: socket.socket) -> None:
+        for _ in range(each // len(piece)):
+            sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+
+    chunked = unsigned_head(**{"Transfer-Encoding": "chunked"})
+    held = []
+    for n in range(1, budget // each + 1):
+        held.append(open_request(port, "/webhooks/github", chunked))
+        send_unsized(held[-1])
+        wait_until(lambda n=n: gate.reserved == n * each, message="each piece is reserved")
+    over = open_request(port, "/webhooks/github", chunked)
+    send_unsized(over)
+    refused = answer(over)
+    assert refused.status == 503
+    assert int(refused.getheader("Retry-After")) > 0
+    assert gate.reserved == len(held) * each <= budget  # the refused reader gave its bytes back
+    over.close()
+    for sock in held:
+        sock.close()
+    wait_until(lambda: gate.in_use == 0, message="dropped connections give their bytes back")
+    assert gate.reserved == 0
+
+
 def test_unauthenticated_bodies_beyond_the_gate_are_refused_with_retry_after(serve):
-    port, app = serve(max_body_bytes=100 * 1024 * 1024)  # a 128 MiB budget: two readers
+    cap = 256 * 1024
+    port, app = serve(max_body_bytes=cap, body_budget_bytes=2 * cap)
     gate = app.extensions[BODY_GATE]
     assert gate.capacity == 2
-    stalled = [open_request(port, "/webhooks/github", unsigned_head(1000), b'{"a": ')
+    # Bodies that declare the cap and stall hold the whole budget.
+    stalled = [open_request(port, "/webhooks/github", unsigned_head(cap), b'{"a": ')
                for _ in range(gate.capacity)]
     wait_until(lambda: gate.in_use == gate.capacity, message="stalled bodies hold the gate")
+    assert gate.reserved == gate.budget
 
     refused = post_signed(port, payloads.dumps(payloads.github_pr_merged()), "over-the-gate")
     assert refused.status == 503
     assert int(refused.getheader("Retry-After")) > 0
 
-    # One stalled sender finishes its (badly signed) body: its slot frees, the next gets in.
-    stalled[0].sendall(b" " * (1000 - len(b'{"a": ')))
+    # One stalled sender finishes its (badly signed) body: its bytes free, the next gets in.
+    stalled[0].sendall(b" " * (cap - len(b'{"a": ')))
     assert answer(stalled[0]).status == 401
-    wait_until(lambda: gate.in_use == 1, message="a finished body releases its slot")
+    wait_until(lambda: gate.in_use == 1, message="a finished body releases its bytes")
     admitted = post_signed(port, payloads.dumps(payloads.github_pr_merged()), "after-the-gate")
     assert admitted.status == 202
     for sock in stalled:
         sock.close()
-    wait_until(lambda: gate.in_use == 0, message="a dropped connection releases its slot")
+    wait_until(lambda: gate.in_use == 0, message="a dropped connection releases its bytes")
+    assert gate.reserved == 0
 
 
 def test_an_over_cap_chunked_body_is_refused_without_being_read_to_its_end(serve):
