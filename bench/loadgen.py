@@ -6,7 +6,8 @@ earlier delivery (same id, same body), as a forge's redelivery would. Without `-
 threads send back to back (closed loop, for saturation); with `--rate` request i is due at
 start + i / rate (open loop) and its latency is also counted from that due time, so a stalled
 server cannot hide its queueing (coordinated omission). It stops after `count` requests or
-`--seconds`, whichever comes first, and writes one JSON record per request to `--out`.
+`--seconds`, whichever comes first, and writes one JSON record per request to `--out`, with
+the CPU seconds the sending took (`cpu_s`, the plan excluded).
 
     python -m bench.loadgen --url http://127.0.0.1:PORT/webhooks/github --secret S \
         --count 5000 --concurrency 16 [--rate 300] --seconds 5 --out results.json
@@ -119,9 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.url.startswith("http://127.0.0.1:"):
         parser.error("load goes to 127.0.0.1 only")
     requests = plan(args.count, args.secret, args.padding, args.duplicates, args.seed)
+    cpu_before = time.process_time()
     results = run(args.url, requests, args.concurrency, args.rate, args.seconds)
+    # The sending's own CPU (not the plan's), so the benchmark can say what load costs.
+    cpu_s = time.process_time() - cpu_before
     with open(args.out, "w") as out:
-        json.dump({"body_bytes": len(requests[0][1]), "results": results}, out)
+        json.dump({"body_bytes": len(requests[0][1]), "cpu_s": cpu_s, "results": results}, out)
     return 0
 
 

@@ -9,7 +9,9 @@ real RQ enqueue. A separate load-generator process (bench/loadgen.py) sends sign
 2. 80 % load: open loop at 0.8 × each server's own saturation; latency counted from each
    request's due time.
 Afterwards, for every Coalmine phase: no 5xx, and the RQ queue holds exactly one job per
-distinct accepted (202) delivery id.
+distinct accepted (202) delivery id. Every phase also prints the CPU time per request of the
+gunicorn processes, redis-server and the load generator (from /proc and getrusage): on a
+2-core machine they share, their sum bounds the throughput at 2 s of CPU per second.
 
     .venv/bin/python -m bench.webhook_intake [--seconds 4] [--concurrency 4,8,16,32]
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import urllib.request
 from contextlib import contextmanager
@@ -61,7 +64,7 @@ def gunicorn(app: str, env: dict[str, str], log: Path):
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _healthy(url), 30, f"gunicorn serving {app}", 0.1)
-        yield url
+        yield url, proc.pid
     finally:
         proc.terminate()
         try:
@@ -79,9 +82,32 @@ def _healthy(url: str) -> bool:
         return False
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds the processes used so far (/proc/PID/stat, fields 14 and 15)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / CLOCK_TICKS
+
+
+def with_children(pid: int) -> list[int]:
+    """`pid` and its direct children (gunicorn's master and its workers)."""
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], check=False,
+                         capture_output=True, text=True).stdout
+    return [pid, *(int(p) for p in out.split())]
+
+
 def load(url: str, tmp: Path, *, concurrency: int, seconds: float, rate: float | None = None,
-         seed: int = 1) -> dict:
-    """Run the load generator as its own process; returns the parsed phase summary."""
+         seed: int = 1, meter: dict[str, list[int]] | None = None) -> dict:
+    """Run the load generator as its own process; returns the parsed phase summary, with the
+    CPU seconds per request of each process group in `meter` and of the load generator."""
     out = tmp / f"load-{seed}-{concurrency}-{rate}.json"
     count = int((rate or 3000) * seconds) + 10
     cmd = [python(), "-m", "bench.loadgen", "--url", f"{url}/webhooks/github",
@@ -89,11 +115,16 @@ def load(url: str, tmp: Path, *, concurrency: int, seconds: float, rate: float |
            "--seconds", str(seconds), "--seed", str(seed), "--out", str(out)]
     if rate:
         cmd += ["--rate", f"{rate:.1f}"]
+    meter = meter or {}
+    before = {name: cpu_s(pids) for name, pids in meter.items()}
     subprocess.run(cmd, cwd=REPO_ROOT, env=child_env({}), check=True, timeout=seconds + 180)
+    cpu = {name: cpu_s(pids) - before[name] for name, pids in meter.items()}
     data = json.loads(out.read_text())
+    cpu["load generator"] = data["cpu_s"]
     results = data["results"]
     span = max(r["done"] for r in results) - min(r["sent"] for r in results)
     return {
+        "cpu_per_request": {name: used / len(results) for name, used in cpu.items()},
         "results": results,
         "body_bytes": data["body_bytes"],
         "throughput": len(results) / span,
@@ -106,6 +137,16 @@ def load(url: str, tmp: Path, *, concurrency: int, seconds: float, rate: float |
 
 def ms(seconds: float) -> str:
     return f"{1000 * seconds:.1f} ms"
+
+
+def cpu_line(phase: dict) -> str:
+    """CPU per request by process, and the throughput their sum allows on this machine's cores
+    (the load generator's share is its sending only, not its start-up or plan)."""
+    per = phase["cpu_per_request"]
+    total = sum(per.values())
+    parts = ", ".join(f"{name} {1e6 * used:.0f}" for name, used in per.items())
+    return (f"CPU per request (µs): {parts}; total {1e6 * total:.0f} → at most "
+            f"{(os.cpu_count() or 1) / total:.0f} req/s on {os.cpu_count()} cores")
 
 
 def check_enqueued(phase: dict, redis: Redis) -> str:
@@ -160,20 +201,22 @@ def main(argv: list[str] | None = None) -> int:
                "COALMINE_DATA_DIR": str(tmp / "data"), "COALMINE_REPOS": "acme/gitops=shop"}
         seed = 0
         for name, app in APPS.items():
-            with gunicorn(app, env, tmp / f"{name}.log") as url:
+            with gunicorn(app, env, tmp / f"{name}.log") as (url, master):
                 # Warm-up, discarded: lazy imports, connection pools, first-request costs.
                 load(url, tmp, concurrency=max(levels), seconds=1.0, seed=1000)
+                meter = {"gunicorn": with_children(master), "redis": [server.proc.pid]}
                 best = None
                 for concurrency in levels:
                     seed += 1
                     redis.flushall()
                     redis.config_resetstat()
                     phase = load(url, tmp, concurrency=concurrency, seconds=args.seconds,
-                                 seed=seed)
+                                 seed=seed, meter=meter)
                     print(f"   {name:8} closed loop c={concurrency:<3} "
                           f"{phase['throughput']:7.0f} req/s  p50 {1000 * phase['p50']:6.1f} ms"
                           f"  p99 {1000 * phase['p99']:6.1f} ms  ({len(phase['results'])} req, "
                           f"{phase['body_bytes']} B bodies)")
+                    print(f"            {cpu_line(phase)}")
                     if name == "coalmine":
                         checks.append(f"c={concurrency}: " + check_enqueued(phase, redis))
                         print("            redis per request: "
@@ -185,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
                 redis.flushall()
                 # Enough connections that the open loop is never short of senders.
                 at80 = load(url, tmp, concurrency=max(levels), seconds=args.seconds,
-                            rate=rate, seed=seed)
+                            rate=rate, seed=seed, meter=meter)
                 print(f"   {name:8} open loop {rate:7.0f} req/s offered: achieved "
                       f"{at80['throughput']:.0f} req/s, p50 {1000 * at80['p50']:.1f} ms, "
                       f"p99 {1000 * at80['p99']:.1f} ms (from due time {1000 * at80['p99_from_due']:.1f} ms)")
@@ -205,6 +248,10 @@ def main(argv: list[str] | None = None) -> int:
          f"{ms(b['at80']['p50'])} / {ms(b['at80']['p99'])}", ""],
         ["p99 at 80 % from due time", ms(c["at80"]["p99_from_due"]),
          ms(b["at80"]["p99_from_due"]), ""],
+        *[[f"CPU per request at saturation: {name}",
+           f"{1e6 * c['sat']['cpu_per_request'][name]:.0f} µs",
+           f"{1e6 * b['sat']['cpu_per_request'][name]:.0f} µs", ""]
+          for name in c["sat"]["cpu_per_request"]],
     ]))
     for line in checks:
         print(f"   check {line}")
