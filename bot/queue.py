@@ -13,13 +13,14 @@ import logging
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from redis import Redis
 from rq import Queue
-from rq.job import JobStatus
-from rq.utils import now
+from rq.job import Job, JobStatus
+from rq.utils import get_call_string, now, utcformat
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,40 @@ class JobQueue(Protocol):
         """
 
 
+class JobTemplate:
+    """The RQ job hash for one function, built once by RQ, filled in per call.
+
+    RQ's `create_job` + `to_dict` cost about a fifth of an accepted webhook's CPU, nearly all of
+    it on fields that are the same for every job of a function (origin, timeout, failure TTL,
+    status, empty callback fields). RQ builds those once here; per call only what RQ derives
+    from the call and the clock is computed, the way RQ computes it: a new uuid4 id, the
+    creation and enqueue times, the pickled (function name, instance, args, kwargs) tuple
+    zlib-compressed, and the call-string description. tests/integration/test_intake_round_trips.py
+    compares the hash field by field with RQ's own `enqueue_call` and runs both with a real RQ
+    worker, so an RQ release that changes any of this fails there.
+    """
+
+    def __init__(self, queue: Queue, func: Callable[..., Any]) -> None:
+        job = queue.create_job(func, args=(), failure_ttl=FAILURE_TTL_S, status=JobStatus.QUEUED)
+        job.enqueued_at = job.created_at
+        self._func_name = job.func_name
+        self._instance = job.instance
+        self._dumps = queue.serializer.dumps
+        self._fields = {name: value for name, value in job.to_dict().items() if value is not None}
+
+    def fill(self, args: tuple[Any, ...]) -> tuple[str, list[Any]]:
+        """A new job id and the hash's field/value pairs for `func(*args)`."""
+        stamp = utcformat(now())
+        fields = {
+            **self._fields,
+            "created_at": stamp,
+            "enqueued_at": stamp,
+            "data": zlib.compress(self._dumps((self._func_name, self._instance, args, {}))),
+            "description": get_call_string(self._func_name, args, {}, max_length=75),
+        }
+        return str(uuid.uuid4()), list(itertools.chain.from_iterable(fields.items()))
+
+
 SCHEDULED_KEY = "coalmine:scheduled"
 MOVE_BATCH = 500  # due entries moved per ticker sweep at most; the rest wait 0.2 s
 # Take up to ARGV[2] entries of the schedule KEYS[1] due by ARGV[1] out of it, and return them.
@@ -93,6 +128,8 @@ class RQJobQueue:
         self.queue = Queue(QUEUE_NAME, connection=redis, default_timeout=JOB_TIMEOUT_S)
         self._enqueue_once = redis.register_script(_ENQUEUE_ONCE_LUA)
         self._take_due = redis.register_script(_TAKE_DUE_LUA)
+        self._queue_keys = (self.queue.key, self.queue.redis_queues_keys)
+        self._job_templates: dict[Callable[..., Any], JobTemplate] = {}
 
     def enqueue(self, func: Callable[..., Any], *args: Any, job_id: str | None = None) -> str:
         # One round trip for RQ's several writes: the webhook path waits on this.
@@ -107,20 +144,19 @@ class RQJobQueue:
     ) -> str | None:
         """The webhook's one Redis round trip: the claim and the job in one script call.
 
-        The job is built by RQ itself (`create_job`, `to_dict`), so the hash a worker reads is
-        the one `enqueue` would write; only the writes move into the script. After the first
-        call per connection pool the script runs by its SHA (EVALSHA), one command.
+        The job hash is RQ's own (see JobTemplate), so a worker reads what `enqueue` would have
+        written; only the writes move into the script. After the first call per connection
+        pool the script runs by its SHA (EVALSHA), one command.
         """
         if claim is None:
             return self.enqueue(func, *args)
-        job = self.queue.create_job(func, args=args, failure_ttl=FAILURE_TTL_S,
-                                    status=JobStatus.QUEUED)
-        job.enqueued_at = now()
-        fields = [part for name, value in job.to_dict().items() if value is not None
-                  for part in (name, value)]
-        keys = [claim, job.key, self.queue.key, self.queue.redis_queues_keys]
-        claimed = self._enqueue_once(keys=keys, args=[max(1, int(ttl_s)), job.id, *fields])
-        return job.id if claimed else None
+        template = self._job_templates.get(func)
+        if template is None:  # two threads may both build it: the same template either way
+            template = self._job_templates[func] = JobTemplate(self.queue, func)
+        job_id, fields = template.fill(args)
+        keys = [claim, Job.key_for(job_id), *self._queue_keys]
+        claimed = self._enqueue_once(keys=keys, args=[max(1, int(ttl_s)), job_id, *fields])
+        return job_id if claimed else None
 
     def enqueue_at(
         self, at: float, func: Callable[..., Any], *args: Any, job_id: str | None = None

@@ -8,6 +8,8 @@ write for an ignored delivery, or a claim left behind by a failed enqueue fails 
 
 from __future__ import annotations
 
+import dataclasses
+import pickle
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,13 +17,14 @@ from dataclasses import dataclass, field
 
 import pytest
 from redis import Redis
-from rq import Queue
+from rq import Queue, SimpleWorker, get_current_job
 from rq.job import Job, JobStatus
+from rq.utils import now, utcparse
 
-from bot import services, tenancy
+from bot import events, services, tenancy
 from bot.config import GitHubSettings, GitLabSettings, Settings
 from bot.policy import Policy
-from bot.queue import QUEUE_NAME, EmbeddedJobQueue, RQJobQueue
+from bot.queue import FAILURE_TTL_S, QUEUE_NAME, EmbeddedJobQueue, RQJobQueue
 from bot.wsgi import app_for
 from tests.harness import payloads
 
@@ -30,6 +33,7 @@ GL_TOKEN = "gl-round-trip-token"
 SERVED = {"acme/gitops": Policy(namespaces=("shop",))}
 DELIVERY_TTL_S = 3600
 READS = {"HGET", "GET", "EXISTS", "TTL", "HGETALL", "LLEN", "LRANGE"}
+CALLS_KEY = "test:calls"
 
 
 def make_settings(redis_url: str) -> Settings:
@@ -112,6 +116,41 @@ def test_an_accepted_delivery_is_one_script_call(client, redis, redis_url):
     assert job.get_status() == JobStatus.QUEUED and job.origin == QUEUE_NAME
     assert job.enqueued_at is not None and job.timeout == 1800
     assert 0 < redis.ttl("coalmine:delivery:github:d-accepted") <= DELIVERY_TTL_S
+
+
+def record_call(*args: object) -> str:
+    """A job for the real worker below: keeps what it was called with, in its own Redis."""
+    current = get_current_job()
+    assert current is not None
+    current.connection.rpush(CALLS_KEY, pickle.dumps(args))
+    return "done"
+
+
+def test_the_job_hash_is_the_one_rq_writes_and_a_real_worker_runs_it(redis):
+    """enqueue_once writes RQ's hash from a per-function template: field for field it must be
+    what RQ's own enqueue writes (but for the id and the clock), and a real RQ worker must run
+    it as it runs RQ's."""
+    queue = RQJobQueue(redis)
+    event = events.parse_github("pull_request", payloads.github_pr_merged())
+    args = (dataclasses.replace(event, delivery="d-format"), "x" * 200)  # a long repr is cut
+    queue.enqueue_once("coalmine:delivery:test:format-1", 60, record_call, *args)  # template
+    start = now()
+    ours = queue.enqueue_once("coalmine:delivery:test:format-2", 60, record_call, *args)
+    theirs = queue.queue.enqueue_call(record_call, args=args, failure_ttl=FAILURE_TTL_S).id
+    assert ours is not None
+    ours_hash, theirs_hash = redis.hgetall(Job.key_for(ours)), redis.hgetall(Job.key_for(theirs))
+    clock = {b"created_at", b"enqueued_at"}
+    assert ours_hash.keys() == theirs_hash.keys()
+    assert {k: v for k, v in ours_hash.items() if k not in clock} == \
+        {k: v for k, v in theirs_hash.items() if k not in clock}
+    for name in clock:  # this job's own times, not the template's
+        assert start <= utcparse(ours_hash[name].decode()) <= utcparse(theirs_hash[name].decode())
+
+    SimpleWorker([queue.queue], connection=redis).work(burst=True)
+    for job_id in (ours, theirs):
+        job = Job.fetch(job_id, connection=redis)
+        assert job.get_status() == JobStatus.FINISHED and job.return_value() == "done"
+    assert [pickle.loads(call) for call in redis.lrange(CALLS_KEY, 0, -1)] == [args] * 3
 
 
 @pytest.mark.parametrize("send", [
