@@ -3,8 +3,8 @@
 Runs the Procfile's web command (`gunicorn --workers 2 --threads 8`) with REDIS_URL on a private
 redis-server, then 24 clients at once each POST a 25 MB body to /webhooks/github with a wrong
 signature, streamed in 64 KiB pieces. A sampler reads every gunicorn worker's RSS from
-/proc every 20 ms. "before" serves bot/web.py as of commit BEFORE (the whole body read with
-`request.get_data()` before the signature check); "after" serves the working tree's.
+/proc every 20 ms. "before" serves bot/ and handlers/ as of commit BEFORE (the whole body read
+with `request.get_data()` before the signature check); "after" serves the working tree's.
 
     .venv/bin/python -m bench.webhook_memory [--clients 24] [--mb 25]
 """
@@ -12,7 +12,6 @@ signature, streamed in 64 KiB pieces. A sampler reads every gunicorn worker's RS
 from __future__ import annotations
 
 import argparse
-import shutil
 import socket
 import subprocess
 import threading
@@ -36,18 +35,17 @@ BEFORE = "3050873"  # main before the bounded reader
 PIECE = 64 * 1024
 
 
-def source_tree(tmp: Path, version: str) -> Path:
-    """A directory to import the bot from: the working tree, or it with web.py of BEFORE."""
+def source_tree(tmp: Path, version: str) -> tuple[Path, str]:
+    """A directory to import the bot from and its gunicorn app: the working tree, or the whole
+    of BEFORE's bot and handlers (its web.py alone no longer fits today's modules)."""
     if version == "after":
-        return REPO_ROOT
+        return REPO_ROOT, "bot.wsgi:create_app()"
     root = tmp / "before"
-    for package in ("bot", "handlers"):
-        shutil.copytree(REPO_ROOT / package, root / package,
-                        ignore=shutil.ignore_patterns("__pycache__"))
-    old = subprocess.run(["git", "show", f"{BEFORE}:bot/web.py"], cwd=REPO_ROOT, check=True,
-                         capture_output=True).stdout
-    (root / "bot" / "web.py").write_bytes(old)
-    return root
+    root.mkdir(exist_ok=True)
+    archive = subprocess.run(["git", "archive", BEFORE, "bot", "handlers"], cwd=REPO_ROOT,
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)
+    return root, "bot.web:create_app()"  # BEFORE's Procfile entry
 
 
 def rss_kib(pid: int) -> int:
@@ -101,7 +99,7 @@ def flood(port: int, clients: int, size: int) -> Counter:
 
 
 def measure(version: str, tmp: Path, redis_url: str, clients: int, size: int) -> list[str]:
-    root = source_tree(tmp, version)
+    root, app = source_tree(tmp, version)
     port = free_port()
     env = child_env({"REDIS_URL": redis_url, "GITHUB_WEBHOOK_SECRET": "bench-secret",
                      "COALMINE_REPOS": "acme/gitops=shop", "COALMINE_DATA_DIR": str(tmp / "data"),
@@ -109,7 +107,7 @@ def measure(version: str, tmp: Path, redis_url: str, clients: int, size: int) ->
     env["PYTHONPATH"] = str(root)
     gunicorn_bin = str(Path(python()).with_name("gunicorn"))
     proc = subprocess.Popen([gunicorn_bin, "--bind", f"127.0.0.1:{port}", "--workers", "2",
-                             "--threads", "8", "bot.wsgi:create_app()"], cwd=root, env=env,
+                             "--threads", "8", app], cwd=root, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: len(workers_of(proc.pid)) == 2, 30, "two gunicorn workers", 0.1)
