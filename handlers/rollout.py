@@ -18,7 +18,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, assert_never
 
 from bot import services
 from bot.analysis.measure import BackgroundMeasurements, measure
@@ -66,9 +66,10 @@ def start(svc: services.Services, event: MergedPullRequest, app: AppConfig, plan
     with store.locked(key):
         previous = store.load(key)
         if previous is not None and not engine.is_finished(previous.state):
-            if previous.state.revision == event.merge_sha or (
-                    previous.context.get("template_hash") == traffic.template_hash(plan.deployment)):
-                return  # the same merge again, or one that left this workload alone: carry on
+            same_template = previous.context.get("template_hash") == traffic.template_hash(
+                plan.deployment)
+            if engine.continues_with(previous.state, event.merge_sha, same_template):
+                return
             previous.context["superseded_by_pr"] = f"#{event.number}"
             shells.append(_run(svc, store, key, previous, m.NewRevision(event.merge_sha,
                                                                         event.number)))
@@ -94,9 +95,7 @@ def hold(svc: services.Services, event: MergedPullRequest, app: AppConfig, plan:
 def _new_record(event: MergedPullRequest, app: AppConfig, plan: CanaryPlan,
                 live_stable: dict[str, Any], policy: Policy) -> RolloutRecord:
     """A rollout of `event`'s revision that has not started yet."""
-    git_replicas = plan.deployment.get("spec", {}).get("replicas")
-    # An HPA-managed workload leaves replicas out of Git: keep the live count then.
-    replicas = traffic.replicas_of(live_stable if git_replicas is None else plan.deployment)
+    replicas = traffic.rollout_replicas(plan.deployment, live_stable)
     snapshot = traffic.stable_at(live_stable, traffic.replicas_of(live_stable))
     context = {
         "repo": asdict(event.repo), "number": event.number, "title": event.title,
@@ -130,15 +129,13 @@ def supersede_without_canary(svc: services.Services, event: MergedPullRequest,
     with store.locked(key):
         store.drop_held(key)  # this merge applies the workload: a held older one must not
         previous = store.load(key)
-        if previous is None or engine.is_finished(previous.state):
+        if previous is None or engine.continues_with(
+                previous.state, event.merge_sha,
+                previous.context.get("template_hash") == traffic.template_hash(plan.deployment)):
             return False
-        if previous.context.get("template_hash") == traffic.template_hash(plan.deployment):
-            return False  # the rollout is completing this very template: let it finish
         previous.context["superseded_by_pr"] = f"#{event.number}"
-        shell = _run(svc, store, key, previous, m.NewRevision(event.merge_sha, event.number))
-        canary = traffic.canary_ref(plan.deployment, plan.namespace)
-        svc.cluster(app.cluster, impersonate=policy.impersonate_user).delete(
-            canary.api_version, canary.kind, canary.namespace, canary.name)
+        shell = _run(svc, store, key, previous, m.NewRevision(
+            event.merge_sha, event.number, starts_canary=False))
     shell.after_release(key)
     return True
 
@@ -347,6 +344,10 @@ class _Shell:
     def execute(self, action: m.Action) -> list[m.Event]:
         if isinstance(action, m.SetWeight):
             return self.set_weight(action.weight)
+        if isinstance(action, m.RestoreStable):
+            return self.restore_stable()
+        if isinstance(action, m.RemoveCanary):
+            return self.remove_canary()
         if isinstance(action, m.Complete):
             return self.complete()
         if isinstance(action, m.CheckHealth):
@@ -367,6 +368,8 @@ class _Shell:
         elif isinstance(action, m.CommandRejected):
             who = f"@{action.user} " if action.user else ""
             self.replies.append(f"{who}`/{action.command}` changed nothing: {action.reason}")
+        else:
+            assert_never(action)  # every action the engine emits is carried out
         return []
 
     # -- cluster ----------------------------------------------------------------------------
@@ -384,8 +387,6 @@ class _Shell:
                            adopt=bool(self.context.get("adopt")))
 
     def set_weight(self, weight: int) -> list[m.Event]:
-        if self.state.phase in m.TERMINAL_PHASES:
-            return self.restore_stable()
         stable_n, canary_n = engine.split_replicas(weight, self.context["replicas"])
         deployment = self.context["deployment"]
         canary = traffic.canary_ref(deployment, self.context["namespace"])
@@ -424,6 +425,11 @@ class _Shell:
         self.context.pop("restore_pending", None)
         return []
 
+    def remove_canary(self) -> list[m.Event]:
+        canary = traffic.canary_ref(self.context["deployment"], self.context["namespace"])
+        self.cluster.delete(canary.api_version, canary.kind, canary.namespace, canary.name)
+        return []
+
     def complete(self) -> list[m.Event]:
         self.context["stable_touched"] = True
         stable = traffic.as_stable(self.context["deployment"])
@@ -451,7 +457,8 @@ class _Shell:
         for track, obj in checks:
             health = assess(obj)
             if health.failed:
-                return m.Abort(None, f"{track} is {health.status}: {health.message}")
+                return m.WorkloadHealth(False, f"{track} is {health.status}: {health.message}",
+                                        self.state.weight, failed=True)
             if not health.healthy:
                 problems.append(f"{track}: {health.message or health.status}")
         if completing and stable_obj is not None:

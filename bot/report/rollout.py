@@ -39,6 +39,10 @@ from bot.rollout.durations import format_duration
 from bot.rollout.model import (
     INCONCLUSIVE_STEP,
     PAUSE_STEP,
+    PROMOTED_FULL,
+    PROMOTED_PAST_HOLD,
+    PROMOTED_SKIP,
+    SAME_TEMPLATE,
     AnalysisStep,
     HistoryEntry,
     MetricPoint,
@@ -93,13 +97,6 @@ _HISTORY_ICON = {
     "retried": "🔁",
     "superseded": "⏹",
 }
-
-# The engine's own history wording (bot.rollout.engine), read back to mark skipped steps.
-_SKIPPED_STEP = re.compile(r"^skipped step (\d+)\b")
-_PROMOTED_PAST = re.compile(r"^promoted past step (\d+)\b")
-_ENTERED_STEP = re.compile(r"^step (\d+)/\d+:")
-_FULL_PROMOTION = "full promotion"
-_ALL_STEPS_SKIPPED = "steps skipped"
 
 # Characters Mermaid takes literally inside a quoted xychart string: no quote, backtick, `%%`
 # comment, `;` statement end or markup.
@@ -297,25 +294,21 @@ def _step_states(state: RolloutState) -> list[str]:
     current = state.step_index
     cells = ["✅ done" if index < current else "· pending" for index in range(len(steps))]
     for entry in _this_attempt(state.history):
-        if entry.kind == "step" and _ALL_STEPS_SKIPPED in entry.message:
+        if entry.kind == "step" and entry.reason == SAME_TEMPLATE:
             cells = ["⏭ skipped (same pod template as stable)"] * len(steps)
-        if entry.kind != "promoted":
+        if entry.kind != "promoted" or entry.step is None or not 0 <= entry.step < len(steps):
             continue
         who = f" by {_user(entry.actor)}" if entry.actor else ""
-        if entry.message.startswith(_FULL_PROMOTION):
-            for index in range(_entered_before(state.history, entry), len(steps)):
+        if entry.reason == PROMOTED_FULL:
+            for index in range(entry.step, len(steps)):
                 cells[index] = f"⏭ skipped (full promotion{who})"
-            continue
-        skipped = _SKIPPED_STEP.match(entry.message)
-        promoted = _PROMOTED_PAST.match(entry.message)
-        if skipped and 0 < int(skipped.group(1)) <= len(steps):
-            cells[int(skipped.group(1)) - 1] = f"⏭ skipped{who}"
-        elif promoted and 0 < int(promoted.group(1)) <= len(steps):
-            index = int(promoted.group(1)) - 1
-            if isinstance(steps[index], AnalysisStep):
-                cells[index] = f"⏭ inconclusive, promoted{who}"
+        elif entry.reason == PROMOTED_SKIP:
+            cells[entry.step] = f"⏭ skipped{who}"
+        elif entry.reason == PROMOTED_PAST_HOLD:
+            if isinstance(steps[entry.step], AnalysisStep):
+                cells[entry.step] = f"⏭ inconclusive, promoted{who}"
             else:
-                cells[index] = f"✅ promoted{who}"
+                cells[entry.step] = f"✅ promoted{who}"
     if current < len(steps):
         cells[current] = _current_cell(state)
         if state.phase in ("Aborted", "Superseded"):
@@ -345,20 +338,6 @@ def _this_attempt(history: Sequence[HistoryEntry]) -> Sequence[HistoryEntry]:
         if history[position].kind == "retried":
             return history[position:]
     return history
-
-
-def _entered_before(history: Sequence[HistoryEntry], until: HistoryEntry) -> int:
-    """Index of the step that was current when `until` happened (from the last step entry)."""
-    index = 0
-    for entry in history:
-        if entry is until:
-            break
-        match = _ENTERED_STEP.match(entry.message) if entry.kind == "step" else None
-        if match:
-            index = int(match.group(1)) - 1
-        if entry.kind == "retried":
-            index = 0
-    return index
 
 
 def _cell_code(text: str, limit: int = _NAME) -> str:
