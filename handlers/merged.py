@@ -375,10 +375,10 @@ def deploy_app(
                 held = [ObjectRef.of(plan.deployment),
                         traffic.canary_ref(plan.deployment, plan.namespace)]
                 running = rollout.running_rollout(svc, event.repo, app.name)
-                if running is not None and running.context.get("template_hash") == \
+                if running is not None and running.context.template_hash == \
                         traffic.template_hash(plan.deployment) and \
                         running.state.revision != event.merge_sha:
-                    continuing = f"#{running.context['number']}"
+                    continuing = f"#{running.context.number}"
                     short = f"canary of {continuing} continues"
                     notes.append(f"this merge leaves {plan.name} as it is; the canary rollout "
                                  f"started by {continuing} continues there")

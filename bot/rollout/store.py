@@ -16,13 +16,13 @@ import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from redis import Redis
 from redis.exceptions import LockError, RedisError
 
 from bot.heartbeat import renewing
+from bot.rollout.context import RolloutContext
 from bot.rollout.model import TERMINAL_PHASES, RolloutState
 
 log = logging.getLogger(__name__)
@@ -53,18 +53,18 @@ class RolloutRecord:
     """The engine's state plus what the shell needs to act on it (never read by the engine)."""
 
     state: RolloutState
-    context: dict[str, Any] = field(default_factory=dict)
+    context: RolloutContext
     seq: int = 0  # set by RolloutStore.save: the order of saves of this app's rollouts
 
     def dumps(self) -> str:
-        return json.dumps({"state": self.state.to_dict(), "context": self.context,
+        return json.dumps({"state": self.state.to_dict(), "context": self.context.to_dict(),
                            "seq": self.seq})
 
     @classmethod
     def loads(cls, raw: bytes | str) -> RolloutRecord:
         data = json.loads(raw)
-        return cls(RolloutState.from_dict(data["state"]), data.get("context", {}),
-                   int(data.get("seq") or 0))
+        return cls(RolloutState.from_dict(data["state"]),
+                   RolloutContext.from_dict(data["context"]), int(data.get("seq") or 0))
 
 
 class RolloutStore:

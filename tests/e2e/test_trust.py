@@ -12,6 +12,7 @@ import pytest
 
 from bot.forge.base import RepoRef
 from bot.rollout import model as m
+from bot.rollout.context import RolloutContext
 from bot.rollout.store import RolloutRecord, RolloutStore, rollout_key
 from handlers import merged, rollout
 from tests.e2e import world as w
@@ -199,8 +200,9 @@ def test_a_command_never_acts_on_the_rollout_of_another_pr(github_world, fake_ku
         m.new_state(app="web", revision="b" * 40, stable_revision="a" * 40, pr=2,
                     strategy=strategy), phase="Paused")
     repo = RepoRef("github", w.REPO, world.clone_url(), repo_id=1)
-    RolloutStore(world.bot.redis).save(key, RolloutRecord(state, {"repo": dataclasses.asdict(
-        repo)}), None)
+    context = RolloutContext(repo=repo, number=2, app="web", namespace="shop", deployment={},
+                             stable={}, replicas=1, template_hash="h")
+    RolloutStore(world.bot.redis).save(key, RolloutRecord(state, context), None)
     world.github.add_pull(w.REPO, head="one", title="One")
     world.github.add_pull(w.REPO, head="two", title="Two")
     assert rollout.dispatch(key, m.Promote("alice"), pr=1) is None

@@ -22,6 +22,7 @@ from bot.forge.base import RepoRef
 from bot.queue import EmbeddedJobQueue
 from bot.rollout import engine
 from bot.rollout import model as m
+from bot.rollout.context import RolloutContext
 from bot.rollout.store import RolloutRecord, RolloutStore, rollout_key
 from handlers import rollout
 from tests.harness.fixtures_forges import GITHUB_BOT, GITHUB_REPO, GITHUB_TOKEN
@@ -144,10 +145,9 @@ def record(revision: str, steps: tuple = (), url: str = "") -> RolloutRecord:
                                                                  "image": "web:2"}]}}}}
     repo = RepoRef("github", GITHUB_REPO, f"https://github.example/{GITHUB_REPO}.git",
                    repo_id=1)
-    context = {"repo": {**repo.__dict__}, "number": 1, "title": "t", "url": "", "app": "web",
-               "base_branch": "main", "cluster": None, "namespace": "shop",
-               "deployment": deployment, "stable": deployment, "replicas": 2,
-               "template_hash": "h", "impersonate": None, "adopt": False}
+    context = RolloutContext(repo=repo, number=1, title="t", app="web", base_branch="main",
+                             namespace="shop", deployment=deployment, stable=deployment,
+                             replicas=2, template_hash="h")
     return RolloutRecord(state, context)
 
 
@@ -162,7 +162,7 @@ def shell_services(redis_url, fake_github, fake_kube, silent, tmp_path
     })
     fake_kube.put_object({"apiVersion": "v1", "kind": "Namespace",
                           "metadata": {"name": "shop"}})
-    stable = record("0" * 40).context["deployment"]
+    stable = record("0" * 40).context.deployment
     fake_kube.put_object(stable)
     queue = EmbeddedJobQueue()
     try:
