@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from bot import services
-from bot.forge.base import ForgeError
-from bot.gitrepo import GitError, repo_key
+from bot.forge.base import ForgeError, PullRequest
+from bot.gitrepo import GitError, RevertResult, repo_key
 from bot.leases import GivenUp, leased
+from bot.refs import RepoRef
 from bot.report.markdown import escape
 from bot.rollout import engine
 from bot.rollout import model as m
@@ -27,6 +28,27 @@ log = logging.getLogger(__name__)
 REVERT_RETRY_S = 30.0
 REVERT_ATTEMPTS = 8
 REVERT_LABEL = "coalmine-revert"
+
+
+class RevertForge(Protocol):
+    """The forge calls a revert PR needs (`bot.forge.base.Forge` has them all)."""
+
+    def find_pull_request(self, repo: RepoRef, head: str) -> PullRequest | None: ...
+
+    def authenticated_clone_url(self, repo: RepoRef) -> str: ...
+
+    def comment(self, repo: RepoRef, number: int, body: str) -> int: ...
+
+    def open_pull_request(self, repo: RepoRef, head: str, base: str, title: str, body: str,
+                          labels: list[str]) -> PullRequest: ...
+
+
+class RevertBranches(Protocol):
+    """Pushes the revert branch (`bot.gitrepo.GitMirrors`)."""
+
+    def create_revert_branch(self, repo_key: str, clone_url: str, base_branch: str,
+                             merge_sha: str, branch_name: str, author_name: str,
+                             author_email: str) -> RevertResult: ...
 
 
 def open_revert(key: str, revision: str, attempt: int = 0) -> None:
@@ -42,7 +64,7 @@ def open_revert(key: str, revision: str, attempt: int = 0) -> None:
         return
     try:
         with leased(svc.redis, open_revert, key, revision, attempt):
-            outcome = _revert(svc, record)
+            outcome = revert_pr(svc.forge(record.context.repo), svc.mirrors, record)
     except GivenUp as exc:  # its worker died each time: shown, not tried again
         outcome = {"state": "failed", "reason": str(exc)[:300]}
     except (ForgeError, GitError, OSError) as exc:  # report it and try again later
@@ -61,16 +83,18 @@ def open_revert(key: str, revision: str, attempt: int = 0) -> None:
     report(svc, key, record, post_status=False)  # the forge is told after the lock
 
 
-def _revert(svc: services.Services, record: RolloutRecord) -> dict[str, Any]:
+def revert_pr(forge: RevertForge, mirrors: RevertBranches,
+              record: RolloutRecord) -> dict[str, Any]:
+    """Open the revert PR of `record`'s aborted revision (or find the one already open); the
+    outcome as the PR comment shows it."""
     ctx, state = record.context, record.state
     revision = state.revision
     repo = ctx.repo
-    forge = svc.forge(repo)
     branch = f"coalmine/revert-{revision[:7]}"
     existing = forge.find_pull_request(repo, branch)
     if existing is not None and existing.state != "closed":
         return {"state": "opened", "url": existing.url, "number": existing.number}
-    result = svc.mirrors.create_revert_branch(
+    result = mirrors.create_revert_branch(
         repo_key(repo), forge.authenticated_clone_url(repo), ctx.base_branch, revision,
         branch, "Coalmine", "coalmine@users.noreply.github.com")
     if result.conflict:

@@ -32,7 +32,7 @@ from bot.rollout.plan import CanaryPlan
 from bot.rollout.store import RolloutRecord, RolloutStore, rollout_key
 from handlers import revert
 from handlers.rollout_report import report
-from handlers.rollout_shell import Shell, run
+from handlers.rollout_shell import Shell, WorkloadCluster, run
 
 log = logging.getLogger(__name__)
 RESTORE_RETRY_S = 5.0
@@ -57,12 +57,12 @@ def start(svc: services.Services, event: MergedPullRequest, app: AppConfig, plan
             if engine.continues_with(previous.state, event.merge_sha, same_template):
                 return
             previous.context.superseded_by_pr = f"#{event.number}"
-            shells.append(run(svc, store, key, previous, m.NewRevision(event.merge_sha,
-                                                                       event.number)))
+            shells.append(run(_cluster(svc, previous.context), store, key, previous,
+                              m.NewRevision(event.merge_sha, event.number)))
         store.drop_held(key)  # a newer template rolls out: a held older merge must not start
         record = _new_record(event, app, plan, live_stable, policy)
         svc.redis.sadd(_pr_index(event.repo, event.number), key)
-        shells.append(run(svc, store, key, record, m.Start()))
+        shells.append(run(_cluster(svc, record.context), store, key, record, m.Start()))
         for shell in shells:
             _schedule(svc, shell, key)
     for shell in shells:
@@ -119,7 +119,7 @@ def supersede_without_canary(svc: services.Services, event: MergedPullRequest,
                 previous.context.template_hash == traffic.template_hash(plan.deployment)):
             return False
         previous.context.superseded_by_pr = f"#{event.number}"
-        shell = run(svc, store, key, previous, m.NewRevision(
+        shell = run(_cluster(svc, previous.context), store, key, previous, m.NewRevision(
             event.merge_sha, event.number, starts_canary=False))
         _schedule(svc, shell, key)
     _after_release(svc, shell, key)
@@ -150,7 +150,7 @@ def dispatch(key: str, event: m.Event, *, pr: int | None = None) -> RolloutRecor
     with store.locked(key):
         record = store.load(key)
         if record is not None and (pr is None or record.state.pr == pr):
-            shell = run(svc, store, key, record, event)
+            shell = run(_cluster(svc, record.context), store, key, record, event)
         elif isinstance(event, m.Retry) and pr is not None and pr in store.hold_claims(key):
             shell = _retry_hold(svc, store, key, record, pr, event.user)
         else:
@@ -195,7 +195,7 @@ def _retry_hold(svc: services.Services, store: RolloutStore, key: str,
         return _reply(svc, held, pr, f"@{user} the hold on the aborted version is cleared, but "
                       f"`{name}` changed since #{held.state.pr} was held back: nothing started.")
     svc.redis.sadd(_pr_index(ctx.repo, held.state.pr or pr), key)
-    shell = run(svc, store, key, held, m.Start())
+    shell = run(_cluster(svc, held.context), store, key, held, m.Start())
     if held.state.pr != pr:
         shell.replies_elsewhere.append((pr, (
             f"@{user} the hold is cleared: the canary of {held.state.revision[:7]} from "
@@ -208,7 +208,7 @@ def _reply(svc: services.Services, record: RolloutRecord | None, pr: int,
     """A shell that only answers on `pr` after the lock (nothing else to do)."""
     if record is None:
         return None
-    shell = Shell(svc, record.context, record.state, record=record)
+    shell = Shell(record.context, record.state, record=record)
     shell.replies_elsewhere.append((pr, text))
     return shell
 
@@ -229,7 +229,7 @@ def restore(key: str, revision: str) -> None:
             return
         if record.context.restore_pending is None:
             return
-        shell = Shell(svc, record.context, record.state)
+        shell = Shell(record.context, record.state, cluster_port=_cluster(svc, record.context))
         shell.restore_stable()
         store.save(key, RolloutRecord(record.state, shell.context),
                    engine.next_wakeup(record.state))
@@ -273,6 +273,11 @@ def rollouts_of_pr(svc: services.Services, repo: RepoRef, number: int) -> dict[s
     return found
 
 
+def _cluster(svc: services.Services, ctx: RolloutContext) -> WorkloadCluster:
+    """The rollout's cluster, acting as the account of the repository that started it."""
+    return svc.cluster(ctx.cluster, impersonate=ctx.impersonate)
+
+
 # --------------------------------------------------------------------------- after the save
 
 
@@ -297,7 +302,8 @@ def _after_release(svc: services.Services, shell: Shell, key: str) -> None:
             settings.egress))
     if shell.record is not None and (shell.status is not None or shell.comment):
         report(svc, key, shell.record, shell.status is not None)
-    forge, repo, number = shell.forge, shell.context.repo, shell.context.number
+    repo, number = shell.context.repo, shell.context.number
+    forge = svc.forge(repo)
     for reply in shell.replies:
         forge.comment(repo, number, reply)
     for pr, reply in shell.replies_elsewhere:

@@ -11,31 +11,54 @@ out once the lock is released, so slow I/O never holds a rollout.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, assert_never
+from typing import Any, Protocol, assert_never
 
-from bot import services
 from bot.cluster.health import assess
 from bot.cluster.model import ClusterError, Owner
-from bot.forge.base import Forge
 from bot.rollout import engine, traffic
 from bot.rollout import model as m
 from bot.rollout.context import RolloutContext
-from bot.rollout.store import RolloutRecord, RolloutStore, rollout_key
+from bot.rollout.store import RolloutRecord
 
-log = logging.getLogger(__name__)
 MAX_FOLLOW_UPS = 200  # a guard against an engine/shell loop, never reached in practice
+Obj = dict[str, Any]
 
 
-def run(svc: services.Services, store: RolloutStore, key: str, record: RolloutRecord,
-        event: m.Event) -> Shell:
+class WorkloadCluster(Protocol):
+    """What the shell does to a cluster (`bot.cluster.client.Cluster`, impersonating the
+    repository's account): apply the canary or stable, scale stable, delete the canary, read."""
+
+    def apply(self, objects: Sequence[Obj], *, app: str, revision: str, default_namespace: str,
+              owner: Owner, adopt: bool) -> Any: ...
+
+    def delete(self, api_version: str, kind: str, namespace: str | None, name: str) -> Any: ...
+
+    def scale(self, namespace: str, name: str, replicas: int) -> Any: ...
+
+    def get(self, api_version: str, kind: str, namespace: str | None,
+            name: str) -> Obj | None: ...
+
+
+class RecordStore(Protocol):
+    """The part of `bot.rollout.store.RolloutStore` the shell writes, under the caller's lock."""
+
+    def save(self, key: str, record: RolloutRecord, due: float | None) -> Any: ...
+
+    def hold(self, key: str, template_hash: str, pr: int | None) -> None: ...
+
+    def clear_hold(self, key: str) -> None: ...
+
+
+def run(cluster: WorkloadCluster, store: RecordStore, key: str, record: RolloutRecord,
+        event: m.Event, clock: Callable[[], float] = time.time) -> Shell:
     """Advance and save under the caller's lock; the returned shell holds what is left to do
-    once the lock is released."""
-    shell = Shell(svc, record.context, record.state)
-    state, actions = engine.advance(record.state, event, time.time())
+    once the lock is released. `cluster` acts as the rollout's repository (see its context)."""
+    shell = Shell(record.context, record.state, cluster_port=cluster, store=store, key=key)
+    state, actions = engine.advance(record.state, event, clock())
     pending = deque(actions)
     follow_ups = 0
     while pending:
@@ -45,7 +68,7 @@ def run(svc: services.Services, store: RolloutStore, key: str, record: RolloutRe
             follow_ups += 1
             if follow_ups > MAX_FOLLOW_UPS:
                 raise RuntimeError(f"rollout {key}: too many follow-up events")
-            state, more = engine.advance(state, follow, time.time())
+            state, more = engine.advance(state, follow, clock())
             pending.extend(more)
     if isinstance(event, m.Retry) and state.phase != "Aborted":
         store.clear_hold(key)
@@ -61,9 +84,11 @@ class Shell:
     """Carries out actions: cluster ones at once, under the lock; measurements, forge writes
     and replies are collected for after the state is saved and the lock released."""
 
-    svc: services.Services
     context: RolloutContext
     state: m.RolloutState
+    cluster_port: WorkloadCluster | None = None  # None for a shell that only replies
+    store: RecordStore | None = None
+    key: str = ""
     record: RolloutRecord | None = None
     status: m.PostStatus | None = None
     comment: bool = False
@@ -73,10 +98,6 @@ class Shell:
     replies_elsewhere: list[tuple[int, str]] = field(default_factory=list)
     revert: bool = False
     restore_retry: bool = False
-
-    @property
-    def forge(self) -> Forge:
-        return self.svc.forge(self.context.repo)
 
     def execute(self, action: m.Action) -> list[m.Event]:
         if isinstance(action, m.SetWeight):
@@ -100,8 +121,8 @@ class Shell:
         elif isinstance(action, m.OpenRevertPR):
             self.revert = True
             self.context.revert = {"state": "pending"}
-            RolloutStore(self.svc.redis).hold(self._key(), self.context.template_hash,
-                                              self.state.pr)
+            assert self.store is not None, "actions are carried out by run()"
+            self.store.hold(self.key, self.context.template_hash, self.state.pr)
         elif isinstance(action, m.CommandRejected):
             who = f"@{action.user} " if action.user else ""
             self.replies.append(f"{who}`/{action.command}` changed nothing: {action.reason}")
@@ -109,14 +130,11 @@ class Shell:
             assert_never(action)  # every action the engine emits is carried out
         return []
 
-    def _key(self) -> str:
-        ctx = self.context
-        return rollout_key(ctx.repo.forge, ctx.repo.full_name, ctx.app)
-
     # -- cluster ----------------------------------------------------------------------------
     @property
-    def cluster(self) -> Any:
-        return self.svc.cluster(self.context.cluster, impersonate=self.context.impersonate)
+    def cluster(self) -> WorkloadCluster:
+        assert self.cluster_port is not None, "this shell was made to reply only"
+        return self.cluster_port
 
     def _canary(self) -> Any:
         return traffic.canary_ref(self.context.deployment, self.context.namespace)
