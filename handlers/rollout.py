@@ -36,6 +36,7 @@ from handlers.rollout_shell import Shell, WorkloadCluster, run
 
 log = logging.getLogger(__name__)
 RESTORE_RETRY_S = 5.0
+REPORT_GRACE_S = 20.0  # a final report not made by then is taken as lost
 # Process-wide, like the adapters: measurements outlive the job that asked for them.
 MEASUREMENTS = BackgroundMeasurements()
 
@@ -254,6 +255,30 @@ def resume_all(svc: services.Services, overdue_by: float | None = None) -> int:
         svc.queue.enqueue_at(max(due, now), tick, key, record.state.version)
         count += 1
     return count
+
+
+def rearm_final_reports(svc: services.Services, grace_s: float = REPORT_GRACE_S) -> int:
+    """Queue a report for every finished rollout whose final status was saved more than
+    `grace_s` ago but never reported (the job carrying it died, or Redis went away, between
+    the save and the report). A periodic sweep of each worker; returns how many it queued."""
+    store = RolloutStore(svc.redis)
+    found = store.unreported(older_than=time.time() - grace_s)
+    for key, revision, seq in found:
+        store.postpone_unreported(key, revision, seq)
+        svc.queue.enqueue(report_final, key, revision, seq)
+    return len(found)
+
+
+def report_final(key: str, revision: str, seq: int) -> None:
+    """RQ job: report the final snapshot of `revision`'s rollout (see `rearm_final_reports`);
+    a snapshot reported meanwhile is not posted again (the report claims its save number)."""
+    svc = services.current()
+    store = RolloutStore(svc.redis)
+    record = store.load_final(key, revision)
+    if record is not None:
+        log.info("reporting the final state of %s at %s, left unreported", key, revision[:7])
+        report(svc, key, record, post_status=True)
+    store.mark_reported(key, revision, seq)
 
 
 def rollouts_of_pr(svc: services.Services, repo: RepoRef, number: int) -> dict[str, str]:

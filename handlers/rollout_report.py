@@ -35,6 +35,9 @@ def report(svc: services.Services, key: str, record: RolloutRecord, post_status:
                                status.clip(description), _target_url(svc, ctx, state))
         if store.claim_report(key, state.revision, "section", record.seq):
             publish_section(svc, ctx, state)
+    if engine.is_finished(state):
+        # The status and comment are recorded in the outbox, which retries them on its own.
+        store.mark_reported(key, state.revision, record.seq)
 
 
 def _target_url(svc: services.Services, ctx: RolloutContext, state: m.RolloutState) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 PREFIX = "coalmine:rollout:"
 DUE_INDEX = "coalmine:rollouts:due"
 ACTIVE_INDEX = "coalmine:rollouts:active"
+# Final snapshots (terminal phase) not yet reported to the forge: "key\nrevision\nseq" → when.
+UNREPORTED_INDEX = "coalmine:rollouts:unreported"
 FINISHED_TTL_S = 30 * 24 * 3600
 LOCK_TTL_S = 15.0
 REPORTED_TTL_S = FINISHED_TTL_S
@@ -41,6 +44,12 @@ def rollout_key(forge: str, repo: str, app: str) -> str:
 def aborted_key(key: str) -> str:
     """The pod-template hash of the app's last aborted rollout (merges of it are held back)."""
     return f"{key}:aborted-template"
+
+
+def final_key(key: str, revision: str) -> str:
+    """The last snapshot of `revision`'s rollout once finished: a newer merge's rollout takes
+    over the app's key, and the finished one must still reach its PR."""
+    return f"{key}:final:{revision}"
 
 
 def report_lock_key(forge: str, repo: str, number: int) -> str:
@@ -112,6 +121,10 @@ class RolloutStore:
         pipe.set(key, record.dumps(), ex=FINISHED_TTL_S if terminal else None)
         if terminal:
             pipe.srem(ACTIVE_INDEX, key)
+            # In the same transaction as the save: a worker that dies before reporting a final
+            # status leaves this entry behind, and the sweep reports it (see `unreported`).
+            pipe.set(final_key(key, record.state.revision), record.dumps(), ex=FINISHED_TTL_S)
+            pipe.zadd(UNREPORTED_INDEX, {_unreported_member(key, record): time.time()})
         else:
             pipe.sadd(ACTIVE_INDEX, key)
         if next_tick_at is None or terminal:
@@ -119,6 +132,27 @@ class RolloutStore:
         else:
             pipe.zadd(DUE_INDEX, {key: next_tick_at})
         pipe.execute()
+
+    def unreported(self, older_than: float, limit: int = 100) -> list[tuple[str, str, int]]:
+        """(key, revision, seq) of final snapshots saved before `older_than` whose report was
+        not made (its worker died, or Redis went away, between the save and the report)."""
+        members = self.redis.zrangebyscore(UNREPORTED_INDEX, "-inf", older_than, 0, limit)
+        found = []
+        for raw in members:
+            key, revision, seq = (raw.decode() if isinstance(raw, bytes) else raw).split("\n")
+            found.append((key, revision, int(seq)))
+        return found
+
+    def postpone_unreported(self, key: str, revision: str, seq: int) -> None:
+        """A report job was queued for it: look again only if that one is lost too."""
+        self.redis.zadd(UNREPORTED_INDEX, {f"{key}\n{revision}\n{seq}": time.time()}, xx=True)
+
+    def mark_reported(self, key: str, revision: str, seq: int) -> None:
+        self.redis.zrem(UNREPORTED_INDEX, f"{key}\n{revision}\n{seq}")
+
+    def load_final(self, key: str, revision: str) -> RolloutRecord | None:
+        raw = self.redis.get(final_key(key, revision))
+        return RolloutRecord.loads(raw) if raw else None
 
     def active_keys(self) -> list[str]:
         return sorted(k.decode() if isinstance(k, bytes) else k
@@ -185,3 +219,7 @@ class RolloutStore:
 
     def clear_hold(self, key: str) -> None:
         self.redis.delete(aborted_key(key), f"{key}:aborted-by", f"{key}:held-prs", f"{key}:held")
+
+
+def _unreported_member(key: str, record: RolloutRecord) -> str:
+    return f"{key}\n{record.state.revision}\n{record.seq}"
