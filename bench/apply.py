@@ -92,16 +92,18 @@ class Measure:
     user_s: float = 0.0
     sys_s: float = 0.0
     render_cpu_s: float = 0.0  # Coalmine only: the part spent rendering the YAML files
+    server_cpu_s: float = 0.0  # what the FakeKube process spent answering (not in cpu_s)
 
 
 @contextmanager
-def fake_kube(kubeconfig: Path) -> Iterator[None]:
+def fake_kube(kubeconfig: Path) -> Iterator[int]:
+    """A FakeKube process writing `kubeconfig`; yields its pid, for `process_cpu`."""
     proc = subprocess.Popen([python(), "-m", "bench.fake_kube_process", str(kubeconfig)],
                             cwd=REPO_ROOT, env=child_env({}), stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
     try:
         proc.stdout.readline()  # the URL: the server is up
-        yield
+        yield proc.pid
     finally:
         proc.stdin.close()
         try:
@@ -109,6 +111,12 @@ def fake_kube(kubeconfig: Path) -> Iterator[None]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a running process (every thread), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _cpu() -> tuple[float, float]:
@@ -164,27 +172,32 @@ def profiled(fn: Callable[[], Any], out: Path) -> Any:
 
 
 def coalmine_apply(
-    kubeconfig: Path, manifests: Path, profile: Path | None = None
+    kubeconfig: Path, manifests: Path, server: int, profile: Path | None = None
 ) -> tuple[Measure, dict[str, int]]:
     """Runs the apply in a child process (`--child`) and reads its figures from stdout."""
     command = [python(), "-m", "bench.apply", "--child", str(kubeconfig), str(manifests)]
     if profile is not None:
         command += ["--profile", str(profile)]
+    server_before = process_cpu(server)
     result = subprocess.run(command, cwd=REPO_ROOT, env=child_env({}), capture_output=True,
                             text=True, timeout=600, check=False)
+    server_cpu = process_cpu(server) - server_before
     if result.returncode != 0:
         raise RuntimeError(f"coalmine apply failed: {result.stderr[-2000:]}")
     figures = json.loads(result.stdout.splitlines()[-1])
     counts = {k: figures[k] for k in ("created", "configured", "unchanged")}
     return Measure(figures["user_s"] + figures["sys_s"], figures["wall_s"], figures["user_s"],
-                   figures["sys_s"], figures["render_cpu_s"]), counts
+                   figures["sys_s"], figures["render_cpu_s"], server_cpu), counts
 
 
-def kubectl_apply(kubeconfig: Path, manifests: Path, cache: Path) -> tuple[Measure, int]:
+def kubectl_apply(
+    kubeconfig: Path, manifests: Path, cache: Path, server: int
+) -> tuple[Measure, int]:
     """kubectl's wall time around the process, and its CPU from its own rusage (`os.wait4`,
     which on Linux includes any process it started and reaped: the SDK's dispatcher)."""
     shutil.rmtree(cache, ignore_errors=True)
     out_file, err_file = cache.with_suffix(".out"), cache.with_suffix(".err")
+    server_before = process_cpu(server)
     with out_file.open("w") as out, err_file.open("w") as err:
         began = time.perf_counter()
         proc = subprocess.Popen(
@@ -193,10 +206,12 @@ def kubectl_apply(kubeconfig: Path, manifests: Path, cache: Path) -> tuple[Measu
             stdout=out, stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)  # not proc.wait(): it would drop the rusage
         took = time.perf_counter() - began
+    server_cpu = process_cpu(server) - server_before
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"kubectl apply failed: {err_file.read_text()[-2000:]}")
-    measure = Measure(usage.ru_utime + usage.ru_stime, took, usage.ru_utime, usage.ru_stime)
+    measure = Measure(usage.ru_utime + usage.ru_stime, took, usage.ru_utime, usage.ru_stime,
+                      server_cpu_s=server_cpu)
     return measure, len(out_file.read_text().splitlines())
 
 
@@ -230,25 +245,26 @@ def main(argv: list[str] | None = None) -> int:
         manifests = write_manifests(tmp / "manifests")
         for run in range(args.runs):
             kubeconfig = tmp / f"kubeconfig-c{run}"
-            with fake_kube(kubeconfig):
-                measure, first = coalmine_apply(kubeconfig, manifests)
+            with fake_kube(kubeconfig) as server:
+                measure, first = coalmine_apply(kubeconfig, manifests, server)
                 measures["coalmine create"].append(measure)
-                measure, again = coalmine_apply(kubeconfig, manifests)
+                measure, again = coalmine_apply(kubeconfig, manifests, server)
                 measures["coalmine re-apply"].append(measure)
             kubeconfig = tmp / f"kubeconfig-k{run}"
-            with fake_kube(kubeconfig):
-                measure, lines = kubectl_apply(kubeconfig, manifests, tmp / "kubectl-cache")
+            with fake_kube(kubeconfig) as server:
+                cache = tmp / "kubectl-cache"
+                measure, lines = kubectl_apply(kubeconfig, manifests, cache, server)
                 measures["kubectl create"].append(measure)
-                measure, _ = kubectl_apply(kubeconfig, manifests, tmp / "kubectl-cache")
+                measure, _ = kubectl_apply(kubeconfig, manifests, cache, server)
                 measures["kubectl re-apply"].append(measure)
             print(f"   run {run + 1}: " + ", ".join(
                 f"{k} {v[-1].wall_s:.2f} s / CPU {v[-1].cpu_s:.2f} s" for k, v in measures.items())
                 + f"  (coalmine first {first}, again {again}; kubectl {lines} lines)")
         if args.profile is not None:
             kubeconfig = tmp / "kubeconfig-profile"
-            with fake_kube(kubeconfig):
+            with fake_kube(kubeconfig) as server:
                 for phase in ("create", "reapply"):
-                    coalmine_apply(kubeconfig, manifests, args.profile.with_name(
+                    coalmine_apply(kubeconfig, manifests, server, args.profile.with_name(
                         f"{args.profile.name}.{phase}"))
             print(f"   profiles: {args.profile}.create, {args.profile}.reapply")
     print(f"   load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
@@ -274,7 +290,9 @@ def _report(measures: dict[str, list[Measure]], objects: int) -> str:
             f"   {phase}: coalmine CPU {c_cpu:.2f} s (user {median([m.user_s for m in ours]):.2f}, "
             f"system {median([m.sys_s for m in ours]):.2f}, of which rendering "
             f"{median([m.render_cpu_s for m in ours]):.2f}); kubectl CPU {k_cpu:.2f} s (user "
-            f"{median([m.user_s for m in theirs]):.2f}, system {median([m.sys_s for m in theirs]):.2f})")
+            f"{median([m.user_s for m in theirs]):.2f}, system {median([m.sys_s for m in theirs]):.2f})"
+            f"; FakeKube CPU answering coalmine {median([m.server_cpu_s for m in ours]):.2f} s, "
+            f"kubectl {median([m.server_cpu_s for m in theirs]):.2f} s")
     return table(rows) + "\n" + "\n".join(notes)
 
 

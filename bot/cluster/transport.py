@@ -71,9 +71,9 @@ class ThrottledCredentialHook:
 
     The kubernetes client calls that hook before every request. Besides renewing an expired
     token, the loader's hook assigns the host, certificates and proxy to the configuration again,
-    and assigning the host re-reads every proxy variable of the environment: that was a fifth
-    of the client's CPU per applied object. Each run of the loader's hook installs a fresh copy
-    of itself on the configuration; this puts itself back in front of it.
+    and assigning the host re-reads every proxy variable of the environment: 12 % of the
+    profiled CPU of applying 500 objects (bench/README.md, issue 9). Each run of the loader's
+    hook installs a fresh copy of itself on the configuration; this puts itself back in front.
 
     No lock: two threads passing the check at once both run the loader's hook, which is what
     every request did before.
