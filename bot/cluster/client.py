@@ -16,7 +16,6 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import urllib3
@@ -40,9 +39,13 @@ from bot.cluster.model import (
 )
 from bot.cluster.transport import (
     CREDENTIAL_CHECK_EVERY_S,
+    DEFAULT_RETRY,
+    RETRYABLE_STATUS,
+    RETRYABLE_WITH_PRECONDITION,
     Identity,
     ImpersonatingPool,
     MemoryDiscoverer,
+    RetryPolicy,
     ThrottledCredentialHook,
     plain_json,
 )
@@ -50,23 +53,8 @@ from bot.cluster.transport import (
 Obj = dict[str, Any]
 T = TypeVar("T")
 
-RETRYABLE_STATUS = frozenset({409, 429, 500, 502, 503, 504})
-# A failed delete precondition is a 409 too, but retrying the same precondition cannot succeed.
-RETRYABLE_WITH_PRECONDITION = RETRYABLE_STATUS - {409}
 # Kubernetes user and group names as they may travel in a header: printable, no newlines.
 _IMPERSONATION_NAME = re.compile(r"^[!-~][ -~]*$")
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Few, short attempts: a job that still fails is retried later by the queue."""
-
-    attempts: int = 4
-    first_delay_s: float = 0.2
-    max_delay_s: float = 2.0
-
-    def delay(self, attempt: int) -> float:
-        return min(self.first_delay_s * 2**attempt, self.max_delay_s)
 
 
 class Cluster:
@@ -76,7 +64,7 @@ class Cluster:
         self,
         api_client: k8s_client.ApiClient,
         *,
-        retry: RetryPolicy = RetryPolicy(),
+        retry: RetryPolicy = DEFAULT_RETRY,
         request_timeout_s: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
     ):
@@ -328,15 +316,20 @@ class Cluster:
     def server_side_apply(self, obj: Obj, *, field_manager: str = FIELD_MANAGER) -> Obj:
         """Server-side applies one complete object (namespace already set); returns the result.
 
-        The body goes out as JSON text encoded here: given a dict, the client first walks it
-        to "sanitize" it for its generated models, then encodes it the same way.
+        The body goes out as JSON text encoded here: given a dict, the client would first
+        rebuild all of it to "sanitize" it, though only values JSON lacks (dates and times a
+        YAML file may hold) need that; `default` hands just those to the same sanitizer.
         """
         ref = ObjectRef.of(obj)
         resource = self.resource(ref.api_version, ref.kind, str(ref))
+        try:
+            body = json.dumps(obj, default=self.api_client.sanitize_for_serialization)
+        except (TypeError, ValueError) as err:  # bytes (YAML !!binary), sets...
+            raise ClusterError(f"{ref}: cannot be sent as JSON: {err}") from None
         return self.call(
             f"apply {ref}",
             resource.server_side_apply,
-            body=json.dumps(obj),
+            body=body,
             name=ref.name,
             namespace=ref.namespace if resource.namespaced else None,
             field_manager=field_manager,

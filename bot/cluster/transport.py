@@ -1,4 +1,5 @@
-"""How `bot.cluster.client.Cluster` requests travel: discovery cache, credentials, identity.
+"""How `bot.cluster.client.Cluster` requests travel: retries, discovery cache, credentials,
+identity.
 
 These wrap pieces of the kubernetes client that are right for a one-off script but cost a
 long-running bot either correctness (a discovery cache file shared between clusters) or CPU
@@ -20,6 +21,25 @@ from urllib3 import HTTPHeaderDict
 # before it expires (an in-cluster token file is re-read once a minute), so looking at most
 # every few seconds still switches to a new token long before the old one stops working.
 CREDENTIAL_CHECK_EVERY_S = 5.0
+
+RETRYABLE_STATUS = frozenset({409, 429, 500, 502, 503, 504})
+# A failed delete precondition is a 409 too, but retrying the same precondition cannot succeed.
+RETRYABLE_WITH_PRECONDITION = RETRYABLE_STATUS - {409}
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Few, short attempts: a job that still fails is retried later by the queue."""
+
+    attempts: int = 4
+    first_delay_s: float = 0.2
+    max_delay_s: float = 2.0
+
+    def delay(self, attempt: int) -> float:
+        return min(self.first_delay_s * 2**attempt, self.max_delay_s)
+
+
+DEFAULT_RETRY = RetryPolicy()
 
 
 class MemoryDiscoverer(LazyDiscoverer):
