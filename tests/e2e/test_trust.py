@@ -34,14 +34,6 @@ def config_map(mode: str) -> dict[str, str]:
         f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web-config\ndata:\n  mode: {mode}\n")}
 
 
-def wait_log(world: w.World, needle: str, timeout: float = 60) -> None:
-    try:
-        wait_until(lambda: needle in world.bot.worker_log(), timeout, 0.1)
-    except TimeoutError:
-        raise AssertionError(f"worker never logged {needle!r}:\n"
-                             + world.bot.worker_log()[-4000:]) from None
-
-
 def mode(fake_kube) -> str | None:
     found = fake_kube.get_object("v1", "ConfigMap", "shop", "web-config")
     return found["data"]["mode"] if found else None
@@ -73,7 +65,7 @@ def test_a_forged_merge_of_an_unreviewed_branch_deploys_nothing(world, fake_kube
                                                 state="opened")
     resp = send_merge(world, number, unreviewed, "evil", "forged-1")
     assert resp.status_code == 202
-    wait_log(world, "delivery forged-1")
+    w.wait_log(world, "delivery forged-1")
     assert "refused" in world.bot.worker_log()
     assert mode(fake_kube) == "reviewed"
     assert w.latest_statuses(world, unreviewed) == {}
@@ -86,7 +78,7 @@ def test_a_merged_pr_cannot_be_paired_with_another_commit(world, fake_kube):
     unreviewed = world.remote.commit(config_map("evil"), "Unreviewed", branch="evil")
     resp = send_merge(world, number, unreviewed, f"pr-{number}", "forged-2")
     assert resp.status_code == 202
-    wait_log(world, "delivery forged-2")
+    w.wait_log(world, "delivery forged-2")
     assert mode(fake_kube) == "reviewed"
     assert w.latest_statuses(world, unreviewed) == {}
 
