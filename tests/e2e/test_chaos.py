@@ -163,6 +163,7 @@ def test_the_cluster_ends_where_git_says_whatever_dies_on_the_way(chaos, fake_ku
             number, _ = rng.choice(chaos.web.merged)
             chaos.command(chaos.web, number, f"/{action}")
         else:
+            supervise(chaos.bot)  # workers that exited with the Redis restart are back first
             victim = rng.choice([p for p in chaos.bot.workers if p.poll() is None])
             chaos.bot.kill_worker(victim)
         supervise(chaos.bot)
