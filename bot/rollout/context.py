@@ -45,7 +45,10 @@ class RolloutContext:
     revert: Obj | None = None  # the revert PR: {"state": "pending" | "opened" | ..., ...}
 
     def to_dict(self) -> Obj:
-        data = dataclasses.asdict(self)
+        # Not dataclasses.asdict: it deep-copies the two Deployments on every save, and the
+        # result is only serialised.
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["repo"] = dataclasses.asdict(self.repo)
         # Unset optional facts are left out, as the untyped context did.
         for name in ("superseded_by_pr", "restore_pending", "revert"):
             if data[name] is None:
