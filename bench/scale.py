@@ -108,6 +108,8 @@ def _epoch(moment: datetime.datetime) -> float:
 def start_rollouts(bw, count: int) -> float:
     """Create `count` running rollouts as merge jobs would; returns how long that took."""
     from bot import events
+    from bot.cluster.model import Owner
+    from bot.cluster.ownership import ownership_labels
     from bot.config import AppConfig
     from bot.policy import Policy
     from bot.rollout.plan import CanaryPlan
@@ -129,6 +131,11 @@ def start_rollouts(bw, count: int) -> float:
             full_name=REPO, clone_url=bw.world.clone_url(), number=number,
             merge_sha=f"{i:040x}", head=f"pr-{name}", title=f"Bump {name}"))
         live = bw.kube.get_object("apps/v1", "Deployment", NAMESPACE, name)
+        # Owned by the repository and app, as the merge that applied it would have left it: the
+        # completion re-applies stable, which Coalmine refuses for an object it does not own.
+        live["metadata"]["labels"].update(ownership_labels(
+            Owner("github", event.repo.repo_id, REPO, name)))
+        bw.kube.put_object(live)
         plan = CanaryPlan(strategy, (), _deployment(name, f"registry.example/{name}:2.0"))
         rollout.start(svc, event, app, plan, live, policy=policy)
     return time.time() - began
@@ -301,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
             phase = record.state.phase if record else "missing"
             if record and record.state.aborted_reason:
                 phase += f" ({record.state.aborted_reason[:300]})"
+            elif record and record.state.awaiting_health and record.state.health_message:
+                phase += f" (waiting: {record.state.health_message[:120]})"
             phases[phase] += 1
         queue = Queue(QUEUE_NAME, connection=redis)
         finished = Job.fetch_many(FinishedJobRegistry(queue=queue).get_job_ids(), redis)

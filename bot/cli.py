@@ -19,7 +19,7 @@ from bot.config import ConfigError, load_settings, parse_repo_config
 from bot.leases import requeue_lapsed
 from bot.logs import setup_logging
 from bot.queue import QUEUE_NAME, run_ticker
-from handlers.rollout import resume_all
+from handlers.rollout import rearm_final_reports, resume_all
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,6 +72,7 @@ def _worker(burst: bool = False) -> int:
     sweeps = (
         (lambda: requeue_lapsed(svc.redis, svc.queue.enqueue), 2.0),
         (lambda: resume_all(svc, overdue_by=30.0), 30.0),
+        (lambda: rearm_final_reports(svc), 10.0),
     )
     ticker = threading.Thread(target=run_ticker, args=(svc.queue, stop),
                               kwargs={"sweeps": sweeps}, daemon=True)

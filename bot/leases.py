@@ -16,6 +16,7 @@ import hashlib
 import importlib
 import logging
 import pickle
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,6 +32,9 @@ LEASES = "coalmine:leases"
 LEASE_TTL_S = 10
 MAX_ATTEMPTS = 3
 ATTEMPTS_TTL_S = 24 * 3600
+# How long a job waits for Redis to come back before it can take its lease. Without the lease
+# nothing would run the job again, so it waits rather than fails (a restart takes seconds).
+REDIS_WAIT_S = 60.0
 
 
 class GivenUp(Exception):
@@ -62,14 +66,11 @@ def leased(redis: Redis, func: Callable[..., Any], *args: Any,
     # Pickled like RQ's own job payloads: only Coalmine's event dataclasses travel here.
     payload = base64.b64encode(pickle.dumps((name, args))).decode()
     attempts = _attempts_key(payload)
-    started = int(redis.incr(attempts))
-    redis.expire(attempts, ATTEMPTS_TTL_S)
+    started = _take(redis, lease_id, payload, attempts, name)
     if started > max_attempts:
         redis.delete(attempts)
         log.error("giving up %s: its worker died %d times", name, started - 1)
         raise GivenUp(name, started - 1)
-    redis.set(_alive_key(lease_id), 1, ex=LEASE_TTL_S)
-    redis.hset(LEASES, lease_id, payload)
 
     def renew() -> bool:
         try:
@@ -90,6 +91,31 @@ def leased(redis: Redis, func: Callable[..., Any], *args: Any,
         _release(redis, lease_id, attempts)
         raise
     _release(redis, lease_id, attempts)
+
+
+def _take(redis: Redis, lease_id: str, payload: str, attempts: str, name: str,
+          wait_s: float = REDIS_WAIT_S) -> int:
+    """Count this start and hold the lease (one transaction); returns the start's number.
+
+    A Redis error here (a restart under a job that has just been dequeued) would lose the job:
+    it is off the queue and has no lease yet. So the job waits for Redis, up to `wait_s`.
+    """
+    deadline = time.monotonic() + wait_s
+    delay = 0.1
+    while True:
+        try:
+            pipe = redis.pipeline()
+            pipe.incr(attempts)
+            pipe.expire(attempts, ATTEMPTS_TTL_S)
+            pipe.set(_alive_key(lease_id), 1, ex=LEASE_TTL_S)
+            pipe.hset(LEASES, lease_id, payload)
+            return int(pipe.execute()[0])
+        except RedisError:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("%s waits for Redis to take its lease", name)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 def _release(redis: Redis, lease_id: str, attempts: str) -> None:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.errors import ConfigError
-from bot.policy import Policy, parse_policy
+from bot.policy import Policy
+from bot.policy_parse import parse_policy
 
 FORGES = ("github", "gitlab")
 _KEY = re.compile(r"^(?:(?P<forge>github|gitlab):)?(?P<name>[A-Za-z0-9_.*-]+(?:/[A-Za-z0-9_.*-]+)+)$")

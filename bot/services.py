@@ -8,8 +8,9 @@ adapters as arguments, so it can be tested with in-memory fakes.
 
 Only the thin RQ entry points of `handlers/` (the functions enqueued by dotted path, such as
 `handlers.commands.run` and `handlers.merged.run`), the edge's start-up and the command line may
-call `current()`; a use case below an entry point receives ports instead. (handlers/rollout.py
-and handlers/outbox.py still pass `Services` around: debt of issue 9.) Nothing here imports
+call `current()`; a use case below an entry point receives ports instead. (handlers/rollout.py,
+handlers/deploy.py and handlers/outbox.py still pass `Services` to their reporting and
+rendering steps; the rollout shell and the revert PR take ports.) Nothing here imports
 `handlers`: the use cases import this module, so the ports that wrap use cases (the rollouts a
 command reaches) are assembled by the entry points from these adapters.
 """

@@ -19,7 +19,8 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from bot.analysis.conditions import ConditionError, judge_with_reason
+from bot.analysis.conditions import judge_with_reason
+from bot.analysis.expr_parse import ConditionError
 from bot.analysis.measurement import Measurement
 from bot.analysis.providers import ProviderError
 from bot.analysis.providers.prometheus import query_prometheus

@@ -14,7 +14,6 @@ only two repositories racing to create the same name at the same instant could m
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -126,21 +125,21 @@ def apply(
 
 def _labelled(obj: Obj, owner: Owner, revision: str) -> Obj:
     """A copy carrying the owner's labels and annotation; the manifest's own values for those
-    keys are overwritten, so a manifest cannot name another owner."""
+    keys are overwritten, so a manifest cannot name another owner.
+
+    Only what apply changes is copied (the object, its metadata, labels and annotations); the
+    rest (spec, data...) is shared with the caller's manifest and only ever read here.
+    """
     for required in ("apiVersion", "kind"):
         if not obj.get(required):
             raise ClusterError(f"manifest without {required}: {_describe(obj)}")
     if not (obj.get("metadata") or {}).get("name"):
         raise ClusterError(f"{obj['kind']} without metadata.name cannot be applied")
-    labelled = copy.deepcopy(obj)
-    meta = labelled["metadata"]
-    labels = meta.get("labels") or {}
-    labels.update({**ownership_labels(owner), REVISION_LABEL: revision})
-    meta["labels"] = labels
-    annotations = meta.get("annotations") or {}
-    annotations.update(ownership_annotations(owner))
-    meta["annotations"] = annotations
-    return labelled
+    meta = dict(obj["metadata"])
+    meta["labels"] = {**(meta.get("labels") or {}), **ownership_labels(owner),
+                      REVISION_LABEL: revision}
+    meta["annotations"] = {**(meta.get("annotations") or {}), **ownership_annotations(owner)}
+    return {**obj, "metadata": meta}
 
 
 def _snapshot(cluster: ApplyTarget, objects: list[Obj], *, many: bool) -> Snapshot:

@@ -16,7 +16,6 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import urllib3
@@ -24,10 +23,8 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
-from kubernetes.dynamic.discovery import LazyDiscoverer
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 from kubernetes.dynamic.resource import Resource
-from urllib3 import HTTPHeaderDict
 
 from bot.cluster import apply as staged_apply
 from bot.cluster import prune as inventory_prune
@@ -40,71 +37,24 @@ from bot.cluster.model import (
     ObjectRef,
     Owner,
 )
+from bot.cluster.transport import (
+    CREDENTIAL_CHECK_EVERY_S,
+    DEFAULT_RETRY,
+    RETRYABLE_STATUS,
+    RETRYABLE_WITH_PRECONDITION,
+    Identity,
+    ImpersonatingPool,
+    MemoryDiscoverer,
+    RetryPolicy,
+    ThrottledCredentialHook,
+    plain_json,
+)
 
 Obj = dict[str, Any]
 T = TypeVar("T")
 
-RETRYABLE_STATUS = frozenset({409, 429, 500, 502, 503, 504})
-# A failed delete precondition is a 409 too, but retrying the same precondition cannot succeed.
-RETRYABLE_WITH_PRECONDITION = RETRYABLE_STATUS - {409}
 # Kubernetes user and group names as they may travel in a header: printable, no newlines.
 _IMPERSONATION_NAME = re.compile(r"^[!-~][ -~]*$")
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Few, short attempts: a job that still fails is retried later by the queue."""
-
-    attempts: int = 4
-    first_delay_s: float = 0.2
-    max_delay_s: float = 2.0
-
-    def delay(self, attempt: int) -> float:
-        return min(self.first_delay_s * 2**attempt, self.max_delay_s)
-
-
-class _MemoryDiscoverer(LazyDiscoverer):
-    """Keeps discovery in memory for the life of one Cluster.
-
-    The stock discoverer shares a cache file per server URL in /tmp, which leaks stale
-    resource lists between clusters (and between test servers that reuse a port).
-    """
-
-    def _write_cache(self) -> None:
-        """Never persist; the in-memory cache is all we want."""
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Whom a Cluster's requests are made as: the user (and groups) it impersonates."""
-
-    user: str
-    groups: tuple[str, ...] = ()
-
-
-class _ImpersonatingPool:
-    """Wraps the REST client's urllib3 pool so every request carries the impersonation headers.
-
-    The kubernetes client keeps default headers in a dict, which cannot repeat
-    `Impersonate-Group` once per group the way the API server reads it; urllib3's header dict
-    can. Anything else is delegated to the wrapped pool unchanged.
-    """
-
-    def __init__(self, pool: Any, identity: Identity):
-        self._pool = pool
-        self._identity = identity
-
-    def request(self, method: str, url: str, *args: Any, headers: Any = None, **kwargs: Any):
-        merged = HTTPHeaderDict(headers or {})
-        merged.discard("Impersonate-User")
-        merged.discard("Impersonate-Group")
-        merged["Impersonate-User"] = self._identity.user
-        for group in self._identity.groups:
-            merged.add("Impersonate-Group", group)
-        return self._pool.request(method, url, *args, headers=merged, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._pool, name)
 
 
 class Cluster:
@@ -114,7 +64,7 @@ class Cluster:
         self,
         api_client: k8s_client.ApiClient,
         *,
-        retry: RetryPolicy = RetryPolicy(),
+        retry: RetryPolicy = DEFAULT_RETRY,
         request_timeout_s: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
     ):
@@ -124,12 +74,24 @@ class Cluster:
         self.sleep = sleep
         self.identity: Identity | None = None  # None: the bot's own credential
         self._dynamic: DynamicClient | None = None
+        # Discovery answers by (apiVersion, kind): the dynamic client searches its whole
+        # resource tree on every lookup, and an apply looks each object's kind up several times.
+        self._resources: dict[tuple[str, str], Resource] = {}
 
     @classmethod
     def from_config(
-        cls, kubeconfig: str | None = None, context: str | None = None, **kwargs
+        cls,
+        kubeconfig: str | None = None,
+        context: str | None = None,
+        *,
+        credential_check_every_s: float = CREDENTIAL_CHECK_EVERY_S,
+        **kwargs,
     ) -> Cluster:
-        """A kubeconfig file (explicit, $KUBECONFIG or ~/.kube/config), else in-cluster config."""
+        """A kubeconfig file (explicit, $KUBECONFIG or ~/.kube/config), else in-cluster config.
+
+        The credential (an exec plugin's or in-cluster token) is checked for renewal at most
+        every `credential_check_every_s` seconds, not before every request.
+        """
         default_path = os.path.expanduser(k8s_config.KUBE_CONFIG_DEFAULT_LOCATION)
         configuration = k8s_client.Configuration()
         # `call` retries with backoff; urllib3's own immediate retries of a timed-out GET (3 by
@@ -148,6 +110,7 @@ class Cluster:
                 api_client = k8s_client.ApiClient(configuration)
         except (k8s_config.ConfigException, OSError) as err:
             raise ClusterError(f"cannot load cluster configuration: {err}") from None
+        ThrottledCredentialHook.install(api_client.configuration, every_s=credential_check_every_s)
         return cls(api_client, **kwargs)
 
     def impersonating(self, user: str, groups: tuple[str, ...] = ()) -> Cluster:
@@ -166,7 +129,7 @@ class Cluster:
                 raise ValueError(f"cannot impersonate {name!r}: not a printable one-line name")
         identity = Identity(user, groups)
         api_client = k8s_client.ApiClient(copy.deepcopy(self.api_client.configuration))
-        api_client.rest_client.pool_manager = _ImpersonatingPool(
+        api_client.rest_client.pool_manager = ImpersonatingPool(
             api_client.rest_client.pool_manager, identity
         )
         view = Cluster(
@@ -211,23 +174,19 @@ class Cluster:
                 DynamicClient,
                 self.api_client,
                 cache_file=cache_file,
-                discoverer=_MemoryDiscoverer,
+                discoverer=MemoryDiscoverer,
             )
         return self._dynamic
 
     def refresh_discovery(self) -> None:
         """Forget cached API resources, e.g. after CRDs were created."""
+        self._resources.clear()
         self.call("refresh API discovery", self.dynamic.resources.invalidate_cache)
 
     def serves(self, api_version: str, kind: str) -> bool:
         """Whether discovery knows the kind; other failures (unreachable...) still raise."""
         try:
-            self.call(
-                f"discover {api_version} {kind}",
-                self.dynamic.resources.get,
-                api_version=api_version,
-                kind=kind,
-            )
+            self._discover(api_version, kind)
         except ResourceNotFoundError:
             return False
         return True
@@ -236,17 +195,27 @@ class Cluster:
         """The API resource serving `kind`; unknown kinds are a ClusterError naming the object."""
         subject = for_object or kind
         try:
-            return self.call(
-                f"discover {api_version} {kind}",
-                self.dynamic.resources.get,
-                api_version=api_version,
-                kind=kind,
-            )
+            return self._discover(api_version, kind)
         except ResourceNotFoundError:
             raise ClusterError(
                 f"{subject}: the cluster does not serve kind {kind!r} in {api_version!r} "
                 "(is its CustomResourceDefinition installed?)"
             ) from None
+
+    def _discover(self, api_version: str, kind: str) -> Resource:
+        """Discovery's answer, remembered until `refresh_discovery`; a kind it does not know is
+        not remembered, so a CRD installed meanwhile is found on the next lookup."""
+        key = (api_version, kind)
+        found = self._resources.get(key)
+        if found is None:
+            found = self.call(
+                f"discover {api_version} {kind}",
+                self.dynamic.resources.get,
+                api_version=api_version,
+                kind=kind,
+            )
+            self._resources[key] = found
+        return found
 
     # -- single objects ----------------------------------------------------------------------
 
@@ -260,13 +229,14 @@ class Cluster:
                 resource.get,
                 name=name,
                 namespace=namespace if resource.namespaced else None,
+                serializer=plain_json,
                 _request_timeout=self.request_timeout_s,
             )
         except ClusterError as err:
             if _is_not_found(err):
                 return None
             raise
-        return found.to_dict()
+        return found
 
     def list(
         self,
@@ -282,9 +252,10 @@ class Cluster:
             resource.get,
             namespace=namespace if resource.namespaced else None,
             label_selector=label_selector,
+            serializer=plain_json,
             _request_timeout=self.request_timeout_s,
         )
-        items = listing.to_dict().get("items", [])
+        items = listing.get("items") or []
         for item in items:
             item.setdefault("apiVersion", resource.group_version)
             item.setdefault("kind", resource.kind)
@@ -343,20 +314,29 @@ class Cluster:
         )
 
     def server_side_apply(self, obj: Obj, *, field_manager: str = FIELD_MANAGER) -> Obj:
-        """Server-side applies one complete object (namespace already set); returns the result."""
+        """Server-side applies one complete object (namespace already set); returns the result.
+
+        The body goes out as JSON text encoded here: given a dict, the client would first
+        rebuild all of it to "sanitize" it, though only values JSON lacks (dates and times a
+        YAML file may hold) need that; `default` hands just those to the same sanitizer.
+        """
         ref = ObjectRef.of(obj)
         resource = self.resource(ref.api_version, ref.kind, str(ref))
-        applied = self.call(
+        try:
+            body = json.dumps(obj, default=self.api_client.sanitize_for_serialization)
+        except (TypeError, ValueError) as err:  # bytes (YAML !!binary), sets...
+            raise ClusterError(f"{ref}: cannot be sent as JSON: {err}") from None
+        return self.call(
             f"apply {ref}",
             resource.server_side_apply,
-            body=obj,
+            body=body,
             name=ref.name,
             namespace=ref.namespace if resource.namespaced else None,
             field_manager=field_manager,
             force_conflicts=True,
+            serializer=plain_json,
             _request_timeout=self.request_timeout_s,
         )
-        return applied.to_dict()
 
     # -- whole sets (see apply.py, prune.py, wait.py) ----------------------------------------
 

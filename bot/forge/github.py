@@ -1,10 +1,8 @@
 """GitHub adapter of the `Forge` protocol, on gidgethub driven synchronously.
 
-gidgethub builds requests and reads answers (URL templates, pagination, App JWTs, errors) in
-coroutines whose only I/O is its `_request` and `sleep` hooks. Here those hooks block on one
-long-lived `httpx.Client` per adapter, so a call's coroutine never waits on an event loop and is
-simply run to its end: no event loop, thread or client is built per call, and connections
-(with their TLS sessions) are kept alive between calls and shared by the worker's threads.
+Each call runs a gidgethub coroutine to its end over the adapter's one long-lived HTTP client
+(bot.forge.github_transport: no event loop, connections kept alive and shared by the worker's
+threads); GitHub's JSON answers are read into forge values by bot.forge.github_payloads.
 
 Auth is either one token, or a GitHub App whose installation tokens are fetched on demand and
 cached until a minute before they expire. Failures surface as `ForgeError` after the retries of
@@ -13,16 +11,11 @@ cached until a minute before they expire. Failures surface as `ForgeError` after
 
 from __future__ import annotations
 
-import functools
-import re
-import ssl
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
 from typing import Any, TypeVar
-from urllib.parse import quote, urlsplit, urlunsplit
 
-import certifi
 import gidgethub
 import gidgethub.abc
 import gidgethub.apps
@@ -40,10 +33,19 @@ from bot.forge.base import (
     StatusState,
     truncate_keeping_tail,
 )
+from bot.forge.github_payloads import (
+    int_or_none,
+    is_own_branch,
+    issue_number,
+    pull_facts,
+    to_pull_request,
+    url_parts,
+    with_credentials,
+)
+from bot.forge.github_transport import BlockingGitHubAPI, run_blocking, tls_context
 from bot.forge.retry import RetryPolicy
 
 DEFAULT_API_URL = "https://api.github.com"
-USER_AGENT = "coalmine"
 STATUS_DESCRIPTION_MAX = 140
 STATUS_CONTEXT_MAX = 255
 COMMENT_BODY_MAX = 65536
@@ -60,43 +62,6 @@ _ROLE_TO_PERMISSION: dict[str, Permission] = {
 }
 
 T = TypeVar("T")
-
-
-class _BlockingGitHubAPI(gidgethub.abc.GitHubAPI):
-    """gidgethub over a shared blocking `httpx.Client`; throttling and transient failures follow
-    a `RetryPolicy`. Cheap to build: one per call, around the adapter's one HTTP client."""
-
-    def __init__(self, http: httpx.Client, policy: RetryPolicy, **kwargs: Any) -> None:
-        super().__init__(USER_AGENT, **kwargs)
-        self._http = http
-        self._policy = policy
-
-    async def sleep(self, seconds: float) -> None:
-        self._policy.sleep(seconds)
-
-    async def handle_rate_limit_error(
-        self, *, method: str, url: str, exception: gidgethub.HTTPException, attempt: int
-    ) -> bool:
-        delay = self._policy.delay(int(exception.status_code), exception.headers, attempt)
-        if delay is None:
-            return False
-        await self.sleep(delay)
-        return True
-
-    async def _request(
-        self, method: str, url: str, headers: Mapping[str, str], body: bytes = b""
-    ) -> tuple[int, Mapping[str, str], bytes]:
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                answer = self._http.request(method, url, headers=dict(headers), content=body)
-                return answer.status_code, answer.headers, answer.content
-            except httpx.TransportError:
-                delay = self._policy.delay(None, {}, attempt)
-                if delay is None:
-                    raise
-                await self.sleep(delay)
 
 
 class GitHubForge:
@@ -129,7 +94,7 @@ class GitHubForge:
         self._installation_ids: dict[str, int] = {}  # repo full name → installation id
         self._issued_tokens: set[str] = set()
         # The one HTTP client of this adapter: its pool keeps connections alive between calls.
-        self._http = httpx.Client(timeout=timeout_s, verify=_tls_context())
+        self._http = httpx.Client(timeout=timeout_s, verify=tls_context())
 
     # -- Forge ----------------------------------------------------------------------------
     def set_status(
@@ -152,7 +117,7 @@ class GitHubForge:
         self._call(
             repo,
             f"setting status {context!r} on {sha[:12]}",
-            lambda gh: gh.post(url, {**_parts(repo), "sha": sha}, data=data),
+            lambda gh: gh.post(url, {**url_parts(repo), "sha": sha}, data=data),
         )
 
     def upsert_comment(
@@ -167,13 +132,13 @@ class GitHubForge:
             ):
                 return known_id
             url = "/repos/{owner}/{repo}/issues/{number}/comments{?per_page}"
-            url_vars = {**_parts(repo), "number": number, "per_page": 100}
+            url_vars = {**url_parts(repo), "number": number, "per_page": 100}
             async for existing in gh.getiter(url, url_vars):
                 if marker in existing["body"] and existing["user"]["login"] == author:
                     if existing["body"] != body:
                         await gh.patch(
                             "/repos/{owner}/{repo}/issues/comments/{id}",
-                            {**_parts(repo), "id": existing["id"]},
+                            {**url_parts(repo), "id": existing["id"]},
                             data={"body": body},
                         )
                     return int(existing["id"])
@@ -193,7 +158,7 @@ class GitHubForge:
         async def fetch(gh: gidgethub.abc.GitHubAPI) -> Permission:
             url = "/repos/{owner}/{repo}/collaborators/{username}/permission"
             try:
-                answer = await gh.getitem(url, {**_parts(repo), "username": username})
+                answer = await gh.getitem(url, {**url_parts(repo), "username": username})
             except gidgethub.BadRequest as exc:
                 if exc.status_code == 404:  # not a user, or unknown to this repository
                     return "none"
@@ -211,7 +176,7 @@ class GitHubForge:
             repo,
             f"reacting to comment {comment_id}",
             lambda gh: gh.post(
-                url, {**_parts(repo), "id": comment_id}, data={"content": ACK_REACTION}
+                url, {**url_parts(repo), "id": comment_id}, data={"content": ACK_REACTION}
             ),
         )
 
@@ -231,8 +196,8 @@ class GitHubForge:
         async def open_(gh: gidgethub.abc.GitHubAPI) -> PullRequest:
             data = {"title": title, "head": head, "base": base, "body": body}
             try:
-                created = await gh.post("/repos/{owner}/{repo}/pulls", _parts(repo), data=data)
-                pull = _to_pull_request(created)
+                created = await gh.post("/repos/{owner}/{repo}/pulls", url_parts(repo), data=data)
+                pull = to_pull_request(created)
             except gidgethub.BadRequest as exc:
                 # A second call for the same head: GitHub refuses, the first PR is the answer.
                 if exc.status_code != 422 or "already exists" not in str(exc):
@@ -244,7 +209,7 @@ class GitHubForge:
             if labels:
                 await gh.post(
                     "/repos/{owner}/{repo}/issues/{number}/labels",
-                    {**_parts(repo), "number": pull.number},
+                    {**url_parts(repo), "number": pull.number},
                     data={"labels": labels},
                 )
             return pull
@@ -253,7 +218,7 @@ class GitHubForge:
 
     def repository_facts(self, repo: RepoRef) -> RepoFacts:
         async def fetch(gh: gidgethub.abc.GitHubAPI) -> RepoFacts:
-            data = await gh.getitem("/repos/{owner}/{repo}", _parts(repo))
+            data = await gh.getitem("/repos/{owner}/{repo}", url_parts(repo))
             return RepoFacts(int(data["id"]), data["full_name"], data["default_branch"])
 
         return self._call(repo, "reading the repository", fetch)
@@ -261,29 +226,29 @@ class GitHubForge:
     def pull_request_facts(self, repo: RepoRef, number: int) -> PullRequestFacts:
         async def fetch(gh: gidgethub.abc.GitHubAPI) -> PullRequestFacts:
             url = "/repos/{owner}/{repo}/pulls/{number}"
-            return _pull_facts(await gh.getitem(url, {**_parts(repo), "number": number}))
+            return pull_facts(await gh.getitem(url, {**url_parts(repo), "number": number}))
 
         return self._call(repo, f"reading pull request #{number}", fetch)
 
     def comment_facts(self, repo: RepoRef, number: int, comment_id: int) -> CommentFacts:
         async def fetch(gh: gidgethub.abc.GitHubAPI) -> CommentFacts:
             url = "/repos/{owner}/{repo}/issues/comments/{id}"
-            data = await gh.getitem(url, {**_parts(repo), "id": comment_id})
-            found = _issue_number(data.get("issue_url") or "")
+            data = await gh.getitem(url, {**url_parts(repo), "id": comment_id})
+            found = issue_number(data.get("issue_url") or "")
             if found != number:
                 # Ids are global: a real comment elsewhere must not pass for one on #number.
                 raise NotFound(f"GitHub: comment {comment_id} is not on #{number} of "
                                f"{repo.full_name} (it is on #{found})")
             user = data.get("user") or {}
             return CommentFacts(int(data["id"]), str(user.get("login") or ""),
-                                _int_or_none(user.get("id")), data.get("body") or "", found)
+                                int_or_none(user.get("id")), data.get("body") or "", found)
 
         return self._call(repo, f"reading comment {comment_id} on #{number}", fetch)
 
     def authenticated_clone_url(self, repo: RepoRef) -> str:
         token = self._guard(f"getting a clone token for {repo.full_name}",
                             lambda: self._token_for(repo))
-        return _with_credentials(repo.clone_url, "x-access-token", token)
+        return with_credentials(repo.clone_url, "x-access-token", token)
 
     def secrets(self) -> list[str]:
         held = [self._token, self._private_key, *self._issued_tokens]
@@ -322,7 +287,7 @@ class GitHubForge:
     def _guard(self, what: str, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """Run `work` to its end, turning every failure into a scrubbed `ForgeError`."""
         try:
-            return _run_blocking(work())
+            return run_blocking(work())
         except gidgethub.HTTPException as exc:
             if exc.status_code == 404:
                 raise NotFound(self._scrub(f"GitHub: {what} failed: 404 {exc}")) from exc
@@ -333,7 +298,7 @@ class GitHubForge:
             raise ForgeError(self._scrub(f"GitHub: {what} failed: {exc!r}")) from exc
 
     def _api(self, token: str | None = None) -> gidgethub.abc.GitHubAPI:
-        return _BlockingGitHubAPI(self._http, self._retry, oauth_token=token,
+        return BlockingGitHubAPI(self._http, self._retry, oauth_token=token,
                                   base_url=self._api_url)
 
     def _app_jwt(self) -> str:
@@ -346,7 +311,7 @@ class GitHubForge:
         installation_id = repo.installation_id or self._installation_ids.get(repo.full_name)
         if installation_id is None:
             found = await self._api().getitem(
-                "/repos/{owner}/{repo}/installation", _parts(repo), jwt=self._app_jwt()
+                "/repos/{owner}/{repo}/installation", url_parts(repo), jwt=self._app_jwt()
             )
             installation_id = int(found["id"])
         self._installation_ids[repo.full_name] = installation_id
@@ -370,7 +335,7 @@ class GitHubForge:
         self, gh: gidgethub.abc.GitHubAPI, repo: RepoRef, number: int, body: str
     ) -> int:
         url = "/repos/{owner}/{repo}/issues/{number}/comments"
-        created = await gh.post(url, {**_parts(repo), "number": number}, data={"body": body})
+        created = await gh.post(url, {**url_parts(repo), "number": number}, data={"body": body})
         return int(created["id"])
 
     def _scrub(self, message: str) -> str:
@@ -392,7 +357,7 @@ async def _edit_own_comment(
     try:
         edited = await gh.patch(
             "/repos/{owner}/{repo}/issues/comments/{id}",
-            {**_parts(repo), "id": comment_id},
+            {**url_parts(repo), "id": comment_id},
             data={"body": body},
         )
     except gidgethub.BadRequest as exc:
@@ -400,7 +365,7 @@ async def _edit_own_comment(
             return False
         raise
     login = str((edited.get("user") or {}).get("login") or "")
-    on_number = _issue_number(edited.get("issue_url") or "") == number
+    on_number = issue_number(edited.get("issue_url") or "") == number
     return on_number and login.casefold() == author.casefold()
 
 
@@ -410,98 +375,12 @@ async def _find_pull(
     """The newest PR from `head` in `repo` itself that `author` (the bot) opened."""
     owner = repo.full_name.split("/", 1)[0]
     url = "/repos/{owner}/{repo}/pulls{?head,state,per_page}"
-    url_vars = {**_parts(repo), "head": f"{owner}:{head}", "state": state, "per_page": 10}
+    url_vars = {**url_parts(repo), "head": f"{owner}:{head}", "state": state, "per_page": 10}
     async for found in gh.getiter(url, url_vars):  # newest first: GitHub's default order
-        if _is_own_branch(found, repo, author):
-            return _to_pull_request(found)
+        if is_own_branch(found, repo, author):
+            return to_pull_request(found)
     return None
-
-
-def _is_own_branch(pull: dict[str, Any], repo: RepoRef, author: str) -> bool:
-    """Opened by `author` from a branch of `repo` itself, not from a fork of it."""
-    source = (pull.get("head") or {}).get("repo") or {}  # null when the fork was deleted
-    if repo.repo_id is not None:
-        same_repo = source.get("id") == repo.repo_id
-    else:
-        same_repo = str(source.get("full_name", "")).casefold() == repo.full_name.casefold()
-    login = str((pull.get("user") or {}).get("login", ""))
-    return same_repo and login.casefold() == author.casefold()
-
-
-def _pull_facts(data: dict[str, Any]) -> PullRequestFacts:
-    merged = data.get("merged") is True
-    # GitHub fills merge_commit_sha for open PRs too (a test merge): it counts only once merged.
-    source = (data.get("head") or {}).get("repo") or {}
-    return PullRequestFacts(
-        number=int(data["number"]),
-        state="merged" if merged else str(data["state"]),
-        merged=merged,
-        merge_sha=data.get("merge_commit_sha") if merged else None,
-        base=data["base"]["ref"],
-        head=data["head"]["ref"],
-        title=data.get("title") or "",
-        url=data.get("html_url") or "",
-        head_repo_id=_int_or_none(source.get("id")),
-        author=str((data.get("user") or {}).get("login") or ""),
-    )
-
-
-def _issue_number(issue_url: str) -> int | None:
-    found = re.search(r"/issues/(\d+)$", issue_url)
-    return int(found.group(1)) if found else None
-
-
-def _int_or_none(value: Any) -> int | None:
-    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _run_blocking(work: Coroutine[Any, Any, T]) -> T:
-    """The result of a coroutine whose awaits all complete at once (blocking I/O underneath).
-
-    No event loop is needed for such a coroutine: its first step runs it to the end. One that
-    does suspend was handed a real awaitable, which this adapter never does; it is closed and
-    reported rather than left half-run.
-    """
-    try:
-        work.send(None)
-    except StopIteration as finished:
-        return finished.value
-    work.close()
-    raise RuntimeError("a GitHub call waited on an event loop; the adapter's I/O must block")
-
-
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    """One CA bundle load per process: building it costs ~0.1 s, more than most API calls."""
-    return ssl.create_default_context(cafile=certifi.where())
-
-
-def _to_pull_request(data: dict[str, Any]) -> PullRequest:
-    state = "merged" if data.get("merged_at") else data["state"]
-    return PullRequest(
-        number=int(data["number"]),
-        url=data["html_url"],
-        head=data["head"]["ref"],
-        base=data["base"]["ref"],
-        title=data["title"],
-        state=state,
-    )
-
-
-def _parts(repo: RepoRef) -> dict[str, str]:
-    owner, name = repo.full_name.split("/", 1)
-    return {"owner": owner, "repo": name}
 
 
 def _shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _with_credentials(url: str, user: str, secret: str) -> str:
-    """`url` with `user:secret@` in it; other schemes (local paths in tests) carry none."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        return url
-    host = parts.netloc.rsplit("@", 1)[-1]
-    netloc = f"{quote(user, safe='')}:{quote(secret, safe='')}@{host}"
-    return urlunsplit(parts._replace(netloc=netloc))

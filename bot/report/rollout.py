@@ -9,39 +9,35 @@ app names) goes through `escape` or `code`, and every part has a cap, so even a 
 long rollout stays well under MAX_SECTION_BYTES (the whole comment must fit GitHub's 65536
 characters together with the other apps' sections).
 
-Charts (Mermaid `xychart-beta`, rendered by GitHub and GitLab alike):
-- one chart of the canary weight over time: a numeric x-axis of seconds since the rollout
-  started, y-axis 0-100 %, the weight sampled as a step function on an even grid of at most
-  CHART_POINTS points. Mermaid draws the i-th of n values at x = i·(span+1)/n on a numeric axis,
-  so the weight is sampled at exactly those times (the last one at the end, so the final weight
-  always shows); a weight held for less than one grid cell may not show;
-- one chart per numeric metric (at most METRIC_CHARTS), because metrics have their own scales
-  (ratios, milliseconds, counts) that would be flattened on the weight's 0-100 axis, and because
-  they are measured at their own times: each chart has one category per measurement, labelled by
-  the time since the rollout started, and a y-axis fitted to the values. Values like "[0.99]"
-  are read as 0.99; errors, NaN and non-numbers are left out.
+The charts are `bot.report.charts`.
+
+Why this file is long (~460 lines): it is one renderer of one section, read top to bottom in the
+order the section is shown (headline, notes, steps, analysis, evidence, history); each part is
+small, shares the caps and icons above, and splitting them would scatter one page's wording.
 """
 
 from __future__ import annotations
 
-import math
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from bot.analysis import run as runs
 from bot.analysis.run import AnalysisRun, MetricResult
 from bot.analysis.templates import MetricSpec
+from bot.report import charts
 from bot.report.markdown import code, escape
 from bot.rollout import engine
 from bot.rollout.durations import format_duration
 from bot.rollout.model import (
     INCONCLUSIVE_STEP,
     PAUSE_STEP,
+    PROMOTED_FULL,
+    PROMOTED_PAST_HOLD,
+    PROMOTED_SKIP,
+    SAME_TEMPLATE,
     AnalysisStep,
     HistoryEntry,
-    MetricPoint,
     PauseStep,
     RolloutState,
     Step,
@@ -53,9 +49,6 @@ STEP_ROWS = 20
 RUNS_SHOWN = 3
 METRIC_ROWS = 8
 EVIDENCE_LINES = 8
-CHART_POINTS = 50
-METRIC_CHARTS = 3
-METRIC_CHART_POINTS = 40
 
 _TEXT = 120  # characters of a message, reason or history line before escaping
 _NAME = 60  # metric, template and user names
@@ -94,18 +87,6 @@ _HISTORY_ICON = {
     "superseded": "⏹",
 }
 
-# The engine's own history wording (bot.rollout.engine), read back to mark skipped steps.
-_SKIPPED_STEP = re.compile(r"^skipped step (\d+)\b")
-_PROMOTED_PAST = re.compile(r"^promoted past step (\d+)\b")
-_ENTERED_STEP = re.compile(r"^step (\d+)/\d+:")
-_FULL_PROMOTION = "full promotion"
-_ALL_STEPS_SKIPPED = "steps skipped"
-
-# Characters Mermaid takes literally inside a quoted xychart string: no quote, backtick, `%%`
-# comment, `;` statement end or markup.
-_CHART_UNSAFE = re.compile(r"[^\w .,:/()+\-]")
-
-
 def render_rollout(state: RolloutState, *, now: float | None = None) -> list[str]:
     """Markdown lines for `state`. `now` (epoch seconds) lets the text say how long a pause or
     deadline has left and extends the weight chart to the present; without it the latest time
@@ -117,7 +98,7 @@ def render_rollout(state: RolloutState, *, now: float | None = None) -> list[str
     lines += _analysis(state)
     lines += _evidence(state)
     lines += _history(state)
-    lines += _charts(state, at)
+    lines += charts.rollout_charts(state, at)
     return lines
 
 
@@ -297,25 +278,21 @@ def _step_states(state: RolloutState) -> list[str]:
     current = state.step_index
     cells = ["✅ done" if index < current else "· pending" for index in range(len(steps))]
     for entry in _this_attempt(state.history):
-        if entry.kind == "step" and _ALL_STEPS_SKIPPED in entry.message:
+        if entry.kind == "step" and entry.reason == SAME_TEMPLATE:
             cells = ["⏭ skipped (same pod template as stable)"] * len(steps)
-        if entry.kind != "promoted":
+        if entry.kind != "promoted" or entry.step is None or not 0 <= entry.step < len(steps):
             continue
         who = f" by {_user(entry.actor)}" if entry.actor else ""
-        if entry.message.startswith(_FULL_PROMOTION):
-            for index in range(_entered_before(state.history, entry), len(steps)):
+        if entry.reason == PROMOTED_FULL:
+            for index in range(entry.step, len(steps)):
                 cells[index] = f"⏭ skipped (full promotion{who})"
-            continue
-        skipped = _SKIPPED_STEP.match(entry.message)
-        promoted = _PROMOTED_PAST.match(entry.message)
-        if skipped and 0 < int(skipped.group(1)) <= len(steps):
-            cells[int(skipped.group(1)) - 1] = f"⏭ skipped{who}"
-        elif promoted and 0 < int(promoted.group(1)) <= len(steps):
-            index = int(promoted.group(1)) - 1
-            if isinstance(steps[index], AnalysisStep):
-                cells[index] = f"⏭ inconclusive, promoted{who}"
+        elif entry.reason == PROMOTED_SKIP:
+            cells[entry.step] = f"⏭ skipped{who}"
+        elif entry.reason == PROMOTED_PAST_HOLD:
+            if isinstance(steps[entry.step], AnalysisStep):
+                cells[entry.step] = f"⏭ inconclusive, promoted{who}"
             else:
-                cells[index] = f"✅ promoted{who}"
+                cells[entry.step] = f"✅ promoted{who}"
     if current < len(steps):
         cells[current] = _current_cell(state)
         if state.phase in ("Aborted", "Superseded"):
@@ -345,20 +322,6 @@ def _this_attempt(history: Sequence[HistoryEntry]) -> Sequence[HistoryEntry]:
         if history[position].kind == "retried":
             return history[position:]
     return history
-
-
-def _entered_before(history: Sequence[HistoryEntry], until: HistoryEntry) -> int:
-    """Index of the step that was current when `until` happened (from the last step entry)."""
-    index = 0
-    for entry in history:
-        if entry is until:
-            break
-        match = _ENTERED_STEP.match(entry.message) if entry.kind == "step" else None
-        if match:
-            index = int(match.group(1)) - 1
-        if entry.kind == "retried":
-            index = 0
-    return index
 
 
 def _cell_code(text: str, limit: int = _NAME) -> str:
@@ -482,126 +445,6 @@ def _history(state: RolloutState) -> list[str]:
             line += f" — by {_user(entry.actor)}"
         lines.append(line)
     return lines
-
-
-# ------------------------------------------------------------------------------ charts
-
-
-def _charts(state: RolloutState, now: float) -> list[str]:
-    start = state.started_at
-    if start is None or not state.weights:
-        return []
-    end = state.finished_at if state.finished_at is not None else max(now, start)
-    lines = ["", *_weight_chart(state, start, end)]
-    metric_charts = [
-        _metric_chart(name, points, start) for name, points in _numeric_series(state.metric_points)
-    ]
-    if metric_charts:
-        lines += ["", "<details><summary>Metric charts</summary>", ""]
-        for chart in metric_charts:
-            lines += [*chart, ""]
-        lines.append("</details>")
-    return lines
-
-
-def _weight_chart(state: RolloutState, start: float, end: float) -> list[str]:
-    span = max(math.ceil(end - start), 2)
-    count = min(CHART_POINTS, span)
-    # Mermaid places value i at i·(span+1)/count on a numeric axis; sample exactly there,
-    # except that the last value is the weight at the end, so a final abort (to 0) or
-    # completion (to 100) always shows.
-    times = [start + i * (span + 1) / count for i in range(count - 1)] + [end]
-    weights = [_weight_at(state, t) for t in times]
-    return [
-        "```mermaid",
-        "xychart-beta",
-        '    title "Canary weight (%)"',
-        f'    x-axis "seconds since start" 0 --> {span}',
-        '    y-axis "canary %" 0 --> 100',
-        f"    line [{', '.join(str(w) for w in weights)}]",
-        "```",
-    ]
-
-
-def _weight_at(state: RolloutState, at: float) -> int:
-    weight = 0
-    for point in state.weights:
-        if point.at > at:
-            break
-        weight = point.weight
-    return weight
-
-
-def _numeric_series(
-    points: Iterable[MetricPoint],
-) -> list[tuple[str, list[tuple[float, float]]]]:
-    """(metric, [(time, value)]) for the METRIC_CHARTS most recently measured metrics with
-    numeric values, each limited to its latest METRIC_CHART_POINTS values."""
-    series: dict[str, list[tuple[float, float]]] = {}
-    for point in points:
-        value = parse_number(point.value)
-        if value is not None:
-            series.setdefault(point.metric, []).append((point.at, value))
-    newest = sorted(series, key=lambda name: series[name][-1][0], reverse=True)[:METRIC_CHARTS]
-    return [(name, series[name][-METRIC_CHART_POINTS:]) for name in series if name in newest]
-
-
-def _metric_chart(name: str, points: list[tuple[float, float]], start: float) -> list[str]:
-    labels: list[str] = []
-    for at, _ in points:
-        label = format_duration(max(at - start, 0.0))
-        repeat = 2
-        while label in labels:  # Mermaid merges equal categories into one
-            label = f"{format_duration(max(at - start, 0.0))} ({repeat})"
-            repeat += 1
-        labels.append(label)
-    values = [value for _, value in points]
-    low, high = min(values), max(values)
-    pad = (high - low) * 0.1 or abs(high) * 0.1 or 1.0
-    categories = ", ".join(f'"{label}"' for label in labels)
-    return [
-        "```mermaid",
-        "xychart-beta",
-        f'    title "{_chart_text(name)}"',
-        f'    x-axis "time since start" [{categories}]',
-        f'    y-axis "value" {_number(low - pad)} --> {_number(high + pad)}',
-        f"    line [{', '.join(_number(v) for v in values)}]",
-        "```",
-    ]
-
-
-def parse_number(value: str | None) -> float | None:
-    """The number a measurement shows: "0.99" or a one-element vector "[0.99]"; None for no
-    value, several values, NaN, infinities and anything else."""
-    if value is None:
-        return None
-    text = value.strip()
-    if text.startswith("[") and text.endswith("]"):
-        text = text[1:-1].strip()
-        if "," in text:
-            return None
-    try:
-        number = float(text)
-    except ValueError:
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _number(value: float) -> str:
-    """A decimal Mermaid's lexer accepts: no exponent (`1e-05` would not parse), six
-    significant digits."""
-    if value == 0:
-        return "0"
-    magnitude = math.floor(math.log10(abs(value)))
-    decimals = min(max(5 - magnitude, 0), 12)
-    text = f"{value:.{decimals}f}"
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
-
-
-def _chart_text(text: str) -> str:
-    return _CHART_UNSAFE.sub("_", text)[:_NAME] or "_"
 
 
 def _latest_time(state: RolloutState) -> float:

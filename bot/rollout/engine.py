@@ -61,6 +61,11 @@ from bot.rollout.durations import format_duration
 from bot.rollout.model import (
     INCONCLUSIVE_STEP,
     PAUSE_STEP,
+    PROMOTED_BACKGROUND,
+    PROMOTED_FULL,
+    PROMOTED_PAST_HOLD,
+    PROMOTED_SKIP,
+    SAME_TEMPLATE,
     TERMINAL_PHASES,
     Abort,
     Action,
@@ -79,6 +84,8 @@ from bot.rollout.model import (
     PostStatus,
     Promote,
     PromoteFull,
+    RemoveCanary,
+    RestoreStable,
     Resume,
     Retry,
     RolloutState,
@@ -86,9 +93,7 @@ from bot.rollout.model import (
     SetWeight,
     SetWeightStep,
     Start,
-    StartAnalysis,
     Step,
-    StopAnalysis,
     TemplateRef,
     Tick,
     UpdateComment,
@@ -154,6 +159,13 @@ def target_weight(state: RolloutState) -> int:
         if isinstance(step, SetWeightStep):
             weight = step.weight
     return weight
+
+
+def continues_with(state: RolloutState, revision: str, same_template: bool) -> bool:
+    """Whether a new merge lets this rollout carry on instead of superseding it: the same
+    merge delivered again, or a merge that left the workload's template as this rollout has it
+    (the rollout is completing that very template). A finished rollout continues nothing."""
+    return not is_finished(state) and (state.revision == revision or same_template)
 
 
 def background_inconclusive(state: RolloutState) -> bool:
@@ -282,27 +294,43 @@ class _Transition:
         self.state = state
         self.now = now
         self.actions: list[Action] = []
+        self.logged = 0  # history entries added by this event
 
     # -- bookkeeping --------------------------------------------------------------------
 
     def update(self, **changes: object) -> None:
         self.state = replace(self.state, **changes)  # type: ignore[arg-type]
 
-    def log(self, kind: str, message: str, actor: str | None = None) -> None:
-        entry = HistoryEntry(at=self.now, kind=kind, message=message, actor=actor)
+    def log(
+        self,
+        kind: str,
+        message: str,
+        actor: str | None = None,
+        *,
+        step: int | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Record an entry; its `phase` is filled in by `finish`, once the phase is settled."""
+        entry = HistoryEntry(
+            at=self.now, kind=kind, message=message, actor=actor, step=step, reason=reason
+        )
         self.update(history=(self.state.history + (entry,))[-_HISTORY_LIMIT:])
+        self.logged += 1
 
     def reject(self, command: str, user: str | None, reason: str) -> None:
         self.actions.append(CommandRejected(command=command, user=user, reason=reason))
 
     def set_weight(self, weight: int, *, await_health: bool = True) -> None:
         self.actions.append(SetWeight(weight))
+        self.record_weight(weight)
+        if await_health:
+            self.await_health()
+
+    def record_weight(self, weight: int) -> None:
         if weight != self.state.weight or not self.state.weights:
             point = WeightPoint(at=self.now, weight=weight)
             self.update(weights=(self.state.weights + (point,))[-_WEIGHT_POINTS_LIMIT:])
         self.update(weight=weight)
-        if await_health:
-            self.await_health()
 
     def await_health(self) -> None:
         deadline = self.now + self.state.strategy.progress_deadline_seconds
@@ -358,17 +386,16 @@ class _Transition:
         return self._started(runs.start_run(run_id, metrics, self.now, purpose))
 
     def _started(self, run: AnalysisRun) -> AnalysisRun:
-        self.actions.append(StartAnalysis(run_id=run.id, purpose=run.purpose))
-        self.log("analysis", f"{run.purpose} analysis {run.id} started")
+        # Nothing for the shell to do: measurements are asked for by Measure once due.
+        self.log("analysis", f"{run.purpose} analysis {run.id} started", step=self.state.step_index)
         return run
 
     def stop_run(self, run: AnalysisRun | None) -> None:
         """Terminate `run` if it is still going and archive it for the report."""
         if run is None:
             return
+        # A measurement still in flight for it comes back with its run id and is dropped.
         stopped = runs.terminate(run)
-        if not run.terminated and runs.phase(run) not in runs.COMPLETED:
-            self.actions.append(StopAnalysis(run_id=run.id, phase=runs.phase(stopped)))
         archive = (self.state.finished_runs + (stopped,))[-_FINISHED_RUNS_LIMIT:]
         self.update(finished_runs=archive)
 
@@ -421,7 +448,7 @@ class _Transition:
         if index >= len(steps):
             return
         step = steps[index]
-        self.log("step", f"step {index + 1}/{len(steps)}: {describe_step(step)}")
+        self.log("step", f"step {index + 1}/{len(steps)}: {describe_step(step)}", step=index)
         if isinstance(step, SetWeightStep):
             if step.weight != self.state.weight:
                 self.set_weight(step.weight)
@@ -497,10 +524,7 @@ class _Transition:
             pause_reason=None,
             paused_by=None,
         )
-        if self.state.weight != 100:
-            point = WeightPoint(at=self.now, weight=100)
-            self.update(weights=(self.state.weights + (point,))[-_WEIGHT_POINTS_LIMIT:])
-        self.update(weight=100)
+        self.record_weight(100)
         self.actions.append(Complete())
         self.await_health()
         self.log("completing", "all steps done: stable takes the new version")
@@ -519,9 +543,10 @@ class _Transition:
             evidence=evidence,
             finished_at=self.now,
         )
-        self.set_weight(0, await_health=False)
+        self.record_weight(0)
+        self.actions.append(RestoreStable())
         self.actions.append(OpenRevertPR(reason=reason, evidence=evidence))
-        self.log("aborted", reason, actor)
+        self.log("aborted", reason, actor, step=self.state.step_index, reason=reason)
 
     def settle_phase(self) -> None:
         if self.state.phase not in _ACTIVE:
@@ -533,6 +558,18 @@ class _Transition:
         )
         self.update(phase="Paused" if held else "Progressing")
 
+    def stamp_phase(self) -> None:
+        """Give the entries this event logged the phase it leaves the rollout in."""
+        history = self.state.history
+        fresh = len(history) - min(self.logged, len(history))
+        if fresh == len(history):
+            return
+        stamped = tuple(
+            replace(entry, phase=self.state.phase) if index >= fresh else entry
+            for index, entry in enumerate(history)
+        )
+        self.update(history=stamped)
+
     # -- result ---------------------------------------------------------------------------
 
     def finish(
@@ -540,6 +577,7 @@ class _Transition:
     ) -> tuple[RolloutState, list[Action]]:
         self.measure_due()
         self.settle_phase()
+        self.stamp_phase()
         state = self.state
         actions = self.actions
         changed = state != original
@@ -597,7 +635,7 @@ def _on_start(t: _Transition, event: Start) -> None:
     t.update(phase="Progressing", started_at=t.now)
     t.log("started", f"rollout of {t.state.revision[:7]} started")
     if event.same_as_stable:
-        t.log("step", "new pod template equals stable: steps skipped")
+        t.log("step", "new pod template equals stable: steps skipped", reason=SAME_TEMPLATE)
         t.begin_completion()
         return
     steps = t.state.strategy.steps
@@ -677,6 +715,10 @@ def _on_health(t: _Transition, event: WorkloadHealth) -> None:
         return
     if event.weight is not None and event.weight != state.weight:
         return
+    if event.failed:
+        # The workload itself says waiting will not help (e.g. its progressDeadlineSeconds).
+        t.abort(event.message)
+        return
     if not event.ok:
         if event.message != state.health_message:
             t.update(health_message=event.message)
@@ -718,22 +760,35 @@ def _on_promote(t: _Transition, event: Promote) -> None:
         t.update(background_run=None)
         t.start_background_if_due()
         restarted_background = True
+    index = state.step_index
     if state.pause_reason in (INCONCLUSIVE_STEP, PAUSE_STEP):
-        t.log("promoted", f"promoted past step {state.step_index + 1}", event.user)
-        t.enter_step(state.step_index + 1)
+        t.log(
+            "promoted", f"promoted past step {index + 1}", event.user,
+            step=index, reason=PROMOTED_PAST_HOLD,
+        )
+        t.enter_step(index + 1)
     elif restarted_background:
-        t.log("promoted", "inconclusive background analysis accepted; new run started", event.user)
+        t.log(
+            "promoted", "inconclusive background analysis accepted; new run started", event.user,
+            step=index, reason=PROMOTED_BACKGROUND,
+        )
     else:
         skipped = describe_step(step) if step else "completion"
-        t.log("promoted", f"skipped step {state.step_index + 1} ({skipped})", event.user)
-        t.enter_step(state.step_index + 1)
+        t.log(
+            "promoted", f"skipped step {index + 1} ({skipped})", event.user,
+            step=index, reason=PROMOTED_SKIP,
+        )
+        t.enter_step(index + 1)
     t.reconcile()
 
 
 def _on_promote_full(t: _Transition, event: PromoteFull) -> None:
     if not _active_or_reject(t, "promote --full", event.user):
         return
-    t.log("promoted", "full promotion: remaining steps skipped", event.user)
+    t.log(
+        "promoted", "full promotion: remaining steps skipped", event.user,
+        step=t.state.step_index, reason=PROMOTED_FULL,
+    )
     t.begin_completion()
 
 
@@ -763,7 +818,7 @@ def _on_retry(t: _Transition, event: Retry) -> None:
         background_run=None,
         health_message="",
     )
-    t.log("retried", f"retry #{t.state.attempt - 1}: back to step 1", event.user)
+    t.log("retried", f"retry #{t.state.attempt - 1}: back to step 1", event.user, step=0)
     t.enter_step(0)
     t.reconcile()
 
@@ -818,8 +873,10 @@ def _on_new_revision(t: _Transition, event: NewRevision) -> None:
         paused_by=None,
         finished_at=t.now,
     )
+    if not event.starts_canary and state.phase != "Aborted":
+        t.actions.append(RemoveCanary())  # no Start of a new canary will replace this one
     pr = f" (#{event.pr})" if event.pr is not None else ""
-    t.log("superseded", f"superseded by {event.sha[:7]}{pr}")
+    t.log("superseded", f"superseded by {event.sha[:7]}{pr}", reason=event.sha)
 
 
 _HANDLERS = {

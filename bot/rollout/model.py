@@ -1,6 +1,10 @@
 """The rollout model: canary strategy, rollout state, the events the engine takes and the actions
 it asks the shell to perform. All values are immutable and serialise to plain JSON, because the
 shell stores the state in Redis between jobs.
+
+Why this file is long (~460 lines): it is the engine's whole vocabulary, and the JSON codec at
+its end must name every type in it; kept together, a new event or action is added in one place
+and cannot be forgotten by the codec. Each part is a run of small frozen dataclasses.
 """
 
 from __future__ import annotations
@@ -86,12 +90,28 @@ PAUSE_STEP = "pause step"
 INCONCLUSIVE_STEP = "inconclusive analysis"
 
 
+# `HistoryEntry.reason` of a "promoted" entry: what the promotion did.
+PROMOTED_SKIP = "skipped"  # /promote skipped a step that was still running
+PROMOTED_PAST_HOLD = "past hold"  # /promote moved past a pause or an inconclusive analysis step
+PROMOTED_FULL = "full"  # /promote --full skipped every remaining step
+PROMOTED_BACKGROUND = "background"  # /promote accepted an inconclusive background run
+# `HistoryEntry.reason` of the "step" entry of a rollout whose template equals stable's.
+SAME_TEMPLATE = "same template"
+
+
 @dataclass(frozen=True)
 class HistoryEntry:
+    """One thing that happened to a rollout, typed so reports never read the wording back.
+
+    `message` is for people; `kind`, `step`, `phase` and `reason` are for code."""
+
     at: float
     kind: str  # started, step, paused, resumed, promoted, aborted, retried, completed, ...
     message: str
     actor: str | None = None  # the user behind a command; None for the engine itself
+    step: int | None = None  # 0-based index of the step the entry is about, if any
+    phase: str | None = None  # the rollout's phase once the event that logged it was handled
+    reason: str | None = None  # a PROMOTED_* or SAME_TEMPLATE code, or an abort's reason
 
 
 @dataclass(frozen=True)
@@ -206,6 +226,9 @@ class WorkloadHealth:
     ok: bool
     message: str = ""
     weight: int | None = None  # the weight the report is about; a stale weight is ignored
+    # The workload reports a failure no wait will cure (e.g. its own progress deadline
+    # exceeded): the engine aborts rather than waiting for the deadline.
+    failed: bool = False
 
 
 @dataclass(frozen=True)
@@ -245,6 +268,9 @@ class Resume:
 class NewRevision:
     sha: str
     pr: int | None = None
+    # False when the new merge needs no canary (its template is applied straight to stable):
+    # then nothing replaces this rollout's canary, so the engine asks for it to be removed.
+    starts_canary: bool = True
 
 
 Event = (
@@ -272,15 +298,14 @@ class SetWeight:
 
 
 @dataclass(frozen=True)
-class StartAnalysis:
-    run_id: str
-    purpose: str  # "step 3" / "background"
+class RestoreStable:
+    """After an abort: stable back to its own template at full size, then the canary removed.
+    Retried by the shell until the cluster accepts it; no health report follows."""
 
 
 @dataclass(frozen=True)
-class StopAnalysis:
-    run_id: str
-    phase: str  # the run's final phase
+class RemoveCanary:
+    """Delete the canary workload (a newer merge applied its template to stable directly)."""
 
 
 @dataclass(frozen=True)
@@ -341,8 +366,8 @@ class CommandRejected:
 
 Action = (
     SetWeight
-    | StartAnalysis
-    | StopAnalysis
+    | RestoreStable
+    | RemoveCanary
     | Measure
     | PostStatus
     | UpdateComment
@@ -390,8 +415,8 @@ _CLASSES: dict[str, type] = {
         Resume,
         NewRevision,
         SetWeight,
-        StartAnalysis,
-        StopAnalysis,
+        RestoreStable,
+        RemoveCanary,
         Measure,
         PostStatus,
         UpdateComment,

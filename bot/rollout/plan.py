@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bot.analysis.templates import AnalysisTemplate
-from bot.rollout import strategy as strategies
+from bot.rollout import argo_rollout, argo_templates
+from bot.rollout.fields import StrategyError
 from bot.rollout.model import CanaryStrategy
 
 Obj = dict[str, Any]
@@ -48,20 +49,20 @@ class AppSpec(Protocol):
 def split(objects: list[Obj], app: AppSpec) -> tuple[list[Obj], CanaryPlan | None]:
     """(objects to apply as they are, the canary plan or None); raises StrategyError."""
     source = f"{app.path}/"
-    rollouts = [o for o in objects if strategies.is_rollout(o)]
-    template_docs = [o for o in objects if strategies.is_analysis_template(o)]
-    rest = [o for o in objects if not strategies.is_rollout(o)
-            and not strategies.is_analysis_template(o)]
-    templates = strategies.parse_analysis_templates((source, d) for d in template_docs)
+    rollouts = [o for o in objects if argo_rollout.is_rollout(o)]
+    template_docs = [o for o in objects if argo_templates.is_analysis_template(o)]
+    rest = [o for o in objects if not argo_rollout.is_rollout(o)
+            and not argo_templates.is_analysis_template(o)]
+    templates = argo_templates.parse_analysis_templates((source, d) for d in template_docs)
     if len(rollouts) > 1:
         names = ", ".join(r["metadata"]["name"] for r in rollouts)
-        raise strategies.StrategyError(source, "kind: Rollout",
-                                       f"one Rollout per app is supported (found {names})")
+        raise StrategyError(source, "kind: Rollout",
+                            f"one Rollout per app is supported (found {names})")
     if rollouts:
         doc = rollouts[0]
-        strategy = strategies.parse_rollout(doc, source=source)
+        strategy = argo_rollout.parse_rollout(doc, source=source)
         deployments = {o["metadata"]["name"]: o for o in rest if o.get("kind") == "Deployment"}
-        workload = strategies.rollout_to_deployment(doc, source=source, deployments=deployments)
+        workload = argo_rollout.rollout_to_deployment(doc, source=source, deployments=deployments)
         ref = (doc.get("spec") or {}).get("workloadRef") or {}
         rest = [o for o in rest if not (o.get("kind") == "Deployment"
                                         and o["metadata"]["name"] == ref.get("name"))]
@@ -70,14 +71,14 @@ def split(objects: list[Obj], app: AppSpec) -> tuple[list[Obj], CanaryPlan | Non
         name = strategy.workload.name
         found = [o for o in rest if o.get("kind") == "Deployment" and o["metadata"]["name"] == name]
         if not found:
-            raise strategies.StrategyError(
+            raise StrategyError(
                 ".coalmine.yaml", f"apps[{app.name}].canary.workload",
                 f"Deployment '{name}' is not among the manifests under {app.path}")
         workload = found[0]
         rest = [o for o in rest if o is not workload]
     else:
         return rest, None
-    strategies.check_template_refs(strategy, templates)
+    argo_templates.check_template_refs(strategy, templates)
     workload = {**workload, "metadata": {**workload["metadata"]}}
     workload["metadata"].setdefault("namespace", app.namespace)
     return rest, CanaryPlan(strategy, templates, workload)

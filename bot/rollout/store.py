@@ -14,21 +14,24 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from redis import Redis
 from redis.exceptions import LockError, RedisError
 
 from bot.heartbeat import renewing
+from bot.rollout.context import RolloutContext
 from bot.rollout.model import TERMINAL_PHASES, RolloutState
 
 log = logging.getLogger(__name__)
 PREFIX = "coalmine:rollout:"
 DUE_INDEX = "coalmine:rollouts:due"
 ACTIVE_INDEX = "coalmine:rollouts:active"
+# Final snapshots (terminal phase) not yet reported to the forge: "key\nrevision\nseq" → when.
+UNREPORTED_INDEX = "coalmine:rollouts:unreported"
 FINISHED_TTL_S = 30 * 24 * 3600
 LOCK_TTL_S = 15.0
 REPORTED_TTL_S = FINISHED_TTL_S
@@ -43,6 +46,12 @@ def aborted_key(key: str) -> str:
     return f"{key}:aborted-template"
 
 
+def final_key(key: str, revision: str) -> str:
+    """The last snapshot of `revision`'s rollout once finished: a newer merge's rollout takes
+    over the app's key, and the finished one must still reach its PR."""
+    return f"{key}:final:{revision}"
+
+
 def report_lock_key(forge: str, repo: str, number: int) -> str:
     """Serialises the forge reports (statuses, comment) of one PR; never the rollout lock."""
     return f"coalmine:report:{forge}:{repo}:{number}"
@@ -53,18 +62,18 @@ class RolloutRecord:
     """The engine's state plus what the shell needs to act on it (never read by the engine)."""
 
     state: RolloutState
-    context: dict[str, Any] = field(default_factory=dict)
+    context: RolloutContext
     seq: int = 0  # set by RolloutStore.save: the order of saves of this app's rollouts
 
     def dumps(self) -> str:
-        return json.dumps({"state": self.state.to_dict(), "context": self.context,
+        return json.dumps({"state": self.state.to_dict(), "context": self.context.to_dict(),
                            "seq": self.seq})
 
     @classmethod
     def loads(cls, raw: bytes | str) -> RolloutRecord:
         data = json.loads(raw)
-        return cls(RolloutState.from_dict(data["state"]), data.get("context", {}),
-                   int(data.get("seq") or 0))
+        return cls(RolloutState.from_dict(data["state"]),
+                   RolloutContext.from_dict(data["context"]), int(data.get("seq") or 0))
 
 
 class RolloutStore:
@@ -112,6 +121,10 @@ class RolloutStore:
         pipe.set(key, record.dumps(), ex=FINISHED_TTL_S if terminal else None)
         if terminal:
             pipe.srem(ACTIVE_INDEX, key)
+            # In the same transaction as the save: a worker that dies before reporting a final
+            # status leaves this entry behind, and the sweep reports it (see `unreported`).
+            pipe.set(final_key(key, record.state.revision), record.dumps(), ex=FINISHED_TTL_S)
+            pipe.zadd(UNREPORTED_INDEX, {_unreported_member(key, record): time.time()})
         else:
             pipe.sadd(ACTIVE_INDEX, key)
         if next_tick_at is None or terminal:
@@ -119,6 +132,27 @@ class RolloutStore:
         else:
             pipe.zadd(DUE_INDEX, {key: next_tick_at})
         pipe.execute()
+
+    def unreported(self, older_than: float, limit: int = 100) -> list[tuple[str, str, int]]:
+        """(key, revision, seq) of final snapshots saved before `older_than` whose report was
+        not made (its worker died, or Redis went away, between the save and the report)."""
+        members = self.redis.zrangebyscore(UNREPORTED_INDEX, "-inf", older_than, 0, limit)
+        found = []
+        for raw in members:
+            key, revision, seq = (raw.decode() if isinstance(raw, bytes) else raw).split("\n")
+            found.append((key, revision, int(seq)))
+        return found
+
+    def postpone_unreported(self, key: str, revision: str, seq: int) -> None:
+        """A report job was queued for it: look again only if that one is lost too."""
+        self.redis.zadd(UNREPORTED_INDEX, {f"{key}\n{revision}\n{seq}": time.time()}, xx=True)
+
+    def mark_reported(self, key: str, revision: str, seq: int) -> None:
+        self.redis.zrem(UNREPORTED_INDEX, f"{key}\n{revision}\n{seq}")
+
+    def load_final(self, key: str, revision: str) -> RolloutRecord | None:
+        raw = self.redis.get(final_key(key, revision))
+        return RolloutRecord.loads(raw) if raw else None
 
     def active_keys(self) -> list[str]:
         return sorted(k.decode() if isinstance(k, bytes) else k
@@ -185,3 +219,7 @@ class RolloutStore:
 
     def clear_hold(self, key: str) -> None:
         self.redis.delete(aborted_key(key), f"{key}:aborted-by", f"{key}:held-prs", f"{key}:held")
+
+
+def _unreported_member(key: str, record: RolloutRecord) -> str:
+    return f"{key}\n{record.state.revision}\n{record.seq}"

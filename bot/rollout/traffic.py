@@ -35,6 +35,14 @@ def replicas_of(deployment: Obj) -> int:
     return 1 if value is None else int(value)
 
 
+def rollout_replicas(git_deployment: Obj, live_stable: Obj) -> int:
+    """The replica count a rollout splits between the tracks: Git's, or the live count when Git
+    leaves `replicas` out (an HPA-managed workload: the autoscaler owns the number)."""
+    if git_deployment.get("spec", {}).get("replicas") is None:
+        return replicas_of(live_stable)
+    return replicas_of(git_deployment)
+
+
 def _with_track(deployment: Obj, track: str) -> Obj:
     obj = copy.deepcopy(deployment)
     spec = obj.setdefault("spec", {})

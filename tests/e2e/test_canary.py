@@ -78,60 +78,26 @@ def traffic(prometheus, name: str, error_ratio: float) -> str:
 
 def first_deploy(world: w.World, steps: str) -> None:
     """Put the canary config and a stable v1 in place (a first deploy is a plain apply)."""
-    world.bot.start_worker()
-    _, sha, resp = w.merge(world, {
+    w.set_up(world, {
         ".coalmine.yaml": canary_config(steps),
         "deploy/web/analysis.yaml": ANALYSIS_TEMPLATE,
-    }, "Set up canaries")
-    assert resp.status_code == 202
-    status = final(world, sha)
-    assert status["state"] == "success", status
-
-
-def final(world: w.World, sha: str, timeout: float = 90, app: str = "web") -> dict:
-    def done():
-        status = w.latest_statuses(world, sha).get(f"coalmine/{app}")
-        return status if status and status["state"] not in ("pending",) else None
-
-    try:
-        return wait_until(done, timeout, 0.1)
-    except TimeoutError:
-        raise AssertionError(
-            f"no final status on {sha[:7]}: {w.posted_states(world, sha)}\n"
-            + world.bot.worker_log()[-5000:]) from None
-
-
-def release(world: w.World, image: str, title: str) -> tuple[int, str]:
-    number, sha, resp = w.merge(
-        world, {"deploy/web/deployment.yaml": w.deployment("web", image)}, title)
-    assert resp.status_code == 202
-    return number, sha
-
-
-def replicas(kube, name: str) -> int | None:
-    obj = kube.get_object("apps/v1", "Deployment", "shop", name)
-    return obj["spec"]["replicas"] if obj else None
-
-
-def image_of(kube, name: str) -> str | None:
-    obj = kube.get_object("apps/v1", "Deployment", "shop", name)
-    return obj["spec"]["template"]["spec"]["containers"][0]["image"] if obj else None
+    })
 
 
 def test_good_release_is_promoted_and_canary_removed(world, fake_kube, prometheus):
     track = traffic(prometheus, "good", 0.0)
     first_deploy(world, analysis_steps(track))
-    number, sha = release(world, "registry.example/web:2.0", "Web 2.0")
+    number, sha = w.release(world, "registry.example/web:2.0", "Web 2.0")
 
     # 34% of 3 replicas: one canary pod, two stable ones.
-    wait_until(lambda: (replicas(fake_kube, "web"), replicas(fake_kube, "web-canary")) == (2, 1),
+    wait_until(lambda: (w.replicas(fake_kube, "web"), w.replicas(fake_kube, "web-canary")) == (2, 1),
                30, 0.05)
-    assert image_of(fake_kube, "web") == "registry.example/web:1.0"
+    assert w.image_of(fake_kube, "web") == "registry.example/web:1.0"
 
-    status = final(world, sha)
+    status = w.final_status(world, sha, timeout=90)
     assert status["state"] == "success" and status["description"] == "promoted"
     assert fake_kube.get_object("apps/v1", "Deployment", "shop", "web-canary") is None
-    assert image_of(fake_kube, "web") == "registry.example/web:2.0"
+    assert w.image_of(fake_kube, "web") == "registry.example/web:2.0"
     assert fake_kube.get_object("apps/v1", "Deployment", "shop", "web")["spec"]["replicas"] == 3
     body = w.wait_comment(world, number, "```mermaid")["body"]
     assert "success-rate" in body.replace("\\", "")
@@ -143,15 +109,15 @@ def test_bad_release_is_aborted_and_reverted(world, fake_kube, prometheus):
     track = traffic(prometheus, "bad", 0.5)
     first_deploy(world, analysis_steps(track))
     before = world.remote.head()
-    number, sha = release(world, "registry.example/web:bad", "Web bad")
+    number, sha = w.release(world, "registry.example/web:bad", "Web bad")
 
-    status = final(world, sha)
+    status = w.final_status(world, sha, timeout=90)
     assert status["state"] == "failure", status
     assert "aborted" in status["description"]
     assert fake_kube.get_object("apps/v1", "Deployment", "shop", "web-canary") is None
     stable = fake_kube.get_object("apps/v1", "Deployment", "shop", "web")
     assert stable["spec"]["replicas"] == 3
-    assert image_of(fake_kube, "web") == "registry.example/web:1.0"
+    assert w.image_of(fake_kube, "web") == "registry.example/web:1.0"
 
     branch = f"coalmine/revert-{sha[:7]}"
     wait_until(lambda: branch in world.remote.branches(), 60, 0.1)
@@ -178,39 +144,39 @@ def _revert_pr(world: w.World, branch: str) -> dict | None:
 
 def test_promote_through_manual_pause(world, fake_kube):
     first_deploy(world, MANUAL_STEPS)
-    number, sha = release(world, "registry.example/web:3.0", "Web 3.0")
+    number, sha = w.release(world, "registry.example/web:3.0", "Web 3.0")
     # GitLab keeps a running status's first description, so the comment tells the progress.
     w.wait_comment(world, number, "**Paused**")
     w.allow(world, "alice", "write")
     w.command(world, number, "/promote", "alice")
-    status = final(world, sha)
+    status = w.final_status(world, sha, timeout=90)
     assert status["description"] == "promoted"
-    assert image_of(fake_kube, "web") == "registry.example/web:3.0"
+    assert w.image_of(fake_kube, "web") == "registry.example/web:3.0"
     body = w.wait_comment(world, number, "alice")["body"]
     assert "promote" in body.lower()
 
 
 def test_abort_command_restores_stable(world, fake_kube):
     first_deploy(world, MANUAL_STEPS)
-    number, sha = release(world, "registry.example/web:4.0", "Web 4.0")
+    number, sha = w.release(world, "registry.example/web:4.0", "Web 4.0")
     wait_until(lambda: fake_kube.get_object("apps/v1", "Deployment", "shop", "web-canary"),
                30, 0.05)
     w.allow(world, "alice", "write")
     w.command(world, number, "/abort", "alice")
-    status = final(world, sha)
+    status = w.final_status(world, sha, timeout=90)
     assert status["state"] == "failure" and "alice" in status["description"]
     assert fake_kube.get_object("apps/v1", "Deployment", "shop", "web-canary") is None
-    assert image_of(fake_kube, "web") == "registry.example/web:1.0"
+    assert w.image_of(fake_kube, "web") == "registry.example/web:1.0"
 
     # /retry starts the aborted revision again from its first step.
     w.command(world, number, "/retry", "alice")
-    wait_until(lambda: image_of(fake_kube, "web-canary") == "registry.example/web:4.0", 30, 0.05)
+    wait_until(lambda: w.image_of(fake_kube, "web-canary") == "registry.example/web:4.0", 30, 0.05)
     w.wait_comment(world, number, "back to step 1")
 
 
 def test_denied_command_changes_nothing(world, fake_kube):
     first_deploy(world, MANUAL_STEPS)
-    number, sha = release(world, "registry.example/web:5.0", "Web 5.0")
+    number, sha = w.release(world, "registry.example/web:5.0", "Web 5.0")
     # GitLab keeps a running status's first description, so the comment tells the progress.
     w.wait_comment(world, number, "**Paused**")
     w.allow(world, "mallory", "read")
@@ -223,28 +189,28 @@ def test_denied_command_changes_nothing(world, fake_kube):
 def test_worker_killed_mid_rollout_finishes_after_restart(world, fake_kube, prometheus):
     track = traffic(prometheus, "kill", 0.0)
     first_deploy(world, analysis_steps(track))
-    _number, sha = release(world, "registry.example/web:6.0", "Web 6.0")
+    _number, sha = w.release(world, "registry.example/web:6.0", "Web 6.0")
     wait_until(lambda: fake_kube.get_object("apps/v1", "Deployment", "shop", "web-canary"),
                30, 0.05)
     for proc in list(world.bot.workers):
         world.bot.kill_worker(proc)
     world.bot.start_worker()
-    status = final(world, sha)
+    status = w.final_status(world, sha, timeout=90)
     assert status["description"] == "promoted"
     assert fake_kube.get_object("apps/v1", "Deployment", "shop", "web-canary") is None
 
 
 def test_second_merge_supersedes_the_first(world, fake_kube):
     first_deploy(world, MANUAL_STEPS)
-    number1, sha1 = release(world, "registry.example/web:7.0", "Web 7.0")
+    number1, sha1 = w.release(world, "registry.example/web:7.0", "Web 7.0")
     # GitLab keeps a running status's first description, so the comment tells the progress.
     w.wait_comment(world, number1, "**Paused**")
-    number2, _sha2 = release(world, "registry.example/web:7.1", "Web 7.1")
-    old = final(world, sha1)
+    number2, _sha2 = w.release(world, "registry.example/web:7.1", "Web 7.1")
+    old = w.final_status(world, sha1, timeout=90)
     assert old["state"] in ("failure", "error") and f"#{number2}" in old["description"]
     w.wait_comment(world, number1, "uperseded")
-    wait_until(lambda: image_of(fake_kube, "web-canary") == "registry.example/web:7.1", 30, 0.05)
-    assert image_of(fake_kube, "web") == "registry.example/web:1.0"
+    wait_until(lambda: w.image_of(fake_kube, "web-canary") == "registry.example/web:7.1", 30, 0.05)
+    assert w.image_of(fake_kube, "web") == "registry.example/web:1.0"
 
 
 ARGO_DOC_EXAMPLE = (REPO_ROOT / "tests/unit/data/argo/canary-basic-rollout.yaml").read_text()
@@ -259,23 +225,23 @@ def test_argo_rollout_from_the_docs_runs_unchanged(github_world, fake_kube):
         "deploy/shop/rollout.yaml": ARGO_DOC_EXAMPLE,
         "deploy/shop/namespace.yaml": "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n",
     }, "Adopt the Argo Rollout")
-    status = final(world, sha, app="shop")
+    status = w.final_status(world, sha, "coalmine/shop", timeout=90)
     assert status["state"] == "success", status
     assert fake_kube.get_object("argoproj.io/v1alpha1", "Rollout", "shop", "example-rollout") \
         is None  # read, never applied
-    assert replicas(fake_kube, "example-rollout") == 10
+    assert w.replicas(fake_kube, "example-rollout") == 10
 
     number, sha = w.merge(world, {"deploy/shop/rollout.yaml": ARGO_DOC_EXAMPLE.replace(
         "nginx:1.15.4", "nginx:1.16.1")}, "nginx 1.16.1")[:2]
     # setWeight 10 of 10 replicas: one canary pod, nine stable; then the 1h pause.
-    wait_until(lambda: (replicas(fake_kube, "example-rollout"),
-                        replicas(fake_kube, "example-rollout-canary")) == (9, 1), 30, 0.05)
+    wait_until(lambda: (w.replicas(fake_kube, "example-rollout"),
+                        w.replicas(fake_kube, "example-rollout-canary")) == (9, 1), 30, 0.05)
     w.wait_comment(world, number, "**Paused**")
     w.allow(world, "alice", "write")
     w.command(world, number, "/promote nope", "alice")
     wait_until(lambda: any("valid apps" in c["body"] for c in w.comments(world, number)), 30, 0.1)
     w.command(world, number, "/promote --full", "alice")
-    assert final(world, sha, app="shop")["description"] == "promoted"
+    assert w.final_status(world, sha, "coalmine/shop", timeout=90)["description"] == "promoted"
     obj = fake_kube.get_object("apps/v1", "Deployment", "shop", "example-rollout")
     assert obj["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:1.16.1"
     assert fake_kube.get_object("apps/v1", "Deployment", "shop", "example-rollout-canary") is None
@@ -287,12 +253,12 @@ def test_redis_restart_mid_rollout_loses_nothing(github_world, fake_kube, redis_
     """Redis restarts (with its append-only file) during a timed pause; the rollout finishes."""
     world = github_world
     first_deploy(world, "        - setWeight: 50\n        - pause: {duration: 4}\n")
-    number, sha = release(world, "registry.example/web:8.0", "Web 8.0")
+    number, sha = w.release(world, "registry.example/web:8.0", "Web 8.0")
     w.wait_comment(world, number, "**Paused**")
     redis_server.restart()
-    status = final(world, sha)
+    status = w.final_status(world, sha, timeout=90)
     assert status["description"] == "promoted"
-    assert image_of(fake_kube, "web") == "registry.example/web:8.0"
+    assert w.image_of(fake_kube, "web") == "registry.example/web:8.0"
     assert fake_kube.get_object("apps/v1", "Deployment", "shop", "web-canary") is None
 
 
@@ -300,7 +266,7 @@ def test_unrelated_merge_leaves_a_running_canary_alone(github_world, fake_kube):
     """A later merge that doesn't touch the workload neither restarts nor steals the rollout."""
     world = github_world
     first_deploy(world, MANUAL_STEPS)
-    number, sha = release(world, "registry.example/web:9.0", "Web 9.0")
+    number, sha = w.release(world, "registry.example/web:9.0", "Web 9.0")
     w.wait_comment(world, number, "**Paused**")
     other_number, other_sha, _ = w.merge(world, {"deploy/web/config.yaml": (
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web-config\ndata:\n  m: other\n")},
@@ -308,10 +274,10 @@ def test_unrelated_merge_leaves_a_running_canary_alone(github_world, fake_kube):
     wait_until(lambda: fake_kube.get_object("v1", "ConfigMap", "shop", "web-config")
                ["data"] == {"m": "other"}, 30, 0.05)
     assert w.latest_statuses(world, sha)["coalmine/web"]["state"] == "pending"
-    other = final(world, other_sha)
+    other = w.final_status(world, other_sha, timeout=90)
     assert other["state"] == "success" and f"#{number}" in other["description"]
     w.allow(world, "alice", "write")
     w.command(world, number, "/promote", "alice")
-    assert final(world, sha)["description"] == "promoted"
-    assert image_of(fake_kube, "web") == "registry.example/web:9.0"
+    assert w.final_status(world, sha, timeout=90)["description"] == "promoted"
+    assert w.image_of(fake_kube, "web") == "registry.example/web:9.0"
     assert w.comments(world, other_number)

@@ -6,7 +6,6 @@ import pytest
 
 from tests.e2e import world as w
 from tests.e2e.world import final_status
-from tests.harness.processes import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -55,7 +54,7 @@ def test_a_merge_delivered_again_changes_nothing_and_second_pr_prunes(world, fak
     # commit already deployed: nothing is written, the one comment stays as it was.
     resp = w.redeliver(world, number, sha, new_id=True)
     assert resp.status_code == 202
-    wait_until(lambda: "is already deployed" in world.bot.worker_log(), 60, 0.1)
+    w.wait_log(world, "is already deployed")
     assert len(fake_kube.writes) == writes
     assert len(w.comments(world, number)) == 1
     assert "created: `ConfigMap shop/extra`" in w.comments(world, number)[0]["body"]

@@ -83,44 +83,25 @@ spec:
 """
 
 
-def setup(world: w.World, files: dict[str, str]) -> None:
-    world.bot.start_worker()
-    _, sha, resp = w.merge(world, files, "Set up canaries")
-    assert resp.status_code == 202
-    assert w.final_status(world, sha, timeout=90)["state"] == "success"
-
-
-def release(world: w.World, image: str, title: str) -> tuple[int, str]:
-    number, sha, resp = w.merge(
-        world, {"deploy/web/deployment.yaml": w.deployment("web", image)}, title)
-    assert resp.status_code == 202
-    return number, sha
-
-
-def image_of(kube, name: str) -> str | None:
-    obj = kube.get_object("apps/v1", "Deployment", "shop", name)
-    return obj["spec"]["template"]["spec"]["containers"][0]["image"] if obj else None
-
-
 def test_abort_takes_effect_while_a_metric_hangs(github_world, fake_kube, silent):
     world = github_world
     world.bot.env["COALMINE_EGRESS_ALLOW"] = f"http://127.0.0.1:{silent.port}"
     steps = ("        - setWeight: 34\n        - analysis:\n"
              "            templates: [{templateName: hanging}]\n")
-    setup(world, {".coalmine.yaml": canary_config(steps),
-                  "deploy/web/analysis.yaml": web_template(silent.port)})
-    number, sha = release(world, "registry.example/web:2.0", "Web 2.0")
+    w.set_up(world, {".coalmine.yaml": canary_config(steps),
+                     "deploy/web/analysis.yaml": web_template(silent.port)})
+    number, sha = w.release(world, "registry.example/web:2.0", "Web 2.0")
     wait_until(lambda: silent.connections, 60, 0.05)  # a measurement is now in flight
 
     w.allow(world, "alice", "write")
     w.command(world, number, "/abort", "alice")
     # The metric would hang for HANG_S s: the abort must not wait for it.
-    wait_until(lambda: image_of(fake_kube, "web-canary") is None, 5, 0.05,
+    wait_until(lambda: w.image_of(fake_kube, "web-canary") is None, 5, 0.05,
                "the canary still runs 5 s after /abort")
     # The status is posted after the rollout's lock is released, so it may follow a moment later.
     status = w.final_status(world, sha, timeout=30)
     assert status["state"] == "failure" and "alice" in status["description"]
-    assert image_of(fake_kube, "web") == "registry.example/web:1.0"
+    assert w.image_of(fake_kube, "web") == "registry.example/web:1.0"
 
 
 def test_canary_ready_after_seconds_moves_on_without_waiting_for_the_recheck(
@@ -128,52 +109,52 @@ def test_canary_ready_after_seconds_moves_on_without_waiting_for_the_recheck(
     world = github_world
     fake_kube.ready_delay = 3.0  # pods become ready ~3 s after each change
     steps = "        - setWeight: 34\n        - setWeight: 67\n"
-    setup(world, {".coalmine.yaml": canary_config(steps, deadline=30)})
-    _number, sha = release(world, "registry.example/web:3.0", "Web 3.0")
+    w.set_up(world, {".coalmine.yaml": canary_config(steps, deadline=30)})
+    _number, sha = w.release(world, "registry.example/web:3.0", "Web 3.0")
     # Each of the three waits for health (two steps, then completion) ends ~3 s after the
     # change; a lost re-poll would leave it to the 60 s re-check, past the 30 s deadline.
     status = w.final_status(world, sha, timeout=50)
     assert status["state"] == "success" and status["description"] == "promoted", status
-    assert image_of(fake_kube, "web") == "registry.example/web:3.0"
+    assert w.image_of(fake_kube, "web") == "registry.example/web:3.0"
 
 
 def test_retry_on_a_later_pr_starts_the_re_landed_aborted_template(github_world, fake_kube):
     world = github_world
-    setup(world, {".coalmine.yaml": canary_config(MANUAL_STEPS)})
+    w.set_up(world, {".coalmine.yaml": canary_config(MANUAL_STEPS)})
     w.allow(world, "alice", "write")
-    aborted, aborted_sha = release(world, "registry.example/web:4.0", "Web 4.0")
+    aborted, aborted_sha = w.release(world, "registry.example/web:4.0", "Web 4.0")
     w.wait_comment(world, aborted, "**Paused**")
     w.command(world, aborted, "/abort", "alice")
     assert w.final_status(world, aborted_sha)["state"] == "failure"
 
-    other, other_sha = release(world, "registry.example/web:5.0", "Web 5.0")
+    other, other_sha = w.release(world, "registry.example/web:5.0", "Web 5.0")
     w.wait_comment(world, other, "**Paused**")
     w.command(world, other, "/promote", "alice")
     assert w.final_status(world, other_sha)["description"] == "promoted"
 
-    again, again_sha = release(world, "registry.example/web:4.0", "Web 4.0 again")
+    again, again_sha = w.release(world, "registry.example/web:4.0", "Web 4.0 again")
     held = w.final_status(world, again_sha)
     assert held["state"] == "success" and "held back" in held["description"], held
-    assert image_of(fake_kube, "web-canary") is None
+    assert w.image_of(fake_kube, "web-canary") is None
 
     w.command(world, again, "/retry", "alice")
-    wait_until(lambda: image_of(fake_kube, "web-canary") == "registry.example/web:4.0", 30, 0.05)
+    wait_until(lambda: w.image_of(fake_kube, "web-canary") == "registry.example/web:4.0", 30, 0.05)
     w.wait_comment(world, again, "**Paused**")
     w.command(world, again, "/promote", "alice")
     wait_until(lambda: w.latest_statuses(world, again_sha)["coalmine/web"]["description"]
                == "promoted", 60, 0.1)
-    assert image_of(fake_kube, "web") == "registry.example/web:4.0"
+    assert w.image_of(fake_kube, "web") == "registry.example/web:4.0"
 
 
 def test_retry_on_the_aborting_pr_clears_the_hold(github_world, fake_kube):
     world = github_world
-    setup(world, {".coalmine.yaml": canary_config(MANUAL_STEPS)})
+    w.set_up(world, {".coalmine.yaml": canary_config(MANUAL_STEPS)})
     w.allow(world, "alice", "write")
-    aborted, aborted_sha = release(world, "registry.example/web:6.0", "Web 6.0")
+    aborted, aborted_sha = w.release(world, "registry.example/web:6.0", "Web 6.0")
     w.wait_comment(world, aborted, "**Paused**")
     w.command(world, aborted, "/abort", "alice")
     assert w.final_status(world, aborted_sha)["state"] == "failure"
-    other, other_sha = release(world, "registry.example/web:7.0", "Web 7.0")
+    other, other_sha = w.release(world, "registry.example/web:7.0", "Web 7.0")
     w.wait_comment(world, other, "**Paused**")
     w.command(world, other, "/promote", "alice")
     assert w.final_status(world, other_sha)["description"] == "promoted"
@@ -182,8 +163,8 @@ def test_retry_on_the_aborting_pr_clears_the_hold(github_world, fake_kube):
     wait_until(lambda: any("hold on the aborted version is cleared" in c["body"]
                            for c in w.comments(world, aborted)), 30, 0.1)
     # The next merge of that template runs its canary instead of being held back.
-    _again, again_sha = release(world, "registry.example/web:6.0", "Web 6.0 again")
-    wait_until(lambda: image_of(fake_kube, "web-canary") == "registry.example/web:6.0", 30, 0.05)
+    _again, again_sha = w.release(world, "registry.example/web:6.0", "Web 6.0 again")
+    wait_until(lambda: w.image_of(fake_kube, "web-canary") == "registry.example/web:6.0", 30, 0.05)
     assert w.latest_statuses(world, again_sha)["coalmine/web"]["state"] == "pending"
 
 

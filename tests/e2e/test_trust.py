@@ -12,6 +12,7 @@ import pytest
 
 from bot.forge.base import RepoRef
 from bot.rollout import model as m
+from bot.rollout.context import RolloutContext
 from bot.rollout.store import RolloutRecord, RolloutStore, rollout_key
 from handlers import merged, rollout
 from tests.e2e import world as w
@@ -31,14 +32,6 @@ def world(request) -> w.World:
 def config_map(mode: str) -> dict[str, str]:
     return {"deploy/web/config.yaml": (
         f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web-config\ndata:\n  mode: {mode}\n")}
-
-
-def wait_log(world: w.World, needle: str, timeout: float = 60) -> None:
-    try:
-        wait_until(lambda: needle in world.bot.worker_log(), timeout, 0.1)
-    except TimeoutError:
-        raise AssertionError(f"worker never logged {needle!r}:\n"
-                             + world.bot.worker_log()[-4000:]) from None
 
 
 def mode(fake_kube) -> str | None:
@@ -72,7 +65,7 @@ def test_a_forged_merge_of_an_unreviewed_branch_deploys_nothing(world, fake_kube
                                                 state="opened")
     resp = send_merge(world, number, unreviewed, "evil", "forged-1")
     assert resp.status_code == 202
-    wait_log(world, "delivery forged-1")
+    w.wait_log(world, "delivery forged-1")
     assert "refused" in world.bot.worker_log()
     assert mode(fake_kube) == "reviewed"
     assert w.latest_statuses(world, unreviewed) == {}
@@ -85,7 +78,7 @@ def test_a_merged_pr_cannot_be_paired_with_another_commit(world, fake_kube):
     unreviewed = world.remote.commit(config_map("evil"), "Unreviewed", branch="evil")
     resp = send_merge(world, number, unreviewed, f"pr-{number}", "forged-2")
     assert resp.status_code == 202
-    wait_log(world, "delivery forged-2")
+    w.wait_log(world, "delivery forged-2")
     assert mode(fake_kube) == "reviewed"
     assert w.latest_statuses(world, unreviewed) == {}
 
@@ -199,8 +192,9 @@ def test_a_command_never_acts_on_the_rollout_of_another_pr(github_world, fake_ku
         m.new_state(app="web", revision="b" * 40, stable_revision="a" * 40, pr=2,
                     strategy=strategy), phase="Paused")
     repo = RepoRef("github", w.REPO, world.clone_url(), repo_id=1)
-    RolloutStore(world.bot.redis).save(key, RolloutRecord(state, {"repo": dataclasses.asdict(
-        repo)}), None)
+    context = RolloutContext(repo=repo, number=2, app="web", namespace="shop", deployment={},
+                             stable={}, replicas=1, template_hash="h")
+    RolloutStore(world.bot.redis).save(key, RolloutRecord(state, context), None)
     world.github.add_pull(w.REPO, head="one", title="One")
     world.github.add_pull(w.REPO, head="two", title="Two")
     assert rollout.dispatch(key, m.Promote("alice"), pr=1) is None

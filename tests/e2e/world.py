@@ -13,6 +13,7 @@ from tests.harness.bot import BotHarness
 from tests.harness.github import FakeGitHub
 from tests.harness.gitlab import FakeGitLab
 from tests.harness.gitrepos import BareRemote, GitHttpServer, make_remote
+from tests.harness.processes import wait_until
 
 GH_TOKEN = "ghs_e2eTokenForTheBot0123456789"
 GL_TOKEN = "glpat-e2eTokenForTheBot987"
@@ -186,7 +187,6 @@ def latest_statuses(world: World, sha: str) -> dict[str, dict]:
 
 def final_status(world: World, sha: str, context: str = "coalmine/web", timeout: float = 60):
     """The first status of `context` on `sha` that is no longer pending."""
-    from tests.harness.processes import wait_until
 
     def done():
         status = latest_statuses(world, sha).get(context)
@@ -195,8 +195,9 @@ def final_status(world: World, sha: str, context: str = "coalmine/web", timeout:
     try:
         return wait_until(done, timeout, 0.1)
     except TimeoutError:
-        raise AssertionError(f"no final {context} status on {sha[:7]}; worker log:\n"
-                             + world.bot.worker_log()[-4000:]) from None
+        raise AssertionError(f"no final {context} status on {sha[:7]}: "
+                             f"{posted_states(world, sha, context)}; worker log:\n"
+                             + world.bot.worker_log()[-5000:]) from None
 
 
 def comments(world: World, number: int) -> list[dict]:
@@ -221,7 +222,6 @@ def redeliver(world: World, number: int, sha: str, delivery: str | None = None,
 
 def wait_comment(world: World, number: int, needle: str, timeout: float = 60) -> dict:
     """The PR's single Coalmine comment once it contains `needle`."""
-    from tests.harness.processes import wait_until
 
     def found():
         ours = [c for c in comments(world, number) if "<!-- coalmine:pr-comment -->" in c["body"]]
@@ -276,3 +276,40 @@ def command(world: World, number: int, body: str, user: str, action: str = "crea
         resp = world.bot.gitlab(payload, event="Note Hook")
     assert resp.status_code in (200, 202), resp.get_json()
     return resp
+
+
+def wait_log(world: World, needle: str, timeout: float = 60) -> None:
+    """Wait until the worker's log holds `needle`."""
+    try:
+        wait_until(lambda: needle in world.bot.worker_log(), timeout, 0.1)
+    except TimeoutError:
+        raise AssertionError(f"worker never logged {needle!r}:\n"
+                             + world.bot.worker_log()[-4000:]) from None
+
+
+def set_up(world: World, files: dict[str, str]) -> None:
+    """Start a worker and merge `files` as a first deploy (a plain apply) that must succeed."""
+    world.bot.start_worker()
+    _, sha, resp = merge(world, files, "Set up canaries")
+    assert resp.status_code == 202
+    status = final_status(world, sha, timeout=90)
+    assert status["state"] == "success", status
+
+
+def release(world: World, image: str, title: str) -> tuple[int, str]:
+    """Merge a new image of the `web` Deployment; returns (PR number, merge sha)."""
+    number, sha, resp = merge(world, {"deploy/web/deployment.yaml": deployment("web", image)}, title)
+    assert resp.status_code == 202
+    return number, sha
+
+
+def replicas(kube, name: str) -> int | None:
+    """The replicas of Deployment shop/`name` in the fake cluster, None when it is absent."""
+    obj = kube.get_object("apps/v1", "Deployment", "shop", name)
+    return obj["spec"]["replicas"] if obj else None
+
+
+def image_of(kube, name: str) -> str | None:
+    """The first container's image of Deployment shop/`name`, None when it is absent."""
+    obj = kube.get_object("apps/v1", "Deployment", "shop", name)
+    return obj["spec"]["template"]["spec"]["containers"][0]["image"] if obj else None

@@ -29,6 +29,7 @@ class FakeForge:
     comments: dict[int, CommentFacts] = field(default_factory=dict)  # by comment id
     permissions: dict[str, Permission] = field(default_factory=dict)  # absent: "none"
     levels: dict[str, int] = field(default_factory=dict)  # GitLab access levels; absent: 0
+    pulls_by_head: dict[str, PullRequest] = field(default_factory=dict)  # find_pull_request
     calls: list[tuple[Any, ...]] = field(default_factory=list)
     reads: list[str] = field(default_factory=list)
 
@@ -50,7 +51,7 @@ class FakeForge:
         return self.levels.get(username, 0)
 
     def find_pull_request(self, repo: RepoRef, head: str) -> PullRequest | None:
-        return None
+        return self.pulls_by_head.get(head)
 
     def repository_facts(self, repo: RepoRef) -> RepoFacts:
         self.reads.append("repository_facts")
@@ -97,6 +98,6 @@ class FakeForge:
 
     def open_pull_request(self, repo: RepoRef, head: str, base: str, title: str, body: str,
                           labels: list[str]) -> PullRequest:
-        self.calls.append(("open_pull_request", head, base, title))
+        self.calls.append(("open_pull_request", head, base, title, body, tuple(labels)))
         return PullRequest(len(self.calls), f"https://forge.example/pr/{len(self.calls)}",
                            head, base, title, "open")

@@ -12,14 +12,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.config import AppConfig, ConfigError, RepoConfig, parse_repo_config
-from bot.manifests import ManifestError, render, safe_load_all
+from bot.manifests import ManifestError, render
 from bot.rollout import plan
-from bot.rollout.strategy import (
-    StrategyError,
-    parse_analysis_template,
-    parse_rollout,
-    rollout_to_deployment,
-)
+from bot.rollout.argo_rollout import parse_rollout, rollout_to_deployment
+from bot.rollout.argo_templates import parse_analysis_template
+from bot.rollout.fields import StrategyError
+from bot.yamlload import safe_load_all
 from tests.fuzz import FUZZ, json_values, mutated
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "config" / "examples"

@@ -22,6 +22,7 @@ from bot.events import PullRequestComment
 from bot.forge.base import RepoRef
 from bot.queue import RQJobQueue
 from bot.rollout import model as m
+from bot.rollout.context import RolloutContext
 from bot.rollout.store import RolloutRecord, RolloutStore, rollout_key
 from handlers import commands, rollout
 from tests.harness.fixtures_forges import (
@@ -165,7 +166,8 @@ def test_a_command_never_acts_on_a_rollout_taken_over_meanwhile(install, fake_gi
                                 steps=(m.PauseStep(None),))
     mine = dataclasses.replace(m.new_state(app="web", revision="b" * 40, stable_revision="a" * 40,
                                            pr=PR, strategy=strategy), phase="Paused")
-    context = {"repo": dataclasses.asdict(repo)}
+    context = RolloutContext(repo=repo, number=PR, app="web", namespace="shop", deployment={},
+                             stable={}, replicas=1, template_hash="h")
     store = RolloutStore(svc.redis)
     store.save(key, RolloutRecord(mine, context), None)
     svc.redis.sadd(rollout._pr_index(repo, PR), key)

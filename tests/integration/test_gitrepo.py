@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from bot.forge.base import RepoRef
-from bot.gitrepo import GitError, GitMirrors, repo_key
+from bot.gitrepo import GitMirrors, repo_key
+from bot.gitrun import GitError
 from bot.redact import RedactingFilter, Redactor, strip_url_credentials
 from tests.harness.gitrepos import BareRemote, GitHttpServer, git, make_remote
 

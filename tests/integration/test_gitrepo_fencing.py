@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.gitrepo import GitError, GitMirrors
+from bot.gitrepo import GitMirrors
+from bot.gitrun import GitError
 from bot.redact import Redactor
 from tests.harness.gitrepos import BareRemote, checkout_state, git, make_checkout, make_remote
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.manifests import ManifestError, check_kustomizations, render
+from bot.kustomize_refs import check_kustomizations
+from bot.manifests import ManifestError, render
 from tests.harness.prometheus import CannedHTTPServer
 
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")

@@ -9,13 +9,15 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 
 import pytest
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from bot.leases import LEASES, MAX_ATTEMPTS, GivenUp, leased, requeue_lapsed
+from bot.leases import LEASES, MAX_ATTEMPTS, GivenUp, _take, leased, requeue_lapsed
 from tests.harness.bot import REPO_ROOT
+from tests.harness.processes import RedisServer
 
 DIE_INSIDE_THE_LEASE = """
 import os, signal, sys
@@ -102,3 +104,26 @@ def test_any_other_error_ends_the_lease(redis_client: Redis):
     with pytest.raises(ValueError), leased(redis_client, poison, "bad-input"):
         raise ValueError("the job failed on its own")
     assert redis_client.hlen(LEASES) == 0
+
+
+def test_a_job_dequeued_while_redis_restarts_waits_to_take_its_lease(tmp_path):
+    """Off the queue and not yet leased, a job that failed on Redis would be lost: it waits
+    until Redis answers again, then takes its lease and runs."""
+    server = RedisServer(tmp_path)  # not started yet: Redis is away when the job starts
+    client = Redis.from_url(server.url)
+    starter = threading.Timer(0.5, server.start)
+    starter.start()
+    ran = []
+    try:
+        with leased(client, poison, "dequeued-during-restart"):
+            ran.append(client.hlen(LEASES))
+    finally:
+        starter.join()
+        server.stop()
+    assert ran == [1]  # the block ran holding the lease
+
+
+def test_a_job_gives_up_on_redis_after_its_wait(tmp_path):
+    client = Redis.from_url(RedisServer(tmp_path).url)  # never started
+    with pytest.raises(RedisConnectionError):
+        _take(client, "id", "payload", "attempts", "poison", wait_s=0.3)

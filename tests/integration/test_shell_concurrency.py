@@ -22,8 +22,10 @@ from bot.forge.base import RepoRef
 from bot.queue import EmbeddedJobQueue
 from bot.rollout import engine
 from bot.rollout import model as m
+from bot.rollout.context import RolloutContext
 from bot.rollout.store import RolloutRecord, RolloutStore, rollout_key
 from handlers import rollout
+from handlers.rollout_shell import run
 from tests.harness.fixtures_forges import GITHUB_BOT, GITHUB_REPO, GITHUB_TOKEN
 from tests.harness.processes import wait_until
 
@@ -144,10 +146,9 @@ def record(revision: str, steps: tuple = (), url: str = "") -> RolloutRecord:
                                                                  "image": "web:2"}]}}}}
     repo = RepoRef("github", GITHUB_REPO, f"https://github.example/{GITHUB_REPO}.git",
                    repo_id=1)
-    context = {"repo": {**repo.__dict__}, "number": 1, "title": "t", "url": "", "app": "web",
-               "base_branch": "main", "cluster": None, "namespace": "shop",
-               "deployment": deployment, "stable": deployment, "replicas": 2,
-               "template_hash": "h", "impersonate": None, "adopt": False}
+    context = RolloutContext(repo=repo, number=1, title="t", app="web", base_branch="main",
+                             namespace="shop", deployment=deployment, stable=deployment,
+                             replicas=2, template_hash="h")
     return RolloutRecord(state, context)
 
 
@@ -162,7 +163,7 @@ def shell_services(redis_url, fake_github, fake_kube, silent, tmp_path
     })
     fake_kube.put_object({"apiVersion": "v1", "kind": "Namespace",
                           "metadata": {"name": "shop"}})
-    stable = record("0" * 40).context["deployment"]
+    stable = record("0" * 40).context.deployment
     fake_kube.put_object(stable)
     queue = EmbeddedJobQueue()
     try:
@@ -196,3 +197,45 @@ def test_a_hanging_measurement_holds_neither_the_lock_nor_the_job(shell_services
     after = store.load(key).state
     assert after.phase == "Aborted" and after.version == version
     assert engine.is_finished(after)
+
+
+def test_a_final_status_lost_between_save_and_report_is_reported_by_the_sweep(
+        shell_services, fake_github):
+    """A newer merge supersedes a rollout and the job dies before telling the PR (the chaos
+    test's Redis restart): the final snapshot and its unreported mark were saved with the
+    state, so the worker's sweep reports it."""
+    svc = shell_services
+    store = RolloutStore(svc.redis)
+    key = rollout_key("github", GITHUB_REPO, "web")
+    old, new = "a" * 40, "c" * 40
+    with store.locked(key):
+        store.save(key, record(old, (m.PauseStep(None),)), None)
+    rollout.dispatch(key, m.Start())
+    wait_until(lambda: fake_github.latest_statuses(GITHUB_REPO, old), 10, 0.05)
+    with store.locked(key):  # what `start` does under the lock, then the worker dies
+        previous = store.load(key)
+        previous.context.superseded_by_pr = "#2"
+        run(shell_services.cluster(None), store, key, previous, m.NewRevision(new, 2))
+        store.save(key, record(new, (m.PauseStep(None),)), None)  # the new rollout's record
+    assert fake_github.latest_statuses(GITHUB_REPO, old)["coalmine/web"]["state"] == "pending"
+
+    assert rollout.rearm_final_reports(svc, grace_s=60) == 0  # not lost yet: within the grace
+    assert rollout.rearm_final_reports(svc, grace_s=0) == 1
+    wait_until(lambda: fake_github.latest_statuses(GITHUB_REPO, old)["coalmine/web"]["state"]
+               == "error", 10, 0.05, "the lost final status was never posted")
+    status = fake_github.latest_statuses(GITHUB_REPO, old)["coalmine/web"]
+    assert status["description"] == "superseded by #2"
+    wait_until(lambda: not store.unreported(older_than=time.time()), 10, 0.05)
+    assert rollout.rearm_final_reports(svc, grace_s=0) == 0
+
+
+def test_a_reported_final_status_leaves_nothing_for_the_sweep(shell_services):
+    svc = shell_services
+    store = RolloutStore(svc.redis)
+    key = rollout_key("github", GITHUB_REPO, "web")
+    with store.locked(key):
+        store.save(key, record("a" * 40, (m.PauseStep(None),)), None)
+    rollout.dispatch(key, m.Start())
+    rollout.dispatch(key, m.Abort("alice", "aborted by @alice"))
+    assert store.load(key).state.phase == "Aborted"
+    assert store.unreported(older_than=time.time() + 1) == []

@@ -6,13 +6,9 @@ import math
 
 import pytest
 
-from bot.analysis.conditions import (
-    ConditionError,
-    compile_condition,
-    evaluate_condition,
-    judge,
-    judge_with_reason,
-)
+from bot.analysis.conditions import judge, judge_with_reason
+from bot.analysis.expr_eval import evaluate_condition
+from bot.analysis.expr_parse import ConditionError, compile_condition
 
 NAN = math.nan
 INF = math.inf

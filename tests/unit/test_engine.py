@@ -26,6 +26,8 @@ from bot.rollout.model import (
     PostStatus,
     Promote,
     PromoteFull,
+    RemoveCanary,
+    RestoreStable,
     Resume,
     Retry,
     RolloutState,
@@ -33,8 +35,6 @@ from bot.rollout.model import (
     SetWeight,
     SetWeightStep,
     Start,
-    StartAnalysis,
-    StopAnalysis,
     TemplateRef,
     Tick,
     WorkloadHealth,
@@ -59,6 +59,11 @@ def template(name: str = "success-rate", *metrics: MetricSpec) -> AnalysisTempla
 def analysis(name: str = "success-rate", service: str | None = "web") -> AnalysisStep:
     args = (Arg("service", service),) if service else ()
     return AnalysisStep(templates=(TemplateRef(name),), args=args)
+
+
+def stopped(sim: Sim, run_id: str) -> bool:
+    """The run was ended and archived for the report (a late measurement is dropped by id)."""
+    return any(run.id == run_id and run.terminated for run in sim.state.finished_runs)
 
 
 class Sim:
@@ -180,7 +185,7 @@ def test_progress_deadline_aborts_a_stuck_set_weight():
         "progress deadline exceeded (300 s) waiting for canary at 20% to be healthy: "
         "ImagePullBackOff"
     )
-    assert sim.of(SetWeight) == [SetWeight(0)]
+    assert sim.of(SetWeight) == [] and sim.of(RestoreStable) == [RestoreStable()]
     assert sim.of(OpenRevertPR)[0].reason == sim.state.aborted_reason
 
 
@@ -215,7 +220,7 @@ def test_analysis_step_success_moves_on():
     sim.send(Start())
     sim.healthy()
     (measure,) = sim.of(Measure)
-    assert sim.of(StartAnalysis)[0].purpose == "step 2"
+    assert sim.state.step_run.purpose == "step 2"
     assert measure.provider == {"prometheus": {"query": 'rate(ok{service="web"}[1m])'}}
     assert measure.success_condition == "result[0] >= 0.95"
     sim.answer("Successful")
@@ -235,7 +240,7 @@ def test_analysis_step_failure_aborts_with_evidence():
         "result[0] >= 0.95 is false"
     )
     assert any("0.91 (Failed)" in line for line in state.evidence)
-    assert sim.of(SetWeight) == [SetWeight(0)]
+    assert sim.of(SetWeight) == [] and sim.of(RestoreStable) == [RestoreStable()]
     assert sim.of(OpenRevertPR) == [OpenRevertPR(state.aborted_reason, state.evidence)]
     assert sim.of(PostStatus)[0].state == "failure"
     assert sim.tick is None
@@ -288,7 +293,7 @@ def test_promote_during_a_running_analysis_skips_it():
     sim.healthy()
     run_id = sim.state.step_run.id
     sim.send(Promote("carol"))
-    assert sim.of(StopAnalysis) == [StopAnalysis(run_id, "Successful")]
+    assert stopped(sim, run_id)
     assert sim.state.step_index == 2 and sim.state.step_run is None
     late = sim.send(MeasurementTaken(run_id, "m", Measurement("Failed", "0", "", sim.now)))
     assert late == [] and sim.state.phase == "Progressing"
@@ -355,7 +360,7 @@ def test_background_analysis_starts_at_its_step_and_aborts_on_failure():
     assert sim.state.background_run is None
     sim.wait(60)
     assert sim.state.step_index == 2
-    assert sim.of(StartAnalysis)[0].purpose == "background"
+    assert sim.state.background_run.purpose == "background"
     sim.healthy()
     sim.answer("Successful")
     sim.wait(60)
@@ -378,7 +383,7 @@ def test_background_analysis_is_stopped_at_completion():
     sim.answer("Successful")
     sim.wait(60)
     assert sim.state.phase == "Completing"
-    assert StopAnalysis(run_id, "Successful") in sim.actions
+    assert stopped(sim, run_id)
 
 
 def test_inconclusive_background_pauses_and_promote_starts_a_new_run():
@@ -412,7 +417,7 @@ def test_abort_by_user_opens_a_revert_pr_and_retry_restarts_at_step_zero():
     sim.send(Abort(user="frank"))
     assert sim.state.phase == "Aborted" and sim.state.aborted_reason == "aborted by @frank"
     assert sim.of(OpenRevertPR) == [OpenRevertPR("aborted by @frank", ())]
-    assert sim.of(StopAnalysis)[0].run_id == first_run
+    assert stopped(sim, first_run)
 
     assert sim.send(Promote("frank")) == [
         CommandRejected("promote", "frank", "the rollout is aborted; use /retry to run it again")
@@ -519,7 +524,7 @@ def test_new_revision_supersedes_and_stops_runs():
     run_id = sim.state.step_run.id
     sim.send(NewRevision("ffffeeee00", pr=43))
     assert sim.state.phase == "Superseded" and sim.state.superseded_by == "ffffeeee00"
-    assert sim.of(StopAnalysis)[0].run_id == run_id
+    assert stopped(sim, run_id)
     assert sim.of(PostStatus) == [
         PostStatus("error", "superseded by ffffeee at step 2/2", "a1b2c3d4e5")
     ]
@@ -623,3 +628,77 @@ def test_state_round_trips_through_json():
     sim.send(Pause("quinn"))
     text = json.dumps(sim.state.to_dict())
     assert RolloutState.from_dict(json.loads(text)) == sim.state
+
+
+# ------------------------------------------------- decisions the shell used to make itself
+
+
+def test_a_failed_workload_aborts_at_once_and_restores_stable():
+    sim = Sim([SetWeightStep(20), PauseStep(None)])
+    sim.send(Start())
+    sim.send(WorkloadHealth(ok=False, message="canary is Failed: deadline exceeded",
+                            weight=20, failed=True))
+    assert sim.state.phase == "Aborted"
+    assert sim.state.aborted_reason == "canary is Failed: deadline exceeded"
+    assert sim.of(RestoreStable) == [RestoreStable()] and sim.of(OpenRevertPR)
+
+
+def test_an_unhealthy_but_not_failed_workload_is_waited_for():
+    sim = Sim([SetWeightStep(20), PauseStep(None)])
+    sim.send(Start())
+    sim.send(WorkloadHealth(ok=False, message="canary: 0/2 ready", weight=20))
+    assert sim.state.phase == "Progressing" and sim.of(RestoreStable) == []
+
+
+@pytest.mark.parametrize(("starts_canary", "removed"), [(True, []), (False, [RemoveCanary()])])
+def test_superseding_merge_without_a_canary_removes_this_one(starts_canary, removed):
+    sim = Sim([SetWeightStep(20), PauseStep(None)])
+    sim.send(Start())
+    sim.healthy()
+    sim.send(NewRevision("ffffeeee00", pr=43, starts_canary=starts_canary))
+    assert sim.state.phase == "Superseded" and sim.of(RemoveCanary) == removed
+
+
+def test_an_aborted_rollout_superseded_without_canary_removes_nothing_more():
+    sim = Sim([SetWeightStep(20), PauseStep(None)])
+    sim.send(Start())
+    sim.send(Abort(user="pat"))
+    sim.send(NewRevision("ffffeeee00", starts_canary=False))
+    assert sim.state.phase == "Superseded" and sim.of(RemoveCanary) == []
+
+
+@pytest.mark.parametrize(
+    ("revision", "same_template", "finished", "expected"),
+    [
+        ("a1b2c3d4e5", False, False, True),  # the same merge delivered again
+        ("ffffeeee00", True, False, True),  # a merge that left the template alone
+        ("ffffeeee00", False, False, False),  # a new template: supersede
+        ("a1b2c3d4e5", True, True, False),  # a finished rollout continues nothing
+    ],
+)
+def test_continues_with(revision, same_template, finished, expected):
+    sim = Sim([SetWeightStep(20), PauseStep(None)])
+    sim.send(Start())
+    if finished:
+        sim.send(Abort(user="pat"))
+    assert engine.continues_with(sim.state, revision, same_template) is expected
+
+
+def test_history_entries_are_typed_with_step_phase_and_reason():
+    sim = Sim([SetWeightStep(10), PauseStep(None), SetWeightStep(20), PauseStep(None)])
+    sim.send(Start())
+    sim.healthy()
+    sim.send(Promote("olga"))
+    sim.healthy()
+    sim.send(PromoteFull("pat"))
+    entries = [(h.kind, h.step, h.phase, h.reason, h.actor) for h in sim.state.history]
+    assert ("promoted", 1, "Progressing", "past hold", "olga") in entries
+    assert ("step", 2, "Progressing", None, None) in entries
+    assert ("promoted", 3, "Completing", "full", "pat") in entries
+    assert all(h.phase is not None for h in sim.state.history)
+
+
+def test_same_template_start_is_typed():
+    sim = Sim([SetWeightStep(10)])
+    sim.send(Start(same_as_stable=True))
+    assert any(h.kind == "step" and h.reason == "same template" for h in sim.state.history)

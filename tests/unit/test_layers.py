@@ -34,8 +34,6 @@ KNOWN_HIDDEN_IMPORTS: dict[tuple[str, str], str] = {
     ("bot/services.py", "bot.forge.gitlab"): "adapters built lazily; import at top level",
     ("bot/services.py", "fakeredis"): "embedded mode only; a hard dependency, import at top",
     ("bot/services.py", "bot.logs"): "no cycle (logs imports config, redact); import at top",
-    ("handlers/rollout.py", "bot.gitrepo"): "no cycle; import at top level",
-    ("handlers/rollout.py", "bot.report.markdown"): "no cycle; import at top level",
 }
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.manifests import Limits, ManifestError, object_key, render, safe_load_all
+from bot.manifests import Limits, ManifestError, object_key, render
+from bot.yamlload import safe_load_all
 
 
 def write(root: Path, files: dict[str, str]) -> Path:

@@ -11,9 +11,9 @@ from bot.policy import (
     Policy,
     Violation,
     check,
-    parse_policy,
     scope_judge,
 )
+from bot.policy_parse import parse_policy
 
 SOURCE = "/etc/coalmine/config.yaml"
 REPO = "acme/gitops"

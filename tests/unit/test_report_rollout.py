@@ -8,9 +8,10 @@ import pytest
 
 from bot.analysis.measurement import Measurement
 from bot.analysis.templates import AnalysisTemplate, Arg, MetricSpec, TemplateArg
-from bot.report import comment
+from bot.report import charts, comment
 from bot.report import rollout as report
-from bot.report.rollout import parse_number, render_rollout, render_section
+from bot.report.charts import parse_number
+from bot.report.rollout import render_rollout, render_section
 from bot.rollout.engine import advance
 from bot.rollout.model import (
     Abort,
@@ -374,11 +375,11 @@ def test_weight_chart_is_a_stepped_xychart_line():
     assert_valid_xychart(weight_chart)
     assert '    x-axis "seconds since start" 0 --> 900' in weight_chart
     values = line_values(weight_chart)
-    assert len(values) == report.CHART_POINTS
+    assert len(values) == charts.CHART_POINTS
     assert values[0] == 10 and values[-1] == 50
     assert values == sorted(values) and set(values) == {10, 50}
     # 50% was set at 300 s; Mermaid spreads the 50 values over 0..901.
-    assert values.index(50) == pytest.approx(300 / 901 * report.CHART_POINTS, abs=1)
+    assert values.index(50) == pytest.approx(300 / 901 * charts.CHART_POINTS, abs=1)
 
 
 def test_weight_chart_ends_at_zero_after_an_abort():
@@ -481,7 +482,7 @@ def test_section_stays_small_with_long_histories_and_hostile_text():
             largest = max(largest, len(r.text().encode()))
     r.answer("Failed", long, long)  # the background analysis fails: abort with evidence
     sizes = [largest, len(r.text().encode())]
-    assert len(mermaid_blocks(r.text())) == 1 + report.METRIC_CHARTS
+    assert len(mermaid_blocks(r.text())) == 1 + charts.METRIC_CHARTS
     assert r.state.phase == "Aborted" and len(r.state.evidence) > report.EVIDENCE_LINES
     assert len(r.state.history) > 100 and len(r.state.metric_points) > 100
     assert max(sizes) < report.MAX_SECTION_BYTES, sizes

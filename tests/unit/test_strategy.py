@@ -7,17 +7,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bot.rollout.durations import DurationError, format_duration, parse_duration
-from bot.rollout.model import AnalysisStep, PauseStep, SetWeightStep, TemplateRef, WorkloadRef
-from bot.rollout.strategy import (
-    StrategyError,
+from bot.rollout.argo_rollout import parse_rollout, rollout_to_deployment
+from bot.rollout.argo_templates import (
     check_template_refs,
     parse_analysis_template,
     parse_analysis_templates,
-    parse_canary_config,
-    parse_rollout,
-    rollout_to_deployment,
 )
+from bot.rollout.durations import DurationError, format_duration, parse_duration
+from bot.rollout.fields import StrategyError
+from bot.rollout.model import AnalysisStep, PauseStep, SetWeightStep, TemplateRef, WorkloadRef
+from bot.rollout.strategy import parse_canary_config
 
 DATA = Path(__file__).parent / "data" / "argo"
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from bot.config import ConfigError, parse_repo_config
-from bot.manifests import ManifestError, render, safe_load_all
+from bot.manifests import ManifestError, render
+from bot.yamlload import safe_load_all
 
 DEPLOYMENT = """\
 apiVersion: apps/v1

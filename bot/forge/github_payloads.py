@@ -1,0 +1,79 @@
+"""GitHub's JSON answers read into Coalmine's forge values, and the URL pieces sent back.
+
+Pure functions of the REST payloads (pull requests, comments' issue URLs), kept apart from the
+adapter's calls so that what each field means on GitHub is said in one place.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from bot.forge.base import PullRequest, PullRequestFacts, RepoRef
+
+
+def to_pull_request(data: dict[str, Any]) -> PullRequest:
+    state = "merged" if data.get("merged_at") else data["state"]
+    return PullRequest(
+        number=int(data["number"]),
+        url=data["html_url"],
+        head=data["head"]["ref"],
+        base=data["base"]["ref"],
+        title=data["title"],
+        state=state,
+    )
+
+
+def pull_facts(data: dict[str, Any]) -> PullRequestFacts:
+    merged = data.get("merged") is True
+    # GitHub fills merge_commit_sha for open PRs too (a test merge): it counts only once merged.
+    source = (data.get("head") or {}).get("repo") or {}
+    return PullRequestFacts(
+        number=int(data["number"]),
+        state="merged" if merged else str(data["state"]),
+        merged=merged,
+        merge_sha=data.get("merge_commit_sha") if merged else None,
+        base=data["base"]["ref"],
+        head=data["head"]["ref"],
+        title=data.get("title") or "",
+        url=data.get("html_url") or "",
+        head_repo_id=int_or_none(source.get("id")),
+        author=str((data.get("user") or {}).get("login") or ""),
+    )
+
+
+def is_own_branch(pull: dict[str, Any], repo: RepoRef, author: str) -> bool:
+    """Opened by `author` from a branch of `repo` itself, not from a fork of it."""
+    source = (pull.get("head") or {}).get("repo") or {}  # null when the fork was deleted
+    if repo.repo_id is not None:
+        same_repo = source.get("id") == repo.repo_id
+    else:
+        same_repo = str(source.get("full_name", "")).casefold() == repo.full_name.casefold()
+    login = str((pull.get("user") or {}).get("login", ""))
+    return same_repo and login.casefold() == author.casefold()
+
+
+def issue_number(issue_url: str) -> int | None:
+    found = re.search(r"/issues/(\d+)$", issue_url)
+    return int(found.group(1)) if found else None
+
+
+def int_or_none(value: Any) -> int | None:
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def url_parts(repo: RepoRef) -> dict[str, str]:
+    """The `{owner}` and `{repo}` variables of GitHub's URL templates."""
+    owner, name = repo.full_name.split("/", 1)
+    return {"owner": owner, "repo": name}
+
+
+def with_credentials(url: str, user: str, secret: str) -> str:
+    """`url` with `user:secret@` in it; other schemes (local paths in tests) carry none."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return url
+    host = parts.netloc.rsplit("@", 1)[-1]
+    netloc = f"{quote(user, safe='')}:{quote(secret, safe='')}@{host}"
+    return urlunsplit(parts._replace(netloc=netloc))

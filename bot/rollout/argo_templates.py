@@ -1,0 +1,279 @@
+"""Argo `AnalysisTemplate` and `ClusterAnalysisTemplate` manifests: read, never applied.
+
+Templates come from the app's manifests; each becomes a `bot.analysis.templates.AnalysisTemplate`
+whose metrics Coalmine measures itself. A template Argo would reject (its ValidateMetric rules)
+is rejected here too, and a strategy naming a template that is not there fails at load time
+(`check_template_refs`), not in the middle of a rollout. Problems are StrategyErrors naming the
+file and key path.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from bot.analysis.templates import (
+    SUPPORTED_PROVIDERS,
+    AnalysisTemplate,
+    MetricSpec,
+    TemplateArg,
+)
+from bot.rollout.fields import (
+    At,
+    as_arg_text,
+    as_list,
+    as_mapping,
+    as_seconds,
+    as_text,
+    as_whole,
+    is_argo,
+    key_names,
+    manifest_name,
+    reject_dry_run,
+)
+from bot.rollout.model import AnalysisStep, CanaryStrategy, TemplateRef
+
+TEMPLATE_KINDS = ("AnalysisTemplate", "ClusterAnalysisTemplate")
+
+_METRIC_KEYS = (
+    "name",
+    "interval",
+    "initialDelay",
+    "count",
+    "successCondition",
+    "failureCondition",
+    "failureLimit",
+    "inconclusiveLimit",
+    "consecutiveErrorLimit",
+    "consecutiveSuccessLimit",
+    "provider",
+)
+_PROVIDER_KEYS = {
+    "prometheus": ("address", "query", "timeout", "headers", "insecure"),
+    "web": (
+        "url",
+        "method",
+        "headers",
+        "body",
+        "jsonBody",
+        "jsonPath",
+        "timeoutSeconds",
+        "insecure",
+    ),
+}
+_WEB_METHODS = ("GET", "POST", "PUT")
+
+
+def is_analysis_template(doc: Any) -> bool:
+    return is_argo(doc, TEMPLATE_KINDS)
+
+
+def parse_analysis_template(doc: Any, *, source: str) -> AnalysisTemplate:
+    """An Argo `AnalysisTemplate` or `ClusterAnalysisTemplate` manifest."""
+    root = At(source, "")
+    doc = as_mapping(doc, root, "an AnalysisTemplate manifest")
+    kind = doc.get("kind")
+    if kind not in TEMPLATE_KINDS:
+        root.key("kind").fail(f"{kind!r} is not one of {', '.join(TEMPLATE_KINDS)}")
+    name = manifest_name(doc, source)
+    spec = as_mapping(doc.get("spec"), root.key("spec"))
+    if spec.get("templates"):
+        root.key("spec.templates").fail(
+            "templates that include other templates are not "
+            "supported yet; list the metrics directly"
+        )
+    reject_dry_run(spec, root.key("spec"))
+    args = []
+    for i, item in enumerate(as_list(spec.get("args") or [], root.key("spec.args"))):
+        where = root.key("spec.args").index(i)
+        item = as_mapping(item, where, "a mapping with name and optional value")
+        arg_name = as_text(item.get("name"), where.key("name"))
+        if "valueFrom" in item:
+            where.key("valueFrom").fail(
+                "valueFrom (secretKeyRef, fieldRef) is not supported; give a value, or pass "
+                "one from the rollout's args"
+            )
+        value = item.get("value")
+        args.append(
+            TemplateArg(arg_name, None if value is None else as_arg_text(value, where.key("value")))
+        )
+    metrics_at = root.key("spec.metrics")
+    raw_metrics = as_list(spec.get("metrics"), metrics_at, "a list of metrics")
+    if not raw_metrics:
+        metrics_at.fail("needs at least one metric")
+    metrics = []
+    for i, raw in enumerate(raw_metrics):
+        metric = _metric(raw, metrics_at.index(i))
+        if any(m.name == metric.name for m in metrics):
+            metrics_at.index(i).key("name").fail(f"duplicate metric name '{metric.name}'")
+        metrics.append(metric)
+    return AnalysisTemplate(
+        name=name,
+        metrics=tuple(metrics),
+        args=tuple(args),
+        cluster_scope=kind == "ClusterAnalysisTemplate",
+        source=source,
+    )
+
+
+def parse_analysis_templates(docs: Iterable[tuple[str, Any]]) -> tuple[AnalysisTemplate, ...]:
+    """Every (Cluster)AnalysisTemplate among `(file, document)` pairs; other kinds skipped."""
+    templates: list[AnalysisTemplate] = []
+    for source, doc in docs:
+        if not is_analysis_template(doc):
+            continue
+        template = parse_analysis_template(doc, source=source)
+        clash = next(
+            (
+                t
+                for t in templates
+                if t.name == template.name and t.cluster_scope == template.cluster_scope
+            ),
+            None,
+        )
+        if clash is not None:
+            At(source, "metadata.name").fail(
+                f"{doc['kind']} '{template.name}' is also defined in {clash.source}"
+            )
+        templates.append(template)
+    return tuple(templates)
+
+
+def check_template_refs(strategy: CanaryStrategy, templates: Iterable[AnalysisTemplate]) -> None:
+    """Fail at load time when a step or the background analysis names a missing template."""
+    known = {(t.name, t.cluster_scope) for t in templates}
+    at = At(strategy.source, strategy.source_key)
+    uses: list[tuple[At, tuple[TemplateRef, ...]]] = []
+    for i, step in enumerate(strategy.steps):
+        if isinstance(step, AnalysisStep):
+            uses.append((at.key("steps").index(i).key("analysis.templates"), step.templates))
+    if strategy.analysis is not None:
+        uses.append((at.key("analysis.templates"), strategy.analysis.templates))
+    for where, refs in uses:
+        for j, ref in enumerate(refs):
+            if (ref.name, ref.cluster_scope) not in known:
+                kind = "ClusterAnalysisTemplate" if ref.cluster_scope else "AnalysisTemplate"
+                where.index(j).key("templateName").fail(
+                    f"{kind} '{ref.name}' not found among the app's manifests"
+                )
+
+
+# ------------------------------------------------------------------------------ metrics
+
+
+def _count(raw: Any, at: At) -> int | str | None:
+    if raw is None:
+        return None
+    if isinstance(raw, str) and "{{" in raw:
+        return raw  # resolved when the run starts
+    return as_whole(raw, at, 0)
+
+
+def _limit(raw: Mapping[str, Any], key: str, at: At, default: int, minimum: int) -> int:
+    if raw.get(key) is None:
+        return default
+    return as_whole(raw[key], at.key(key), minimum)
+
+
+def _headers(raw: Any, at: At) -> None:
+    for i, item in enumerate(as_list(raw, at, "a list of {key, value}")):
+        where = at.index(i)
+        item = as_mapping(item, where, "a mapping with key and value")
+        as_text(item.get("key"), where.key("key"))
+        if "value" not in item or isinstance(item["value"], dict | list):
+            where.key("value").fail("must be a string")
+
+
+def _provider(raw: Any, at: At) -> dict[str, Any]:
+    raw = as_mapping(raw, at, "a mapping with one provider (prometheus or web)")
+    if len(raw) != 1:
+        found = ", ".join(sorted(map(str, raw))) or "nothing"
+        at.fail(f"must name exactly one provider (found: {found})")
+    ((kind, spec),) = raw.items()
+    where = at.key(str(kind))
+    if kind not in SUPPORTED_PROVIDERS:
+        where.fail(
+            f"provider '{kind}' is not supported (supported: {', '.join(SUPPORTED_PROVIDERS)})"
+        )
+    spec = as_mapping(spec, where)
+    unknown = key_names(set(spec) - set(_PROVIDER_KEYS[kind]))
+    if unknown:
+        where.key(unknown[0]).fail(
+            f"not supported for {kind} (supported: {', '.join(_PROVIDER_KEYS[kind])})"
+        )
+    if spec.get("headers") is not None:
+        _headers(spec["headers"], where.key("headers"))
+    if spec.get("insecure") is not None and not isinstance(spec["insecure"], bool):
+        where.key("insecure").fail("must be true or false")
+    if kind == "prometheus":
+        as_text(spec.get("query"), where.key("query"))
+        if spec.get("address") is not None:
+            as_text(spec["address"], where.key("address"))
+        if spec.get("timeout") is not None:
+            as_whole(spec["timeout"], where.key("timeout"), 0)
+    else:
+        as_text(spec.get("url"), where.key("url"))
+        method = spec.get("method")
+        if method is not None and str(method).upper() not in _WEB_METHODS:
+            where.key("method").fail(f"{method!r} must be one of {', '.join(_WEB_METHODS)}")
+        for key in ("body", "jsonPath"):
+            if spec.get(key) is not None and not isinstance(spec[key], str):
+                where.key(key).fail("must be a string")
+        if spec.get("timeoutSeconds") is not None:
+            as_whole(spec["timeoutSeconds"], where.key("timeoutSeconds"), 0)
+    return {kind: copy.deepcopy(spec)}
+
+
+def _metric(raw: Any, at: At) -> MetricSpec:
+    raw = as_mapping(raw, at, "a mapping with name and provider")
+    unknown = key_names(set(raw) - set(_METRIC_KEYS))
+    if unknown:
+        at.key(unknown[0]).fail(f"unknown metric key (allowed: {', '.join(_METRIC_KEYS)})")
+    name = as_text(raw.get("name"), at.key("name"))
+    if raw.get("provider") is None:
+        at.key("provider").fail("is required (prometheus or web)")
+    conditions = {}
+    for key in ("successCondition", "failureCondition"):
+        value = raw.get(key)
+        if value is not None and not isinstance(value, str):
+            at.key(key).fail("must be a string expression such as result[0] >= 0.95")
+        conditions[key] = value or ""
+    metric = MetricSpec(
+        name=name,
+        provider=_provider(raw["provider"], at.key("provider")),
+        success_condition=conditions["successCondition"],
+        failure_condition=conditions["failureCondition"],
+        interval=None
+        if raw.get("interval") is None
+        else as_seconds(raw["interval"], at.key("interval")),
+        initial_delay=None
+        if raw.get("initialDelay") is None
+        else as_seconds(raw["initialDelay"], at.key("initialDelay")),
+        count=_count(raw.get("count"), at.key("count")),
+        failure_limit=_limit(raw, "failureLimit", at, 0, -1),
+        inconclusive_limit=_limit(raw, "inconclusiveLimit", at, 0, 0),
+        consecutive_error_limit=_limit(raw, "consecutiveErrorLimit", at, 4, 0),
+        consecutive_success_limit=_limit(raw, "consecutiveSuccessLimit", at, 0, 0),
+    )
+    _check_limits(metric, at)
+    return metric
+
+
+def _check_limits(metric: MetricSpec, at: At) -> None:
+    """Argo's ValidateMetric rules, so a template that Argo rejects is rejected here too."""
+    if metric.failure_limit == -1 and metric.consecutive_success_limit == 0:
+        at.key("failureLimit").fail(
+            "failureLimit -1 needs a consecutiveSuccessLimit > 0 (both cannot be disabled)"
+        )
+    count = metric.count if isinstance(metric.count, int) else 0
+    if count > 1 and metric.interval is None:
+        at.key("interval").fail(f"is required when count > 1 (count is {count})")
+    if count > 0:
+        needed = max(metric.failure_limit, 0) + metric.consecutive_success_limit
+        if count < needed:
+            at.key("count").fail(
+                f"{count} must be >= failureLimit + consecutiveSuccessLimit ({needed})"
+            )
+        if count < metric.inconclusive_limit:
+            at.key("count").fail(f"{count} must be >= inconclusiveLimit")

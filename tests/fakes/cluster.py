@@ -1,0 +1,95 @@
+"""A cluster and a rollout record store in memory, for the rollout shell's use-case tests.
+
+`FakeCluster` keeps Deployments in a dict and makes each one ready as soon as it is written,
+unless its name is in `unready` (pods never become available) or `failing` (its own progress
+deadline is exceeded); an operation named in `refuse` raises `ClusterError` as a refusing API
+server would. Every write is recorded in `calls`, in order.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.cluster.model import ClusterError, Owner
+from bot.rollout.store import RolloutRecord
+
+Obj = dict[str, Any]
+
+
+@dataclass
+class FakeCluster:
+    objects: dict[str, Obj] = field(default_factory=dict)  # by Deployment name
+    unready: set[str] = field(default_factory=set)
+    failing: set[str] = field(default_factory=set)
+    refuse: set[str] = field(default_factory=set)  # "apply", "scale", "delete", "get"
+    calls: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def replicas(self, name: str) -> int | None:
+        obj = self.objects.get(name)
+        return None if obj is None else obj["spec"].get("replicas")
+
+    def image(self, name: str) -> str | None:
+        obj = self.objects.get(name)
+        return None if obj is None else obj["spec"]["template"]["spec"]["containers"][0]["image"]
+
+    def _check(self, op: str) -> None:
+        if op in self.refuse:
+            raise ClusterError(f"{op} refused by the API server", status=500)
+
+    def _settle(self, obj: Obj) -> None:
+        name = obj["metadata"]["name"]
+        generation = int(obj["metadata"].get("generation") or 0) + 1
+        obj["metadata"]["generation"] = generation
+        want = int(obj["spec"].get("replicas") or 0)
+        ready = 0 if name in self.unready | self.failing else want
+        obj["status"] = {"observedGeneration": generation, "replicas": want,
+                         "updatedReplicas": ready, "availableReplicas": ready}
+        if name in self.failing:
+            obj["status"]["conditions"] = [{"type": "Progressing",
+                                            "reason": "ProgressDeadlineExceeded"}]
+
+    def apply(self, objects: list[Obj], *, app: str, revision: str, default_namespace: str,
+              owner: Owner, adopt: bool) -> None:
+        self._check("apply")
+        for obj in objects:
+            stored = copy.deepcopy(obj)
+            self.calls.append(("apply", stored["metadata"]["name"], revision, owner.app))
+            self._settle(stored)
+            self.objects[stored["metadata"]["name"]] = stored
+
+    def delete(self, api_version: str, kind: str, namespace: str | None, name: str) -> None:
+        self._check("delete")
+        self.calls.append(("delete", name))
+        self.objects.pop(name, None)
+
+    def scale(self, namespace: str, name: str, replicas: int) -> None:
+        self._check("scale")
+        self.calls.append(("scale", name, replicas))
+        self.objects[name]["spec"]["replicas"] = replicas
+        self._settle(self.objects[name])
+
+    def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> Obj | None:
+        self._check("get")
+        obj = self.objects.get(name)
+        return copy.deepcopy(obj) if obj is not None else None
+
+
+@dataclass
+class FakeRecordStore:
+    """RecordStore: the last record saved per key, and the aborted-template holds."""
+
+    saved: dict[str, RolloutRecord] = field(default_factory=dict)
+    due: dict[str, float | None] = field(default_factory=dict)
+    holds: dict[str, tuple[str, int | None]] = field(default_factory=dict)
+
+    def save(self, key: str, record: RolloutRecord, due: float | None) -> None:
+        self.saved[key] = record
+        self.due[key] = due
+
+    def hold(self, key: str, template_hash: str, pr: int | None) -> None:
+        self.holds[key] = (template_hash, pr)
+
+    def clear_hold(self, key: str) -> None:
+        self.holds.pop(key, None)
