@@ -43,6 +43,18 @@ Commands:
 Time in pauses and analysis steps never counts against the progress deadline, because only the
 health wait after SetWeight/Complete carries a deadline.
 
+The engine decides what the shell only carries out: every abort asks for RestoreStable (stable
+back at full size with its own template, canary removed) and OpenRevertPR; a WorkloadHealth with
+`failed` (the workload's own progress deadline exceeded, say) aborts at once instead of waiting
+for the deadline; `continues_with` says whether a new merge lets a rollout carry on; a
+NewRevision that starts no canary asks for RemoveCanary. History entries are typed (step,
+phase, reason, actor), so reports never read the wording back.
+
+Why this file is long (~900 lines): as in h11's `_state.py`, everything that affects the state
+machine lives here — the transitions, the handlers of each event, and the queries the shell and
+the report ask (`next_wakeup`, `status`, `waiting_on_people`), which must agree with the
+transitions exactly. Split apart, a change to one rule would have to be made in several files.
+
 Every returned state that changed has `version` bumped by one. Whenever the state waits on time
 (a pause duration, a measurement, a health re-check or deadline) the actions include a
 ScheduleTick for the earliest such time and the new version, so a tick is never lost; a Tick
