@@ -2,11 +2,15 @@
 
 The steps, per metric:
 1. Missing values (null, NaN, ±inf) are removed, or counted as 0 with `replace_missing`.
-2. Optionally, outliers are removed from each side on its own (Tukey fences, `outlier_factor`
+2. Fewer than `min_samples` values left on either side: nodata. Never pass: no data is not
+   evidence that the canary is good. The minimum counts what was measured, before outliers
+   are removed, so that dropping one wild minute from a window of exactly the minimum does not
+   turn a measured metric into nodata (bench/judge: at 10 one-minute samples, counting after
+   removal made a third of all cases nodata).
+3. Optionally, outliers are removed from each side on its own (Tukey fences, `outlier_factor`
    times the interquartile range beyond the quartiles). A side whose IQR is 0 (say an error
    count that is mostly 0) keeps every value: with no spread there is no yardstick for "far".
-3. Fewer than `min_samples` values left on either side: nodata. Never pass: no data is not
-   evidence that the canary is good.
+   Values between the quartiles always stay, so neither side is ever emptied.
 4. Every value on both sides equal: pass (deterministically; see bot/judge/stats.py).
 5. Otherwise the two-sided Mann-Whitney U test. High: significant (p < 1 - confidence), the
    canary ranks higher, the direction says an increase is bad (increase or either), and the
@@ -47,7 +51,9 @@ class _Prepared:
 
     @property
     def enough(self) -> bool:
-        return min(self.canary.size, self.baseline.size) >= self.spec.min_samples
+        measured = min(self.canary_side.count + self.canary_side.outliers,
+                       self.baseline_side.count + self.baseline_side.outliers)
+        return measured >= self.spec.min_samples
 
 
 def classify_metrics(specs: Sequence[MetricSpec]) -> list[MetricResult]:
@@ -95,8 +101,9 @@ def _nodata(p: _Prepared) -> MetricResult:
         for what, count in (("missing values", s.missing), ("outliers", s.outliers))
         if count and not (what == "missing values" and spec.replace_missing)
     ]
-    text = (f"{spec.name}: no data: canary has {p.canary_side.count} samples, baseline "
-            f"{p.baseline_side.count}; at least {spec.min_samples} each are needed")
+    measured = [s.count + s.outliers for s in (p.canary_side, p.baseline_side)]
+    text = (f"{spec.name}: no data: canary has {measured[0]} samples, baseline "
+            f"{measured[1]}; at least {spec.min_samples} each are needed")
     increase, decrease = _allowed(spec)
     return MetricResult(
         name=spec.name, classification=Classification.NODATA,
