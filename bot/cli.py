@@ -145,9 +145,13 @@ def _judge_stream(lines: Iterable[str], name: str) -> int:
         except json.JSONDecodeError as exc:
             bad += 1
             print(f"{name}:{number}: not JSON: {exc.msg} (column {exc.colno})", file=sys.stderr)
-        except (CaseError, RecursionError) as exc:
+        except CaseError as exc:
             bad += 1
             print(f"{name}:{number}: {exc}", file=sys.stderr)
+        except (ValueError, RecursionError) as exc:  # an integer of 4300+ digits; deep nesting
+            bad += 1
+            reason = str(exc).split(";")[0] or type(exc).__name__
+            print(f"{name}:{number}: not JSON: {reason}", file=sys.stderr)
         if len(batch) >= JUDGE_BATCH:
             _write_verdicts(batch, out)
             batch = []

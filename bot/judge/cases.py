@@ -130,9 +130,15 @@ def _samples(values: Any, path: str) -> tuple[float | None, ...]:
         raise CaseError(f"{path}: expected a list of numbers, got {_kind(values)}")
     for index, value in enumerate(values):
         if value is not None and (isinstance(value, bool)
-                                  or not isinstance(value, int | float)):
+                                  or not isinstance(value, int | float)
+                                  or not _fits_a_float(value)):
             raise CaseError(f"{path}[{index}]: expected a number or null, got {_kind(value)}")
     return tuple(values)
+
+
+def _fits_a_float(value: float) -> bool:
+    """JSON integers are unbounded; one beyond a float's range would crash the arithmetic."""
+    return isinstance(value, float) or abs(value) < 2 ** 1023
 
 
 def _choice(data: Mapping[str, Any], key: str, options: Any, default: Any, path: str) -> Any:
@@ -157,7 +163,8 @@ def _optional(data: Mapping[str, Any], key: str, path: str, *, low: float,
 def _number(value: Any, path: str, *, low: float = -math.inf, high: float = math.inf,
             above: bool = False, below: bool = False) -> float:
     """A finite number in [low, high]; `above`/`below` make that end exclusive."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not _fits_a_float(value) or not math.isfinite(value)):
         raise CaseError(f"{path}: expected a number, got {_kind(value)}")
     if value < low or (above and value == low) or value > high or (below and value == high):
         lower = "(" if above else "["
@@ -180,7 +187,7 @@ def _kind(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
-        return f"{value!r}"
+        return f"{value!r}" if _fits_a_float(value) else "a number too large"
     return {dict: "an object", list: "a list"}.get(type(value), type(value).__name__)
 
 

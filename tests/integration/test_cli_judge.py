@@ -63,17 +63,23 @@ def test_a_file_and_blank_lines(tmp_path: Path) -> None:
 def test_malformed_lines_are_named_skipped_and_fail_the_exit_status() -> None:
     bad_number = case("bad", 1.0)
     bad_number["metrics"][0]["canary"][2] = "12ms"
+    huge = json.dumps(case("huge", 1.0)).replace("100.0", "1" + "0" * 5000, 1)
+    deep = "[" * 100_000 + "]" * 100_000
     stdin = (lines(case("first", 1.0)) + "{not json\n" + lines(bad_number)
-             + '["a list"]\n' + lines(case("last", 1.3)))
+             + '["a list"]\n' + huge + "\n" + deep + "\n" + lines(case("last", 1.3)))
     done = judge("--cases", "-", stdin=stdin)
     assert done.returncode == 1
     assert [json.loads(x)["id"] for x in done.stdout.splitlines()] == ["first", "last"]
-    assert done.stderr.splitlines() == [
+    errors = done.stderr.splitlines()
+    assert errors[:3] == [
         "<stdin>:2: not JSON: Expecting property name enclosed in double quotes (column 2)",
         "<stdin>:3: metrics[0].canary[2]: expected a number or null, got '12ms'",
         "<stdin>:4: expected a JSON object, got a list",
-        "coalmine judge: 3 malformed line(s) skipped",
     ]
+    # Python's own words for these two; the line number and "not JSON" are ours.
+    assert errors[3].startswith("<stdin>:5: not JSON: Exceeds the limit (4300 digits)")
+    assert errors[4].startswith("<stdin>:6: not JSON: maximum recursion depth exceeded")
+    assert errors[5:] == ["coalmine judge: 5 malformed line(s) skipped"]
 
 
 def test_an_unreadable_file_is_exit_status_2(tmp_path: Path) -> None:

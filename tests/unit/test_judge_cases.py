@@ -101,6 +101,10 @@ def test_every_optional_field_reads() -> None:
     ("metrics.0.weight", -1, "metrics[0].weight: -1 is outside (0, inf]"),
     ("metrics.0.group", 3, "metrics[0].group: expected a string, got 3"),
     ("groupWeights", [1], "groupWeights: expected an object, got a list"),
+    # JSON integers are unbounded: one beyond a float would overflow the arithmetic
+    ("metrics.0.canary.1", 10 ** 400, ("metrics[0].canary[1]: expected a number or null, got a "
+                                      "number too large")),
+    ("thresholds.pass", 10 ** 400, "thresholds.pass: expected a number, got a number too large"),
 ])
 def test_malformed_cases_name_the_key(path, value, message) -> None:
     with pytest.raises(CaseError) as caught:
