@@ -1,4 +1,4 @@
-"""The `coalmine` command: serve webhooks, run a worker, or check a repository's config."""
+"""The `coalmine` command: serve webhooks, run a worker, check a repository's config, or judge cases."""
 
 from __future__ import annotations
 
