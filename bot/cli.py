@@ -1,4 +1,4 @@
-"""The `coalmine` command: serve webhooks, run a worker, check a repository's config, or judge cases."""
+"""The `coalmine` command: serve webhooks, run a worker, check a config, or judge cases."""
 
 from __future__ import annotations
 
