@@ -1,4 +1,4 @@
-"""The case reader: every malformed input is a CaseError naming its key; the output is strict JSON."""
+"""The case reader: malformed input is a CaseError naming its key; the output is strict JSON."""
 
 from __future__ import annotations
 
