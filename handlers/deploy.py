@@ -26,7 +26,7 @@ from bot.policy import Policy, check, scope_judge
 from bot.report import comment, status
 from bot.rollout import traffic
 from bot.rollout.plan import CanaryPlan, split
-from bot.rollout.store import aborted_key, rollout_key
+from bot.rollout.store import RolloutStore, rollout_key
 from bot.rollout.strategy import StrategyError
 from handlers import outbox, rollout
 
@@ -224,8 +224,7 @@ def _policy_violations(policy: Policy, app: AppConfig, cluster: Any,
 def _aborted_before(svc: services.Services, event: MergedPullRequest, app: AppConfig,
                     plan: CanaryPlan) -> bool:
     key = rollout_key(event.repo.forge, event.repo.full_name, app.name)
-    marker = svc.redis.get(aborted_key(key))
-    return marker is not None and marker.decode() == traffic.template_hash(plan.deployment)
+    return RolloutStore(svc.redis).aborted_template(key) == traffic.template_hash(plan.deployment)
 
 
 def _target_url(svc: services.Services, event: MergedPullRequest, app: str) -> str:

@@ -15,7 +15,6 @@ the forge shows, even when a flush and a new status race.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict
@@ -26,43 +25,23 @@ from redis.exceptions import LockError, LockNotOwnedError
 from bot import services
 from bot.forge.base import Forge, ForgeError, RepoRef, StatusState
 from bot.report import comment
+from bot.report.outbox_store import OutboxStore, status_parts, status_text
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 20
 FIRST_DELAY_S = 5.0
 MAX_DELAY_S = 1800.0
-TTL_S = 7 * 24 * 3600
 COMMENT_EVERY_S = 5.0
-POSTED_TTL_S = 24 * 3600  # a status changed behind Coalmine's back is put right within a day
 STATUS_LOCK_S = 60
 STATUS_LOCK_WAIT_S = 30
 STATUS_ROUNDS = 3  # re-reads of the desired state per post; each new round means it changed
 
 
-def _desired_key(repo: RepoRef, sha: str) -> str:
-    return f"coalmine:desired-status:{repo.forge}:{repo.full_name}:{sha}"
-
-
-def _posted_key(repo: RepoRef, sha: str) -> str:
-    """Context → [state, description, target URL] last accepted by the forge."""
-    return f"coalmine:posted-status:{repo.forge}:{repo.full_name}:{sha}"
-
-
-def _status_lock_key(repo: RepoRef, sha: str) -> str:
-    return f"coalmine:status-lock:{repo.forge}:{repo.full_name}:{sha}"
-
-
 def post_status(svc: services.Services, repo: RepoRef, number: int, sha: str, context: str,
                 state: StatusState, description: str, target_url: str | None) -> None:
     """Make `context` on `sha` show this status; no call when the forge shows it already."""
-    wanted = json.dumps([state, description, target_url])
-    key = _desired_key(repo, sha)
-    pipe = svc.redis.pipeline(transaction=False)
-    pipe.hset(key, context, wanted)
-    pipe.expire(key, TTL_S)
-    pipe.hget(_posted_key(repo, sha), context)
-    posted = pipe.execute()[2]
-    if posted is not None and _text(posted) == wanted:
+    wanted = status_text(state, description, target_url)
+    if OutboxStore(svc.redis).want(repo, sha, context, wanted) == wanted:
         return
     try:
         _post_desired(svc, svc.forge(repo), repo, sha, [context])
@@ -81,20 +60,20 @@ def _post_desired(svc: services.Services, forge: Forge, repo: RepoRef, sha: str,
     The desired state is read again after posting: a caller that set it meanwhile may have
     seen the old "posted" record and left the post to this holder.
     """
-    lock = svc.redis.lock(_status_lock_key(repo, sha), timeout=STATUS_LOCK_S,
-                          blocking_timeout=STATUS_LOCK_WAIT_S)
+    store = OutboxStore(svc.redis)
+    lock = store.status_lock(repo, sha, STATUS_LOCK_S, STATUS_LOCK_WAIT_S)
     if not lock.acquire():
         raise LockError(f"the statuses of {sha[:12]} stayed locked")
     sent: set[str] = set()
     try:
         for _ in range(STATUS_ROUNDS):
-            pending = _pending(svc, repo, sha, contexts)
+            pending = store.pending(repo, sha, contexts)
             if not pending:
                 break
             for context, wanted in pending.items():
-                state, description, url = json.loads(wanted)
+                state, description, url = status_parts(wanted)
                 forge.set_status(repo, sha, context, state, description, url)
-                _remember_posted(svc, repo, sha, context, wanted)
+                store.remember_posted(repo, sha, context, wanted)
                 sent.add(context)
     finally:
         try:
@@ -102,32 +81,7 @@ def _post_desired(svc: services.Services, forge: Forge, repo: RepoRef, sha: str,
         except LockNotOwnedError:
             # It expired during a slow post: another post may have crossed this one, so what
             # the forge shows is unknown; forgetting makes the next report post again.
-            if sent:
-                svc.redis.hdel(_posted_key(repo, sha), *sent)
-
-
-def _pending(svc: services.Services, repo: RepoRef, sha: str,
-             contexts: list[str] | None) -> dict[str, str]:
-    """Context → desired status (JSON) for those of `contexts` not posted as desired."""
-    pipe = svc.redis.pipeline(transaction=False)
-    pipe.hgetall(_desired_key(repo, sha))
-    pipe.hgetall(_posted_key(repo, sha))
-    desired, posted = ({_text(k): _text(v) for k, v in raw.items()} for raw in pipe.execute())
-    chosen = desired if contexts is None else contexts
-    return {c: desired[c] for c in chosen if c in desired and posted.get(c) != desired[c]}
-
-
-def _remember_posted(svc: services.Services, repo: RepoRef, sha: str, context: str,
-                     wanted: str) -> None:
-    key = _posted_key(repo, sha)
-    pipe = svc.redis.pipeline(transaction=False)
-    pipe.hset(key, context, wanted)
-    pipe.expire(key, POSTED_TTL_S)
-    pipe.execute()
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+            store.forget_posted(repo, sha, sent)
 
 
 def post_comment(svc: services.Services, repo: RepoRef, number: int, sha: str,
@@ -137,15 +91,15 @@ def post_comment(svc: services.Services, repo: RepoRef, number: int, sha: str,
     A busy rollout changes its state every second or so; editing the comment each time costs
     two forge calls per tick and rate limit for no reader's benefit.
     """
-    last_key = f"coalmine:comment-at:{repo.forge}:{repo.full_name}:{number}"
+    store = OutboxStore(svc.redis)
     now = time.time()
     if not urgent:
-        last = svc.redis.get(last_key)
-        if last is not None and now - float(last) < COMMENT_EVERY_S:
-            svc.queue.enqueue_at(float(last) + COMMENT_EVERY_S, flush_comment, asdict(repo),
+        last = store.comment_edited_at(repo, number)
+        if last is not None and now - last < COMMENT_EVERY_S:
+            svc.queue.enqueue_at(last + COMMENT_EVERY_S, flush_comment, asdict(repo),
                                  number, sha)
             return
-    svc.redis.set(last_key, now, ex=int(COMMENT_EVERY_S) + 60)
+    store.note_comment_edit(repo, number, now, int(COMMENT_EVERY_S) + 60)
     try:
         comment.publish(svc.redis, svc.forge(repo), repo, number)
     except (ForgeError, LockError) as exc:

@@ -62,7 +62,7 @@ def start(svc: services.Services, event: MergedPullRequest, app: AppConfig, plan
                               m.NewRevision(event.merge_sha, event.number)))
         store.drop_held(key)  # a newer template rolls out: a held older merge must not start
         record = _new_record(event, app, plan, live_stable, policy)
-        svc.redis.sadd(_pr_index(event.repo, event.number), key)
+        store.index_pr(event.repo.forge, event.repo.full_name, event.number, key)
         shells.append(run(_cluster(svc, record.context), store, key, record, m.Start()))
         for shell in shells:
             _schedule(svc, shell, key)
@@ -78,7 +78,7 @@ def hold(svc: services.Services, event: MergedPullRequest, app: AppConfig, plan:
     store = RolloutStore(svc.redis)
     with store.locked(key):
         store.save_held(key, _new_record(event, app, plan, live_stable, policy))
-        svc.redis.sadd(_pr_index(event.repo, event.number), key)
+        store.index_pr(event.repo.forge, event.repo.full_name, event.number, key)
 
 
 def _new_record(event: MergedPullRequest, app: AppConfig, plan: CanaryPlan,
@@ -195,7 +195,7 @@ def _retry_hold(svc: services.Services, store: RolloutStore, key: str,
     if live is None or traffic.template_hash(live) != traffic.template_hash(ctx.stable):
         return _reply(svc, held, pr, f"@{user} the hold on the aborted version is cleared, but "
                       f"`{name}` changed since #{held.state.pr} was held back: nothing started.")
-    svc.redis.sadd(_pr_index(ctx.repo, held.state.pr or pr), key)
+    store.index_pr(ctx.repo.forge, ctx.repo.full_name, held.state.pr or pr, key)
     shell = run(_cluster(svc, held.context), store, key, held, m.Start())
     if held.state.pr != pr:
         shell.replies_elsewhere.append((pr, (
@@ -286,8 +286,7 @@ def rollouts_of_pr(svc: services.Services, repo: RepoRef, number: int) -> dict[s
     apps where it holds a claim on an aborted template's hold (so `/retry` reaches them)."""
     store = RolloutStore(svc.redis)
     found = {}
-    for raw in svc.redis.smembers(_pr_index(repo, number)):
-        key = raw.decode() if isinstance(raw, bytes) else raw
+    for key in store.keys_of_pr(repo.forge, repo.full_name, number):
         record = store.load(key)
         if record is not None and record.state.pr == number:
             found[record.state.app] = key
@@ -349,7 +348,3 @@ def open_revert(key: str, revision: str, attempt: int = 0) -> None:
     """RQ job of earlier versions (the revert PR moved to handlers.revert): kept so such jobs
     still queued in Redis run."""
     revert.open_revert(key, revision, attempt)
-
-
-def _pr_index(repo: RepoRef, number: int) -> str:
-    return f"coalmine:pr-rollouts:{repo.forge}:{repo.full_name}:{number}"

@@ -154,6 +154,21 @@ class RolloutStore:
         raw = self.redis.get(final_key(key, revision))
         return RolloutRecord.loads(raw) if raw else None
 
+    # -- which rollouts a PR reaches (its commands go there) ------------------------------------
+
+    def index_pr(self, forge: str, repo: str, number: int, key: str) -> None:
+        """Remember that PR `number` started (or holds a claim on) the rollout at `key`."""
+        self.redis.sadd(_pr_key(forge, repo, number), key)
+
+    def keys_of_pr(self, forge: str, repo: str, number: int) -> list[str]:
+        return sorted(raw.decode() if isinstance(raw, bytes) else raw
+                      for raw in self.redis.smembers(_pr_key(forge, repo, number)))
+
+    def aborted_template(self, key: str) -> str | None:
+        """The pod-template hash of the app's last aborted rollout, if it is held back."""
+        raw = self.redis.get(aborted_key(key))
+        return raw.decode() if isinstance(raw, bytes) else raw
+
     def active_keys(self) -> list[str]:
         return sorted(k.decode() if isinstance(k, bytes) else k
                       for k in self.redis.smembers(ACTIVE_INDEX))
@@ -223,3 +238,7 @@ class RolloutStore:
 
 def _unreported_member(key: str, record: RolloutRecord) -> str:
     return f"{key}\n{record.state.revision}\n{record.seq}"
+
+
+def _pr_key(forge: str, repo: str, number: int) -> str:
+    return f"coalmine:pr-rollouts:{forge}:{repo}:{number}"

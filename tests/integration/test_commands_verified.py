@@ -24,7 +24,7 @@ from bot.queue import RQJobQueue
 from bot.rollout import model as m
 from bot.rollout.context import RolloutContext
 from bot.rollout.store import RolloutRecord, RolloutStore, rollout_key
-from handlers import commands, rollout
+from handlers import commands
 from tests.harness.fixtures_forges import (
     GITHUB_BOT,
     GITHUB_REPO,
@@ -170,7 +170,7 @@ def test_a_command_never_acts_on_a_rollout_taken_over_meanwhile(install, fake_gi
                              stable={}, replicas=1, template_hash="h")
     store = RolloutStore(svc.redis)
     store.save(key, RolloutRecord(mine, context), None)
-    svc.redis.sadd(rollout._pr_index(repo, PR), key)
+    store.index_pr(repo.forge, repo.full_name, PR, key)
     comment_id = fake_github.add_comment(GITHUB_REPO, PR, "/promote", login="alice")
     taken = dataclasses.replace(mine, pr=2, revision="c" * 40)
 

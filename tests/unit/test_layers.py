@@ -178,3 +178,13 @@ def _strongly_connected(graph: grimp.ImportGraph) -> list[set[str]]:
                         break
                 components.append(component)
     return components
+
+
+def test_use_cases_build_no_redis_key() -> None:
+    """Redis keys belong to the adapters that own them (bot/rollout/store.py,
+    bot/report/outbox_store.py, ...): a use case that spelled one would fork the key format."""
+    spelled = [f"{path.relative_to(ROOT)}:{number}"
+               for path in sorted((ROOT / "handlers").glob("*.py"))
+               for number, line in enumerate(path.read_text().splitlines(), 1)
+               if '"coalmine:' in line or "'coalmine:" in line or 'f"coalmine:' in line]
+    assert spelled == []
