@@ -48,6 +48,12 @@ return 1
 """
 
 
+def delivery_claim(forge: str, delivery: str) -> str:
+    """The key a webhook delivery id is claimed under (`enqueue_once`), so a redelivery of the
+    same id within the claim's lifetime enqueues nothing."""
+    return f"coalmine:delivery:{forge}:{delivery[:200]}"
+
+
 class JobQueue(Protocol):
     def enqueue(self, func: Callable[..., Any], *args: Any, job_id: str | None = None) -> str:
         """Run `func(*args)` on a worker as soon as possible; returns the job id."""

@@ -34,6 +34,7 @@ from bot import events, tenancy
 from bot.commands import mentions_command
 from bot.config import Settings
 from bot.deployments import load_deployment
+from bot.queue import delivery_claim
 from bot.repos import RepoEntry
 
 log = logging.getLogger(__name__)
@@ -358,7 +359,7 @@ def _accept(svc: EdgePorts, jobs: Jobs, forge: str, delivery: str, event: events
         job, reason = _job_for(jobs, event, entry)
         if job is None:
             return _answer(200, "ignored", reason=reason)
-        claim = _delivery_key(forge, delivery) if delivery else None
+        claim = delivery_claim(forge, delivery) if delivery else None
         job_id = svc.queue.enqueue_once(claim, svc.settings.delivery_ttl_s, job,
                                         dataclasses.replace(event, delivery=delivery))
     except RedisError:
@@ -384,7 +385,3 @@ def _job_for(jobs: Jobs, event: events.Event,
             return None, "comment holds no command"
         return jobs.command, ""
     return None, "not acted on"
-
-
-def _delivery_key(forge: str, delivery: str) -> str:
-    return f"coalmine:delivery:{forge}:{delivery[:200]}"
