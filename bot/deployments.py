@@ -9,11 +9,13 @@ from urllib.parse import quote
 
 from redis import Redis
 
+from bot import keys
+
 TTL_S = 30 * 24 * 3600
 
 
 def _key(forge: str, repo: str, sha: str, app: str) -> str:
-    return f"coalmine:deployment:{forge}:{repo}:{sha}:{app}"
+    return keys.deployment(forge, repo, sha, app)
 
 
 def deployment_path(forge: str, repo: str, sha: str, app: str) -> str:

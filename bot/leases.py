@@ -12,7 +12,6 @@ MAX_ATTEMPTS starts whose worker died, the next start raises GivenUp instead of 
 from __future__ import annotations
 
 import base64
-import hashlib
 import importlib
 import logging
 import pickle
@@ -25,10 +24,11 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import RedisError
 
+from bot import keys
 from bot.heartbeat import renewing
 
 log = logging.getLogger(__name__)
-LEASES = "coalmine:leases"
+LEASES = keys.LEASES
 LEASE_TTL_S = 10
 MAX_ATTEMPTS = 3
 ATTEMPTS_TTL_S = 24 * 3600
@@ -47,11 +47,11 @@ class GivenUp(Exception):
 
 
 def _alive_key(lease_id: str) -> str:
-    return f"coalmine:lease-alive:{lease_id}"
+    return keys.lease_alive(lease_id)
 
 
 def _attempts_key(payload: str) -> str:
-    return f"coalmine:lease-attempts:{hashlib.sha256(payload.encode()).hexdigest()}"
+    return keys.lease_attempts(payload)
 
 
 @contextmanager

@@ -22,6 +22,8 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from rq.utils import get_call_string, now, utcformat
 
+from bot import keys
+
 log = logging.getLogger(__name__)
 
 QUEUE_NAME = "coalmine"
@@ -51,7 +53,7 @@ return 1
 def delivery_claim(forge: str, delivery: str) -> str:
     """The key a webhook delivery id is claimed under (`enqueue_once`), so a redelivery of the
     same id within the claim's lifetime enqueues nothing."""
-    return f"coalmine:delivery:{forge}:{delivery[:200]}"
+    return keys.delivery(forge, delivery)
 
 
 class JobQueue(Protocol):
@@ -108,7 +110,7 @@ class JobTemplate:
         return str(uuid.uuid4()), list(itertools.chain.from_iterable(fields.items()))
 
 
-SCHEDULED_KEY = "coalmine:scheduled"
+SCHEDULED_KEY = keys.SCHEDULED
 MOVE_BATCH = 500  # due entries moved per ticker sweep at most; the rest wait 0.2 s
 # Take up to ARGV[2] entries of the schedule KEYS[1] due by ARGV[1] out of it, and return them.
 _TAKE_DUE_LUA = """

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis import Redis
 
-from bot import tenancy
+from bot import keys, tenancy
 from bot.config import Settings, load_settings
 from bot.queue import EmbeddedJobQueue, JobQueue, RQJobQueue
 from bot.rollout.store import RolloutStore
@@ -42,11 +42,11 @@ MERGE_LOCK_WAIT_S = 3600.0  # merges of one branch queue behind each other; each
 
 def _deployed_key(forge: str, repo_id: int, branch: str) -> str:
     """The newest merge commit of the branch that a merge job processed, per repository id."""
-    return f"coalmine:deployed:{forge}:{repo_id}:{branch}"
+    return keys.deployed(forge, repo_id, branch)
 
 
 def _merge_lock_key(forge: str, repo_id: int, branch: str) -> str:
-    return f"coalmine:merge:{forge}:{repo_id}:{branch}"
+    return keys.merge_lock(forge, repo_id, branch)
 
 
 @dataclass(frozen=True)

@@ -19,17 +19,18 @@ from dataclasses import dataclass
 
 from redis import Redis
 
+from bot import keys
 from bot.config import Settings
 from bot.policy import Policy
 from bot.refs import RepoRef
 
 
 def _pins_key(forge: str) -> str:
-    return f"coalmine:repo-pins:{forge}"  # hash: repository id → entry key
+    return keys.repo_pins(forge)
 
 
 def _names_key(forge: str) -> str:
-    return f"coalmine:repo-names:{forge}"  # hash: casefolded name of an exact entry → id
+    return keys.repo_names(forge)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from redis import Redis
 from redis.exceptions import LockError, LockNotOwnedError
 from redis.lock import Lock
 
+from bot import keys
 from bot.forge.base import Forge, ForgeError, RepoRef
 from bot.report.markdown import code, escape
 from bot.report.rollout import render_section
@@ -32,16 +33,16 @@ _ICON = {"success": "✅", "failure": "❌", "error": "❌", "pending": "⏳"}
 
 
 def _key(repo: RepoRef, number: int) -> str:
-    return f"coalmine:pr:{repo.forge}:{repo.full_name}:{number}:sections"
+    return keys.pr_sections(repo, number)
 
 
 def _posted_key(repo: RepoRef, number: int) -> str:
     """Hash of marker → {"id": comment id, "sha256": of the body last posted}."""
-    return f"coalmine:pr:{repo.forge}:{repo.full_name}:{number}:posted"
+    return keys.pr_posted_comments(repo, number)
 
 
 def _lock_key(repo: RepoRef, number: int) -> str:
-    return f"coalmine:pr-lock:{repo.forge}:{repo.full_name}:{number}"
+    return keys.pr_lock(repo, number)
 
 
 def save_section(redis: Redis, repo: RepoRef, number: int, app: str, section: dict) -> None:

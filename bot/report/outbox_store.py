@@ -13,6 +13,7 @@ from typing import Any
 from redis import Redis
 from redis.lock import Lock
 
+from bot import keys
 from bot.refs import RepoRef
 
 DESIRED_TTL_S = 7 * 24 * 3600
@@ -20,16 +21,16 @@ POSTED_TTL_S = 24 * 3600  # a status changed behind Coalmine's back is put right
 
 
 def _desired_key(repo: RepoRef, sha: str) -> str:
-    return f"coalmine:desired-status:{repo.forge}:{repo.full_name}:{sha}"
+    return keys.desired_status(repo, sha)
 
 
 def _posted_key(repo: RepoRef, sha: str) -> str:
     """Context → [state, description, target URL] last accepted by the forge."""
-    return f"coalmine:posted-status:{repo.forge}:{repo.full_name}:{sha}"
+    return keys.posted_status(repo, sha)
 
 
 def _comment_at_key(repo: RepoRef, number: int) -> str:
-    return f"coalmine:comment-at:{repo.forge}:{repo.full_name}:{number}"
+    return keys.comment_at(repo, number)
 
 
 def status_text(state: str, description: str, target_url: str | None) -> str:
@@ -59,7 +60,7 @@ class OutboxStore:
 
     def status_lock(self, repo: RepoRef, sha: str, timeout_s: float, wait_s: float) -> Lock:
         """Serialises the posts of one commit's statuses (see `handlers.outbox`)."""
-        return self.redis.lock(f"coalmine:status-lock:{repo.forge}:{repo.full_name}:{sha}",
+        return self.redis.lock(keys.status_lock(repo, sha),
                                timeout=timeout_s, blocking_timeout=wait_s)
 
     def pending(self, repo: RepoRef, sha: str, contexts: list[str] | None) -> dict[str, str]:

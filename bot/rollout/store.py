@@ -22,39 +22,40 @@ from dataclasses import dataclass
 from redis import Redis
 from redis.exceptions import LockError, RedisError
 
+from bot import keys
 from bot.heartbeat import renewing
 from bot.rollout.context import RolloutContext
 from bot.rollout.model import TERMINAL_PHASES, RolloutState
 
 log = logging.getLogger(__name__)
-PREFIX = "coalmine:rollout:"
-DUE_INDEX = "coalmine:rollouts:due"
-ACTIVE_INDEX = "coalmine:rollouts:active"
+PREFIX = keys.ROLLOUT_PREFIX
+DUE_INDEX = keys.ROLLOUTS_DUE
+ACTIVE_INDEX = keys.ROLLOUTS_ACTIVE
 # Final snapshots (terminal phase) not yet reported to the forge: "key\nrevision\nseq" → when.
-UNREPORTED_INDEX = "coalmine:rollouts:unreported"
+UNREPORTED_INDEX = keys.ROLLOUTS_UNREPORTED
 FINISHED_TTL_S = 30 * 24 * 3600
 LOCK_TTL_S = 15.0
 REPORTED_TTL_S = FINISHED_TTL_S
 
 
 def rollout_key(forge: str, repo: str, app: str) -> str:
-    return f"{PREFIX}{forge}:{repo}:{app}"
+    return keys.rollout(forge, repo, app)
 
 
 def aborted_key(key: str) -> str:
     """The pod-template hash of the app's last aborted rollout (merges of it are held back)."""
-    return f"{key}:aborted-template"
+    return keys.aborted_template(key)
 
 
 def final_key(key: str, revision: str) -> str:
     """The last snapshot of `revision`'s rollout once finished: a newer merge's rollout takes
     over the app's key, and the finished one must still reach its PR."""
-    return f"{key}:final:{revision}"
+    return keys.rollout_final(key, revision)
 
 
 def report_lock_key(forge: str, repo: str, number: int) -> str:
     """Serialises the forge reports (statuses, comment) of one PR; never the rollout lock."""
-    return f"coalmine:report:{forge}:{repo}:{number}"
+    return keys.report_lock(forge, repo, number)
 
 
 @dataclass
@@ -87,7 +88,7 @@ class RolloutStore:
         The lock lives only LOCK_TTL_S unless renewed, and a watchdog renews it while the holder
         works, so a worker killed while holding it blocks the rollout for seconds, not minutes.
         """
-        lock = self.redis.lock(f"{key}:lock", timeout=LOCK_TTL_S, blocking_timeout=wait_s,
+        lock = self.redis.lock(keys.rollout_lock(key), timeout=LOCK_TTL_S, blocking_timeout=wait_s,
                                thread_local=False)  # the watchdog thread renews it
         if not lock.acquire():
             raise TimeoutError(f"rollout {key} stayed locked for {wait_s:g} s")
@@ -116,7 +117,7 @@ class RolloutStore:
     def save(self, key: str, record: RolloutRecord, next_tick_at: float | None) -> None:
         """Store the record (under the rollout's lock), numbering it with the next `seq`."""
         terminal = record.state.phase in TERMINAL_PHASES
-        record.seq = int(self.redis.incr(f"{key}:seq"))
+        record.seq = int(self.redis.incr(keys.rollout_seq(key)))
         pipe = self.redis.pipeline()
         pipe.set(key, record.dumps(), ex=FINISHED_TTL_S if terminal else None)
         if terminal:
@@ -184,7 +185,7 @@ class RolloutStore:
         """True (and remembered) when the snapshot numbered `seq` is newer than the last one
         reported as `kind` ("status", "section") for `revision`. Call under the PR's report
         lock: an older snapshot whose report was delayed must not overwrite a newer one."""
-        marker = f"{key}:reported:{revision}"
+        marker = keys.rollout_reported(key, revision)
         last = self.redis.hget(marker, kind)
         if last is not None and int(last) >= seq:
             return False
@@ -201,16 +202,16 @@ class RolloutStore:
         pipe = self.redis.pipeline()
         pipe.set(aborted_key(key), template_hash)
         if aborted_by is not None:
-            pipe.set(f"{key}:aborted-by", aborted_by)
-        pipe.delete(f"{key}:held-prs", f"{key}:held")
+            pipe.set(keys.aborted_by(key), aborted_by)
+        pipe.delete(keys.held_prs(key), keys.held(key))
         pipe.execute()
 
     def hold_claims(self, key: str) -> set[int]:
         """The PRs whose /retry may clear the hold: the one that aborted, those held back."""
         if not self.redis.exists(aborted_key(key)):
             return set()
-        claims = {int(n) for n in self.redis.smembers(f"{key}:held-prs")}
-        aborted_by = self.redis.get(f"{key}:aborted-by")
+        claims = {int(n) for n in self.redis.smembers(keys.held_prs(key))}
+        aborted_by = self.redis.get(keys.aborted_by(key))
         if aborted_by is not None:
             claims.add(int(aborted_by))
         return claims
@@ -218,22 +219,23 @@ class RolloutStore:
     def save_held(self, key: str, record: RolloutRecord) -> None:
         """The latest merge held back by the hold, ready to start if someone says /retry."""
         pipe = self.redis.pipeline()
-        pipe.set(f"{key}:held", record.dumps(), ex=FINISHED_TTL_S)
+        pipe.set(keys.held(key), record.dumps(), ex=FINISHED_TTL_S)
         if record.state.pr is not None:
-            pipe.sadd(f"{key}:held-prs", record.state.pr)
+            pipe.sadd(keys.held_prs(key), record.state.pr)
         pipe.execute()
 
     def load_held(self, key: str) -> RolloutRecord | None:
-        raw = self.redis.get(f"{key}:held")
+        raw = self.redis.get(keys.held(key))
         return RolloutRecord.loads(raw) if raw else None
 
     def drop_held(self, key: str) -> None:
         """A later merge moved the workload on: the held merge must never start (that would
         move the cluster back)."""
-        self.redis.delete(f"{key}:held")
+        self.redis.delete(keys.held(key))
 
     def clear_hold(self, key: str) -> None:
-        self.redis.delete(aborted_key(key), f"{key}:aborted-by", f"{key}:held-prs", f"{key}:held")
+        self.redis.delete(aborted_key(key), keys.aborted_by(key), keys.held_prs(key),
+                          keys.held(key))
 
 
 def _unreported_member(key: str, record: RolloutRecord) -> str:
@@ -241,4 +243,4 @@ def _unreported_member(key: str, record: RolloutRecord) -> str:
 
 
 def _pr_key(forge: str, repo: str, number: int) -> str:
-    return f"coalmine:pr-rollouts:{forge}:{repo}:{number}"
+    return keys.pr_rollouts(forge, repo, number)

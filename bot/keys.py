@@ -1,0 +1,143 @@
+"""Every Redis key Coalmine writes, in one place (RQ's own `rq:*` keys aside).
+
+The adapters that read and write these keys (the rollout store, the outbox, the comment, leases,
+tenancy pins, the queue, the deployed markers) import their names from here, so the whole key
+space can be read, audited and migrated from one page (docs/contracts.md describes each value).
+A use case or the edge never spells a key (tests/unit/test_layers.py checks that nothing outside
+this module does). Pure: names only, no Redis.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from bot.refs import RepoRef
+
+PREFIX = "coalmine:"
+
+# -- rollouts (bot/rollout/store.py) ------------------------------------------------------------
+ROLLOUT_PREFIX = f"{PREFIX}rollout:"
+ROLLOUTS_DUE = f"{PREFIX}rollouts:due"  # zset: rollout key → when it needs a tick
+ROLLOUTS_ACTIVE = f"{PREFIX}rollouts:active"  # set of unfinished rollout keys
+ROLLOUTS_UNREPORTED = f"{PREFIX}rollouts:unreported"  # zset: "key\nrevision\nseq" → saved at
+
+
+def rollout(forge: str, repo: str, app: str) -> str:
+    """An app's rollout record; the keys below hang off it."""
+    return f"{ROLLOUT_PREFIX}{forge}:{repo}:{app}"
+
+
+def rollout_lock(key: str) -> str:
+    return f"{key}:lock"
+
+
+def rollout_seq(key: str) -> str:
+    return f"{key}:seq"
+
+
+def rollout_final(key: str, revision: str) -> str:
+    return f"{key}:final:{revision}"
+
+
+def rollout_reported(key: str, revision: str) -> str:
+    return f"{key}:reported:{revision}"
+
+
+def aborted_template(key: str) -> str:
+    return f"{key}:aborted-template"
+
+
+def aborted_by(key: str) -> str:
+    return f"{key}:aborted-by"
+
+
+def held(key: str) -> str:
+    return f"{key}:held"
+
+
+def held_prs(key: str) -> str:
+    return f"{key}:held-prs"
+
+
+def report_lock(forge: str, repo: str, number: int) -> str:
+    return f"{PREFIX}report:{forge}:{repo}:{number}"
+
+
+def pr_rollouts(forge: str, repo: str, number: int) -> str:
+    return f"{PREFIX}pr-rollouts:{forge}:{repo}:{number}"
+
+
+# -- the PR comment (bot/report/comment.py) and the outbox (bot/report/outbox_store.py) --------
+
+
+def pr_sections(repo: RepoRef, number: int) -> str:
+    return f"{PREFIX}pr:{repo.forge}:{repo.full_name}:{number}:sections"
+
+
+def pr_posted_comments(repo: RepoRef, number: int) -> str:
+    return f"{PREFIX}pr:{repo.forge}:{repo.full_name}:{number}:posted"
+
+
+def pr_lock(repo: RepoRef, number: int) -> str:
+    return f"{PREFIX}pr-lock:{repo.forge}:{repo.full_name}:{number}"
+
+
+def desired_status(repo: RepoRef, sha: str) -> str:
+    return f"{PREFIX}desired-status:{repo.forge}:{repo.full_name}:{sha}"
+
+
+def posted_status(repo: RepoRef, sha: str) -> str:
+    return f"{PREFIX}posted-status:{repo.forge}:{repo.full_name}:{sha}"
+
+
+def status_lock(repo: RepoRef, sha: str) -> str:
+    return f"{PREFIX}status-lock:{repo.forge}:{repo.full_name}:{sha}"
+
+
+def comment_at(repo: RepoRef, number: int) -> str:
+    return f"{PREFIX}comment-at:{repo.forge}:{repo.full_name}:{number}"
+
+
+# -- merges (bot/services.py ports, bot/deployments.py) ----------------------------------------
+
+
+def deployed(forge: str, repo_id: int, branch: str) -> str:
+    """The newest merge commit of the branch that a merge job processed, per repository id."""
+    return f"{PREFIX}deployed:{forge}:{repo_id}:{branch}"
+
+
+def merge_lock(forge: str, repo_id: int, branch: str) -> str:
+    return f"{PREFIX}merge:{forge}:{repo_id}:{branch}"
+
+
+def deployment(forge: str, repo: str, sha: str, app: str) -> str:
+    return f"{PREFIX}deployment:{forge}:{repo}:{sha}:{app}"
+
+
+# -- tenancy pins (bot/tenancy.py) ---------------------------------------------------------------
+
+
+def repo_pins(forge: str) -> str:
+    return f"{PREFIX}repo-pins:{forge}"  # hash: repository id → entry key
+
+
+def repo_names(forge: str) -> str:
+    return f"{PREFIX}repo-names:{forge}"  # hash: casefolded name of an exact entry → id
+
+
+# -- jobs (bot/queue.py, bot/leases.py) ----------------------------------------------------------
+SCHEDULED = f"{PREFIX}scheduled"  # zset: job (function and arguments) → due time
+LEASES = f"{PREFIX}leases"  # hash: lease id → the leased job
+
+
+def delivery(forge: str, delivery_id: str) -> str:
+    """The claim of a webhook delivery id (dedupe)."""
+    return f"{PREFIX}delivery:{forge}:{delivery_id[:200]}"
+
+
+def lease_alive(lease_id: str) -> str:
+    return f"{PREFIX}lease-alive:{lease_id}"
+
+
+def lease_attempts(payload: str) -> str:
+    return f"{PREFIX}lease-attempts:{hashlib.sha256(payload.encode()).hexdigest()}"
