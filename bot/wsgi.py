@@ -11,9 +11,10 @@ from flask import Flask
 from bot import services, web
 from bot.config import load_settings
 from bot.logs import setup_logging
-from handlers import commands, merged
+from handlers import registry
 
-JOBS = web.Jobs(merged=merged.run, command=commands.run)
+# The webhook jobs, from the table of every trigger and its use case (handlers/registry.py).
+JOBS = web.Jobs(merged=registry.job("merge"), command=registry.job("command"))
 
 
 def create_app() -> Flask:

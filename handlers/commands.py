@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, cast
 
@@ -36,19 +37,43 @@ from handlers import rollout
 
 log = logging.getLogger(__name__)
 
-HELP = """Coalmine commands (at the start of a line; the app name is needed when the PR deployed
-several apps):
+@dataclass(frozen=True)
+class CommandSpec:
+    """One PR command: how it is written, what it does (the `/help` line), and the engine event
+    it stands for (None: answered here, not by the rollout)."""
 
-| command | what it does |
-|---|---|
-| `/promote [app]` | end the current pause or analysis step and go to the next step |
-| `/promote --full [app]` | skip every remaining step and promote the canary now |
-| `/abort [app]` | move all traffic back to stable, remove the canary, open a revert PR |
-| `/retry [app]` | start an aborted rollout again from its first step |
-| `/pause [app]` | hold the rollout at its current step |
-| `/resume [app]` | release a `/pause` |
-| `/status` | reply with the state of this PR's rollouts |
-| `/help` | this text |"""
+    usage: str
+    does: str
+    event: Callable[[str], m.Event] | None = None
+
+
+# Every command, in the order `/help` lists them; `bot.commands` parses the syntax.
+COMMANDS: dict[str, CommandSpec] = {
+    "promote": CommandSpec("/promote [app]",
+                           "end the current pause or analysis step and go to the next step",
+                           m.Promote),
+    "promote --full": CommandSpec("/promote --full [app]",
+                                  "skip every remaining step and promote the canary now",
+                                  m.PromoteFull),
+    "abort": CommandSpec("/abort [app]",
+                         "move all traffic back to stable, remove the canary, open a revert PR",
+                         lambda user: m.Abort(user, f"aborted by @{user}")),
+    "retry": CommandSpec("/retry [app]", "start an aborted rollout again from its first step",
+                         m.Retry),
+    "pause": CommandSpec("/pause [app]", "hold the rollout at its current step", m.Pause),
+    "resume": CommandSpec("/resume [app]", "release a `/pause`", m.Resume),
+    "status": CommandSpec("/status", "reply with the state of this PR's rollouts"),
+    "help": CommandSpec("/help", "this text"),
+}
+
+HELP = "\n".join([
+    "Coalmine commands (at the start of a line; the app name is needed when the PR deployed",
+    "several apps):",
+    "",
+    "| command | what it does |",
+    "|---|---|",
+    *(f"| `{spec.usage}` | {spec.does} |" for spec in COMMANDS.values()),
+])
 
 _RANK_GITHUB = {"none": 0, "read": 1, "write": 2, "admin": 3}
 
@@ -247,11 +272,11 @@ def _chosen_app(forge: CommandForge, event: PullRequestComment, command: Command
 
 
 def event_for(command: Command, user: str) -> m.Event:
-    """The engine event a rollout command stands for, attributed to `user`."""
-    if command.name == "promote":
-        return m.PromoteFull(user) if command.full else m.Promote(user)
-    return {"abort": m.Abort(user, f"aborted by @{user}"), "retry": m.Retry(user),
-            "pause": m.Pause(user), "resume": m.Resume(user)}[command.name]
+    """The engine event a rollout command stands for, attributed to `user` (see COMMANDS)."""
+    spec = COMMANDS["promote --full" if command.name == "promote" and command.full
+                    else command.name]
+    assert spec.event is not None, f"/{command.name} is answered without the rollout"
+    return spec.event(user)
 
 
 def _status_text(rollouts: RolloutPort, apps: dict[str, str]) -> str:
