@@ -220,6 +220,7 @@ def test_the_cluster_ends_where_git_says_whatever_dies_on_the_way(chaos, fake_ku
                 missing.append(f"{repo.name}#{number} ({sha[:7]}): "
                                f"{[st['description'] for st in chaos.github.statuses(repo.name, sha)]}")
     # A final status lost with its job (the Redis restart) is posted by the workers' sweep.
-    assert missing == [], "PRs without a final status: " + "; ".join(missing)
+    assert missing == [], ("PRs without a final status: " + "; ".join(missing) + "\n"
+                           + chaos.bot.worker_log()[-12000:])
     assert final_state(chaos, chaos.web, last_web, "web") == "success"
     assert final_state(chaos, chaos.ledger, last_ledger, "ledger") == "success"
