@@ -86,6 +86,7 @@ def _worker(burst: bool = False) -> int:
         (lambda: requeue_lapsed(svc.redis, svc.queue.enqueue), 2.0),
         (lambda: resume_all(svc, overdue_by=30.0), 30.0),
         (lambda: rearm_final_reports(svc), 10.0),
+        (svc.queue.requeue_stranded, 5.0),
     )
     ticker = threading.Thread(target=run_ticker, args=(svc.queue, stop),
                               kwargs={"sweeps": sweeps}, daemon=True)

@@ -113,6 +113,19 @@ class JobTemplate:
 SCHEDULED_KEY = keys.SCHEDULED
 MOVE_BATCH = 500  # due entries moved per ticker sweep at most; the rest wait 0.2 s
 # Take up to ARGV[2] entries of the schedule KEYS[1] due by ARGV[1] out of it, and return them.
+# A worker dequeues by moving a job id from the queue to RQ's intermediate list, then starts it.
+# One killed in between leaves the id there, and RQ only fails such jobs at its 10-minute
+# maintenance. Put KEYS[1]'s ARGV[1] back at the front of the queue KEYS[2], once: only the
+# caller whose LREM removed it pushes it.
+_UNSTRAND_LUA = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
+    redis.call('LPUSH', KEYS[2], ARGV[1])
+    return 1
+end
+return 0
+"""
+STRANDED_AFTER_S = 15.0  # a live worker starts a dequeued job within milliseconds
+
 _TAKE_DUE_LUA = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
 if #due > 0 then
@@ -136,6 +149,7 @@ class RQJobQueue:
         self.queue = Queue(QUEUE_NAME, connection=redis, default_timeout=JOB_TIMEOUT_S)
         self._enqueue_once = redis.register_script(_ENQUEUE_ONCE_LUA)
         self._take_due = redis.register_script(_TAKE_DUE_LUA)
+        self._unstrand = redis.register_script(_UNSTRAND_LUA)
         self._queue_keys = (self.queue.key, self.queue.redis_queues_keys)
         self._job_templates: dict[Callable[..., Any], JobTemplate] = {}
 
@@ -172,6 +186,28 @@ class RQJobQueue:
         member = json.dumps({"f": f"{func.__module__}.{func.__qualname__}", "a": list(args)})
         self.redis.zadd(SCHEDULED_KEY, {member: at})
         return member
+
+    def requeue_stranded(self, after_s: float = STRANDED_AFTER_S) -> int:
+        """Put back on the queue every job a worker took and died before starting (a SIGKILL
+        between dequeue and start); returns how many. A job is stranded when it sits in RQ's
+        intermediate list, is not running, and was first seen there over `after_s` ago (the
+        first sweep that sees it only notes it)."""
+        intermediate = self.queue.intermediate_queue
+        started = self.queue.started_job_registry
+        moved = 0
+        for job_id in intermediate.get_job_ids():
+            if job_id in started or intermediate.set_first_seen(job_id):
+                continue
+            first_seen = intermediate.get_first_seen(job_id)
+            if first_seen is None or (now() - first_seen).total_seconds() < after_s:
+                continue
+            if self._unstrand(keys=[intermediate.key, self.queue.key], args=[job_id]):
+                # Taken again later, it gets its grace period again.
+                self.redis.delete(intermediate.get_first_seen_key(job_id))
+                log.warning("job %s was taken by a worker that stopped before starting it; "
+                            "queued again", job_id)
+                moved += 1
+        return moved
 
     def move_due(self, now: float | None = None) -> int:
         """Enqueue every scheduled job that is due; returns how many this caller moved.

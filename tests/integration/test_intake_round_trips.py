@@ -272,3 +272,33 @@ def test_the_embedded_queue_claims_once_until_the_claim_expires():
         assert queue.enqueue_once(None, 60, ran.append, "no claim") is not None
     finally:
         queue.stop()
+
+
+def test_a_job_whose_worker_died_between_dequeue_and_start_is_queued_again(redis_url):
+    """RQ moves a job to its intermediate list when a worker takes it; a worker killed before
+    starting it (the chaos test's SIGKILL right after a merge) leaves it there, and RQ would only
+    fail it at its 10-minute maintenance. The sweep puts it back and a worker runs it."""
+    redis = Redis.from_url(redis_url)
+    queue = RQJobQueue(redis)
+    job_id = queue.enqueue(record_call, "stranded")
+    # What a worker's dequeue does before it dies: the id moves to the intermediate list.
+    assert redis.lmove(queue.queue.key, queue.queue.intermediate_queue_key) == job_id.encode()
+    assert queue.requeue_stranded(after_s=0) == 0  # first sighting: only noted
+    assert queue.requeue_stranded(after_s=60) == 0  # not stranded long enough
+    assert queue.requeue_stranded(after_s=0) == 1
+    assert redis.lrange(queue.queue.key, 0, -1) == [job_id.encode()]
+    assert redis.llen(queue.queue.intermediate_queue_key) == 0
+    SimpleWorker([queue.queue], connection=redis).work(burst=True)
+    assert Job.fetch(job_id, connection=redis).get_status() == JobStatus.FINISHED
+
+
+def test_a_running_job_is_not_taken_for_stranded(redis_url):
+    redis = Redis.from_url(redis_url)
+    queue = RQJobQueue(redis)
+    job_id = queue.enqueue(record_call, "running")
+    redis.lmove(queue.queue.key, queue.queue.intermediate_queue_key)
+    # What a live worker records when it starts the job: an execution of it in the registry.
+    redis.zadd(queue.queue.started_job_registry.key, {f"{job_id}:execution-1": 2**40})
+    queue.requeue_stranded(after_s=0)
+    assert queue.requeue_stranded(after_s=0) == 0
+    assert redis.llen(queue.queue.key) == 0
