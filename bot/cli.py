@@ -23,7 +23,7 @@ from bot.judge.cases import CaseError, parse_case, result_json
 from bot.judge.model import Case
 from bot.judge.score import judge_cases
 from bot.leases import requeue_lapsed
-from bot.logs import setup_logging
+from bot.logs import log_format, setup_logging
 from bot.queue import QUEUE_NAME, run_ticker
 from handlers.rollout import rearm_final_reports, resume_all
 
@@ -49,6 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     judge.add_argument("--cases", required=True, metavar="FILE",
                        help="JSON Lines file of cases, or - for standard input")
     args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except ConfigError as exc:  # one line a person can act on, not a traceback
+        print(f"coalmine {args.command}: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "judge":
         return _judge(args.cases)
     if args.command == "unpin-repo":
@@ -61,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(bind: str, workers: int | None) -> int:
+    # Checked here, before gunicorn: its workers would report a bad setting as a traceback
+    # under "Worker failed to boot" (bot.wsgi still says it in one line for direct gunicorn use).
+    load_settings()
+    log_format(os.environ, sys.stderr)
     embedded = not os.environ.get("REDIS_URL")
     # The embedded queue lives in one process, so it must be exactly one gunicorn worker.
     count = 1 if embedded else (workers or 2)

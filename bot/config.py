@@ -186,12 +186,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     perms = file_data.get("permissions", {}) or {}
     if not isinstance(perms, dict):
         raise ConfigError(src, "permissions", "must be a mapping")
-    gh_min = str(env.get("COALMINE_GITHUB_MIN_PERMISSION") or perms.get("github", "write"))
+    # An error names where the value came from: the env var when set, else the file's key.
+    gh_env, gl_env = "COALMINE_GITHUB_MIN_PERMISSION", "COALMINE_GITLAB_MIN_ACCESS"
+    gh_min = str(env.get(gh_env) or perms.get("github", "write"))
     if gh_min not in _GITHUB_LEVELS:
-        raise ConfigError(src, "permissions.github", f"must be one of {', '.join(_GITHUB_LEVELS)}")
-    gl_min = str(env.get("COALMINE_GITLAB_MIN_ACCESS") or perms.get("gitlab", "developer"))
+        where = (gh_env, "") if env.get(gh_env) else (src, "permissions.github")
+        raise ConfigError(*where, f"{gh_min!r} must be one of {', '.join(_GITHUB_LEVELS)}")
+    gl_min = str(env.get(gl_env) or perms.get("gitlab", "developer"))
     if gl_min.lower() not in _GITLAB_LEVELS:
-        raise ConfigError(src, "permissions.gitlab", f"must be one of {', '.join(_GITLAB_LEVELS)}")
+        where = (gl_env, "") if env.get(gl_env) else (src, "permissions.gitlab")
+        raise ConfigError(*where, f"{gl_min!r} must be one of {', '.join(_GITLAB_LEVELS)}")
 
     return Settings(
         redis_url=env.get("REDIS_URL") or None,

@@ -27,6 +27,17 @@ def rollout(forge: str, repo: str, app: str) -> str:
     return f"{ROLLOUT_PREFIX}{forge}:{repo}:{app}"
 
 
+def parse_rollout(key: str) -> tuple[str, str, str] | None:
+    """(forge, repository, app) of a `rollout` key, for the log lines of jobs that are handed
+    only the key; None for anything else. App names are DNS labels, so the last colon ends the
+    repository."""
+    if not key.startswith(ROLLOUT_PREFIX):
+        return None
+    forge, _, rest = key.removeprefix(ROLLOUT_PREFIX).partition(":")
+    repo, _, app = rest.rpartition(":")
+    return (forge, repo, app) if forge and repo and app else None
+
+
 def rollout_lock(key: str) -> str:
     return f"{key}:lock"
 

@@ -23,6 +23,7 @@ from rq.job import Job, JobStatus
 from rq.utils import get_call_string, now, utcformat
 
 from bot import keys
+from bot.logs import log_context
 
 log = logging.getLogger(__name__)
 
@@ -313,7 +314,9 @@ class EmbeddedJobQueue:
                 if self._stopped:
                     return
                 _, _, job_id, func, args = heapq.heappop(self._heap)
-            try:
-                func(*args)
-            except Exception:  # a failed job must not stop the queue, as with RQ
-                log.exception("job %s (%s) failed", job_id, getattr(func, "__name__", func))
+            # The job's id on its every line, as an RQ worker's job has (bot.logs).
+            with log_context(job_id=job_id):
+                try:
+                    func(*args)
+                except Exception:  # a failed job must not stop the queue, as with RQ
+                    log.exception("job %s (%s) failed", job_id, getattr(func, "__name__", func))

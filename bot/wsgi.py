@@ -6,22 +6,32 @@ It builds the adapters once per process (bot.services), sets up logging, and han
 
 from __future__ import annotations
 
+import sys
+
 from flask import Flask
 
 from bot import services, web
-from bot.config import load_settings
+from bot.config import ConfigError, load_settings
 from bot.logs import setup_logging
 from handlers import registry
 
 # The webhook jobs, from the table of every trigger and its use case (handlers/registry.py).
 JOBS = web.Jobs(merged=registry.job("merge"), command=registry.job("command"))
+# Gunicorn's code for a worker that could not boot: the arbiter then stops instead of starting
+# workers that fail the same way forever.
+WORKER_BOOT_ERROR = 3
 
 
 def create_app() -> Flask:
     """The production app: settings from the environment, the process's services installed."""
-    settings = load_settings()
-    setup_logging(settings)
-    return app_for(services.install(services.build(settings)))
+    try:
+        settings = load_settings()
+        setup_logging(settings)
+        svc = services.build(settings)
+    except ConfigError as exc:  # one line, not a traceback under "Worker failed to boot"
+        print(f"coalmine web: configuration error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(WORKER_BOOT_ERROR) from None
+    return app_for(services.install(svc))
 
 
 def app_for(svc: services.Services) -> Flask:

@@ -28,6 +28,7 @@ from bot import services
 from bot.commands import Command, CommandError, parse
 from bot.events import PullRequestComment
 from bot.forge.base import AccessLevels, CommentFacts, NotFound, Permission, gitlab_role
+from bot.logs import job_context
 from bot.refs import RepoRef
 from bot.report.markdown import code, escape
 from bot.rollout import engine
@@ -127,6 +128,8 @@ class CommandSettings:
 # --------------------------------------------------------------------------- RQ entry point
 
 
+@job_context(lambda event: {"delivery": event.delivery, "forge": event.repo.forge,
+                              "repo": event.repo.full_name, "pr": event.number})
 def run(event: PullRequestComment) -> None:
     """RQ entry point: the process's adapters, as ports, to `on_command`."""
     svc = services.current()

@@ -10,6 +10,7 @@ Redis, forge reports); `AdapterDeployer` is the `Deployer` port over it.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ class AppOutcome:
     error: str | None = None
     error_title: str = "Failed"
     notes: list[str] = field(default_factory=list)
+    status_app: str = ""  # the status context's app when not the section's own (REPO_SECTION)
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ def deploy(svc: services.Services, forge: Forge, event: MergedPullRequest,
         if not config_file.is_file():
             log.info("%s has no %s at %s; nothing to deploy",
                      event.repo.full_name, REPO_CONFIG_FILE, event.merge_sha[:7])
+            _report(svc, event, REPO_SECTION, _no_config_outcome(Path(tree)))
             return True
         try:
             config = parse_repo_config(config_file.read_text(errors="replace"), svc.settings)
@@ -100,6 +103,26 @@ def deploy(svc: services.Services, forge: Forge, event: MergedPullRequest,
             if canary is not None:
                 rollout.start(svc, event, app, *canary, policy=tenant.policy)
         return complete
+
+
+# A name people give the file by mistake; Coalmine reads only REPO_CONFIG_FILE.
+MISNAMED_CONFIG_FILE = ".coalmine.yml"
+
+
+def _no_config_outcome(tree: Path) -> AppOutcome:
+    """What the PR is told when the merge commit has no config: the merge itself is fine, so
+    the status is success (GitHub statuses have no neutral state; failure would block merges
+    that require Coalmine's checks, pending would never end), on `coalmine/config`; the
+    comment says why nothing was deployed and names a misnamed `.coalmine.yml`."""
+    summary = f"no {REPO_CONFIG_FILE}: nothing to deploy"
+    if os.path.lexists(tree / MISNAMED_CONFIG_FILE):  # named only, never read or followed
+        note = (f"This commit has {MISNAMED_CONFIG_FILE} but no {REPO_CONFIG_FILE}: Coalmine "
+                f"reads only {REPO_CONFIG_FILE}. Rename the file to deploy its apps.")
+        summary = f"no {REPO_CONFIG_FILE} ({MISNAMED_CONFIG_FILE} is not read): nothing to deploy"
+    else:
+        note = (f"This commit has no {REPO_CONFIG_FILE}, so Coalmine deployed nothing. Add one "
+                "at the repository's root to list the apps to deploy (README: Repository config).")
+    return AppOutcome("success", summary, notes=[note], status_app="config")
 
 
 def deploy_app(
@@ -249,8 +272,8 @@ def _report(svc: services.Services, event: MergedPullRequest, app: str,
     save_deployment(svc.redis, {
         "forge": event.repo.forge, "repo": event.repo.full_name, "sha": event.merge_sha,
         "app": app, "pr": event.number, **section})
-    context_app = app
-    if app == REPO_SECTION:
+    context_app = outcome.status_app or app
+    if app == REPO_SECTION and not outcome.status_app:
         context_app = "config" if outcome.error_title == "Invalid configuration" else "deploy"
     _set_status(svc, event, context_app, outcome.state, outcome.summary)
     comment.save_section(svc.redis, event.repo, event.number, app, section)

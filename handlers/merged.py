@@ -32,6 +32,7 @@ from bot.events import MergedPullRequest
 from bot.forge.base import ForgeError, PullRequestFacts, RepoFacts
 from bot.gitrepo import GitError, repo_key
 from bot.leases import GivenUp, leased
+from bot.logs import job_context
 from bot.refs import RepoRef
 from handlers.deploy import REPO_SECTION, AdapterDeployer, AppOutcome
 
@@ -114,6 +115,9 @@ class Verified(NamedTuple):
 # --------------------------------------------------------------------------- RQ entry point
 
 
+@job_context(lambda event: {"delivery": event.delivery, "forge": event.repo.forge,
+                              "repo": event.repo.full_name, "pr": event.number,
+                              "sha": event.merge_sha})
 def run(event: MergedPullRequest) -> None:
     """RQ entry point: the process's adapters, as ports, to `verify` and `deploy_in_order`."""
     svc = services.current()

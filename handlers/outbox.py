@@ -24,6 +24,7 @@ from redis.exceptions import LockError, LockNotOwnedError
 
 from bot import services
 from bot.forge.base import Forge, ForgeError, RepoRef, StatusState
+from bot.logs import job_context, repo_job_fields
 from bot.report import comment
 from bot.report.outbox_store import OutboxStore, status_parts, status_text
 
@@ -106,6 +107,7 @@ def post_comment(svc: services.Services, repo: RepoRef, number: int, sha: str,
         _later(svc, repo, number, sha, str(exc))
 
 
+@job_context(repo_job_fields)
 def flush_comment(repo_data: dict[str, Any], number: int, sha: str) -> None:
     """RQ job: the delayed comment edit of a non-urgent update."""
     post_comment(services.current(), RepoRef(**repo_data), number, sha)
@@ -123,6 +125,7 @@ def _later(svc: services.Services, repo: RepoRef, number: int, sha: str, reason:
     svc.queue.enqueue_at(time.time() + delay, flush, asdict(repo), number, sha, attempt + 1)
 
 
+@job_context(repo_job_fields)
 def flush(repo_data: dict[str, Any], number: int, sha: str, attempt: int) -> None:
     """RQ job: post the desired statuses of `sha` and the PR's comment, as they are now."""
     svc = services.current()

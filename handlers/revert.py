@@ -16,6 +16,7 @@ from bot import services
 from bot.forge.base import ForgeError, PullRequest
 from bot.gitrepo import GitError, RevertResult, repo_key
 from bot.leases import GivenUp, leased
+from bot.logs import revision_job
 from bot.refs import RepoRef
 from bot.report.markdown import escape
 from bot.rollout import engine
@@ -51,6 +52,7 @@ class RevertBranches(Protocol):
                              author_email: str) -> RevertResult: ...
 
 
+@revision_job
 def open_revert(key: str, revision: str, attempt: int = 0) -> None:
     """RQ job: push `coalmine/revert-<sha>` reverting the merge and open a PR for it, once.
 

@@ -23,6 +23,7 @@ from bot.analysis.measure import BackgroundMeasurements, measure
 from bot.analysis.measurement import Measurement
 from bot.config import AppConfig
 from bot.events import MergedPullRequest
+from bot.logs import bind_log_context, revision_job, rollout_job
 from bot.policy import Policy
 from bot.refs import RepoRef
 from bot.rollout import engine, traffic
@@ -127,17 +128,20 @@ def supersede_without_canary(svc: services.Services, event: MergedPullRequest,
     return True
 
 
+@rollout_job
 def tick(key: str, version: int | None) -> None:
     """RQ job: time has come for a rollout; a tick for an older version does nothing."""
     dispatch(key, m.Tick(version))
 
 
+@rollout_job
 def measured(key: str, run_id: str, metric: str, measurement: Measurement) -> None:
     """RQ job: a measurement taken in the background; a stale one (its run was stopped or
     replaced meanwhile) changes nothing."""
     dispatch(key, m.MeasurementTaken(run_id, metric, measurement))
 
 
+@rollout_job  # also under a command's job: adds the rollout's app and revision
 def dispatch(key: str, event: m.Event, *, pr: int | None = None) -> RolloutRecord | None:
     """Feed one event (a tick, a command) to a stored rollout under its lock.
 
@@ -150,6 +154,8 @@ def dispatch(key: str, event: m.Event, *, pr: int | None = None) -> RolloutRecor
     store = RolloutStore(svc.redis)
     with store.locked(key):
         record = store.load(key)
+        if record is not None:
+            bind_log_context(sha=record.state.revision, pr=pr or record.state.pr)
         if record is not None and (pr is None or record.state.pr == pr):
             shell = run(_cluster(svc, record.context), store, key, record, event)
         elif isinstance(event, m.Retry) and pr is not None and pr in store.hold_claims(key):
@@ -214,12 +220,14 @@ def _reply(svc: services.Services, record: RolloutRecord | None, pr: int,
     return shell
 
 
+@revision_job
 def health_poll(key: str, revision: str, attempt: int, weight: int) -> None:
     """RQ job of earlier versions (health re-polls are due ticks now): kept so such jobs still
     scheduled in Redis run; a tick for the current version does what they did."""
     dispatch(key, m.Tick(None))
 
 
+@revision_job
 def restore(key: str, revision: str) -> None:
     """RQ job: retry putting stable back after an abort whose restore the cluster refused."""
     svc = services.current()
@@ -269,6 +277,7 @@ def rearm_final_reports(svc: services.Services, grace_s: float = REPORT_GRACE_S)
     return len(found)
 
 
+@revision_job
 def report_final(key: str, revision: str, seq: int) -> None:
     """RQ job: report the final snapshot of `revision`'s rollout (see `rearm_final_reports`);
     a snapshot reported meanwhile is not posted again (the report claims its save number)."""
@@ -344,6 +353,7 @@ def _measure_and_hand_back(queue: Any, key: str, action: m.Measure, prometheus_u
     queue.enqueue(measured, key, action.run_id, action.metric, result)
 
 
+@revision_job
 def open_revert(key: str, revision: str, attempt: int = 0) -> None:
     """RQ job of earlier versions (the revert PR moved to handlers.revert): kept so such jobs
     still queued in Redis run."""

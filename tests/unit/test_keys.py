@@ -41,3 +41,11 @@ def test_key_formats_are_unchanged():
     assert keys.delivery("github", "d" * 300) == "coalmine:delivery:github:" + "d" * 200
     assert keys.lease_alive("l1") == "coalmine:lease-alive:l1"
     assert keys.lease_attempts("p").startswith("coalmine:lease-attempts:")
+
+
+def test_a_rollout_key_is_read_back_into_forge_repository_and_app():
+    assert keys.parse_rollout(ROLLOUT) == ("github", "acme/gitops", "web")
+    nested = keys.rollout("gitlab", "group/sub/ops", "api")
+    assert keys.parse_rollout(nested) == ("gitlab", "group/sub/ops", "api")
+    assert keys.parse_rollout("coalmine:rollouts:due") is None
+    assert keys.parse_rollout("coalmine:rollout:github:") is None
