@@ -15,9 +15,7 @@ from typing import TextIO
 
 # An entry point of the composition root: adapters and use cases are imported at the top like
 # anywhere else, so the import graph that import-linter checks is the one that runs.
-from rq import SimpleWorker
-
-from bot import services, tenancy
+from bot import metrics, services, tenancy
 from bot.config import ConfigError, load_settings, parse_repo_config
 from bot.judge.cases import CaseError, parse_case, result_json
 from bot.judge.model import Case
@@ -25,6 +23,7 @@ from bot.judge.score import judge_cases
 from bot.leases import requeue_lapsed
 from bot.logs import log_format, setup_logging
 from bot.queue import QUEUE_NAME, run_ticker
+from handlers.registry import name_of
 from handlers.rollout import rearm_final_reports, resume_all
 
 
@@ -79,7 +78,11 @@ def _serve(bind: str, workers: int | None) -> int:
     gunicorn = shutil.which("gunicorn") or str(Path(sys.executable).with_name("gunicorn"))
     argv = [gunicorn, "--bind", bind, "--workers", str(count), "--threads", "8",
             "--access-logfile", "-", "bot.wsgi:create_app()"]
-    os.execv(argv[0], argv)
+    # The workers add their metrics up through files in one directory, which must be in their
+    # environment before they start and empty (bot.metrics): this command is their tree's root.
+    env = dict(os.environ)
+    env[metrics.MULTIPROC_ENV] = metrics.prepare_multiprocess_dir(env, load_settings().data_dir)
+    os.execve(argv[0], argv, env)
     return 0  # not reached
 
 
@@ -90,9 +93,18 @@ def _worker(burst: bool = False) -> int:
         print("coalmine worker: REDIS_URL is not set; `coalmine serve` runs jobs itself "
               "when no Redis is configured", file=sys.stderr)
         return 2
+    if os.environ.get(metrics.MULTIPROC_ENV):
+        print(f"coalmine worker: unset {metrics.MULTIPROC_ENV} for the worker: it serves its own "
+              f"metrics on {metrics.WORKER_PORT_ENV} (default {metrics.DEFAULT_WORKER_PORT}), and "
+              "a directory shared with the web would count its jobs twice", file=sys.stderr)
+        return 2
     svc = services.install(services.build(settings))
+    port = metrics.serve_worker_metrics(os.environ)
+    log = logging.getLogger("coalmine.worker")
+    if port is not None:
+        log.info("serving metrics on :%d/metrics", port)
     resumed = resume_all(svc)
-    logging.getLogger("coalmine.worker").info("re-armed %d waiting rollout(s)", resumed)
+    log.info("re-armed %d waiting rollout(s)", resumed)
     stop = threading.Event()
     sweeps = (
         (lambda: requeue_lapsed(svc.redis, svc.queue.enqueue), 2.0),
@@ -105,7 +117,8 @@ def _worker(burst: bool = False) -> int:
     ticker.start()
     # Jobs run in this process (no fork per job), so the cluster, forge and git adapters built
     # on the first job serve every later one instead of being rebuilt a second at a time.
-    worker = SimpleWorker([QUEUE_NAME], connection=svc.redis)
+    worker = metrics.MeteredWorker([QUEUE_NAME], connection=svc.redis)
+    worker.kind_of = name_of  # each job counted and timed under its trigger's name
     try:
         worker.work(burst=burst)
     finally:

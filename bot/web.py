@@ -20,17 +20,18 @@ import hmac
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, g, jsonify, request
+from prometheus_client.registry import Collector
 from redis import Redis
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from bot import events, tenancy
+from bot import events, metrics, tenancy
 from bot.commands import mentions_command
 from bot.config import Settings
 from bot.deployments import load_deployment
@@ -155,9 +156,11 @@ class Jobs:
 
 
 def create_app(svc: EdgePorts, jobs: Jobs,
-               body_budget_bytes: int = UNVERIFIED_BODY_BUDGET_BYTES) -> Flask:
+               body_budget_bytes: int = UNVERIFIED_BODY_BUDGET_BYTES,
+               collectors: Iterable[Collector] = ()) -> Flask:
     """The Flask app over the given ports (gunicorn builds it through `bot.wsgi:create_app()`);
-    tests give a small `body_budget_bytes` to fill the BodyGate without sending 128 MiB."""
+    tests give a small `body_budget_bytes` to fill the BodyGate without sending 128 MiB.
+    `collectors` are read on each scrape of /metrics, beside the counters (bot.metrics)."""
     settings = svc.settings
     if not settings.github_enabled and not settings.gitlab_enabled:
         log.warning(
@@ -182,6 +185,22 @@ def create_app(svc: EdgePorts, jobs: Jobs,
         except RedisError:
             return jsonify(status="unavailable", reason="redis unreachable"), 503
         return jsonify(status="ok", queue="embedded" if svc.embedded else "redis"), 200
+
+    scraped = tuple(collectors)
+
+    @app.get("/metrics")
+    def prometheus_metrics() -> Response:
+        # Repository and app names only (bot.metrics bounds its labels); no secret, no sha.
+        return Response(metrics.exposition(scraped), 200, content_type=metrics.CONTENT_TYPE)
+
+    @app.after_request
+    def count_webhook(resp: Response) -> Response:
+        # After the error handlers too, so a 413 or an unexpected 503 is counted as well.
+        if request.endpoint in ("github", "gitlab"):
+            metrics.webhook(request.endpoint, g.get("webhook_event", "unknown"),
+                            metrics.webhook_outcome(resp.status_code,
+                                                    g.get("webhook_duplicate", False)))
+        return resp
 
     @app.post("/webhooks/github")
     def github() -> tuple[Response, int]:
@@ -209,6 +228,7 @@ def create_app(svc: EdgePorts, jobs: Jobs,
             return _answer(400, "body is not valid JSON")
         delivery = headers.get("X-GitHub-Delivery", "")
         event_name = headers.get("X-GitHub-Event", "")
+        g.webhook_event = metrics.webhook_event("github", event_name)
         if not delivery or not event_name:
             return _answer(400, "missing X-GitHub-Delivery or X-GitHub-Event")
         return _accept(svc, jobs, "github", delivery, events.parse_github(event_name, payload))
@@ -222,6 +242,7 @@ def create_app(svc: EdgePorts, jobs: Jobs,
         if not hmac.compare_digest(token.encode(), secret.encode()):
             return _answer(401, "missing or wrong X-Gitlab-Token")
         # The sender is known from here on: its body is bounded, but needs no gate slot.
+        g.webhook_event = metrics.webhook_event("gitlab", request.headers.get("X-Gitlab-Event", ""))
         _refuse_declared_oversize(settings.max_body_bytes)
         payload = _json(_read_body(request.stream, settings.max_body_bytes))
         if payload is None:
@@ -366,6 +387,7 @@ def _accept(svc: EdgePorts, jobs: Jobs, forge: str, delivery: str, event: events
         log.warning("redis unreachable; refusing %s delivery %s", forge, delivery)
         return _answer(503, "queue unavailable; redeliver later")
     if job_id is None:
+        g.webhook_duplicate = True
         return _answer(200, "duplicate", delivery=delivery)
     # DEBUG, not INFO: at webhook rates a line per delivery was ~8 % of the edge's CPU, and the
     # worker logs each job (with its delivery id) when it runs it.

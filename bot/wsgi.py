@@ -10,9 +10,10 @@ import sys
 
 from flask import Flask
 
-from bot import services, web
+from bot import metrics, services, web
 from bot.config import ConfigError, load_settings
 from bot.logs import setup_logging
+from bot.rollout.store import RolloutStore
 from handlers import registry
 
 # The webhook jobs, from the table of every trigger and its use case (handlers/registry.py).
@@ -35,5 +36,11 @@ def create_app() -> Flask:
 
 
 def app_for(svc: services.Services) -> Flask:
-    """The edge over already built services (tests, the embedded mode)."""
-    return web.create_app(svc, JOBS)
+    """The edge over already built services (tests, the embedded mode).
+
+    Embedded, the jobs run on a thread of this process: its queue is wrapped to count and time
+    them (an RQ worker does that itself, `coalmine worker`)."""
+    if svc.embedded and not isinstance(svc.queue, metrics.MeteredQueue):
+        svc.queue = metrics.MeteredQueue(svc.queue, registry.name_of)
+    phases = metrics.RolloutPhases(RolloutStore(svc.redis).active_phases)
+    return web.create_app(svc, JOBS, collectors=[phases])

@@ -56,3 +56,12 @@ TRIGGERS: tuple[Trigger, ...] = (
 def job(name: str) -> Callable[..., Any]:
     """The entry point of the trigger called `name`."""
     return next(t.job for t in TRIGGERS if t.name == name)
+
+
+# A job's dotted function name (what RQ records) → its trigger's name, for the jobs metrics.
+_NAMES = {f"{t.job.__module__}.{t.job.__qualname__}": t.name for t in TRIGGERS}
+
+
+def name_of(dotted: str) -> str:
+    """The trigger whose job is the function at dotted path `dotted`, or "other"."""
+    return _NAMES.get(dotted, "other")

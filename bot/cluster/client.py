@@ -26,6 +26,7 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 from kubernetes.dynamic.resource import Resource
 
+from bot import metrics
 from bot.cluster import apply as staged_apply
 from bot.cluster import prune as inventory_prune
 from bot.cluster import wait as health_wait
@@ -153,13 +154,17 @@ class Cluster:
         for attempt in range(self.retry.attempts):
             last = attempt == self.retry.attempts - 1
             try:
-                return fn(*args, **kwargs)
+                answer = fn(*args, **kwargs)
+                metrics.kubernetes_call(200)
+                return answer
             except ApiException as err:
+                metrics.kubernetes_call(err.status)
                 if err.status not in retry_on or last:
                     raise ClusterError(
                         f"{what}: {status_message(err)}", status=err.status
                     ) from err
             except (urllib3.exceptions.HTTPError, OSError) as err:
+                metrics.kubernetes_call(None)
                 if last:
                     raise ClusterError(f"{what}: {type(err).__name__}: {err}") from err
             self.sleep(self.retry.delay(attempt))

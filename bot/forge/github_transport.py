@@ -20,6 +20,7 @@ import gidgethub
 import gidgethub.abc
 import httpx
 
+from bot import metrics
 from bot.forge.retry import RetryPolicy
 
 USER_AGENT = "coalmine"
@@ -56,8 +57,10 @@ class BlockingGitHubAPI(gidgethub.abc.GitHubAPI):
             attempt += 1
             try:
                 answer = self._http.request(method, url, headers=dict(headers), content=body)
+                metrics.forge_call("github", answer.status_code)
                 return answer.status_code, answer.headers, answer.content
             except httpx.TransportError:
+                metrics.forge_call("github", None)
                 delay = self._policy.delay(None, {}, attempt)
                 if delay is None:
                     raise

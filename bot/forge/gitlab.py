@@ -18,6 +18,7 @@ import gitlab
 import gitlab.exceptions
 import requests
 
+from bot import metrics
 from bot.forge.base import (
     CommentFacts,
     ForgeError,
@@ -57,6 +58,7 @@ class GitLabForge:
         self._gl = gitlab.Gitlab(
             url, private_token=token, retry_transient_errors=True, timeout=timeout_s
         )
+        self._gl.session.hooks["response"].append(metrics.gitlab_response)
 
     # -- Forge ----------------------------------------------------------------------------
     def set_status(
@@ -268,6 +270,7 @@ class GitLabForge:
                 raise NotFound(self._scrub(f"GitLab: {what} failed: {exc}")) from exc
             raise ForgeError(self._scrub(f"GitLab: {what} failed: {code} {exc}")) from exc
         except requests.RequestException as exc:
+            metrics.forge_call("gitlab", None)  # no answer, so the response hook saw nothing
             raise ForgeError(self._scrub(f"GitLab: {what} failed: {exc!r}")) from exc
 
     def _scrub(self, message: str) -> str:

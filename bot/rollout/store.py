@@ -15,17 +15,19 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import get_args
 
 from redis import Redis
 from redis.exceptions import LockError, RedisError
 
-from bot import keys
+from bot import keys, metrics
 from bot.heartbeat import renewing
 from bot.rollout.context import RolloutContext
-from bot.rollout.model import TERMINAL_PHASES, RolloutState
+from bot.rollout.model import TERMINAL_PHASES, Phase, RolloutState
 
 log = logging.getLogger(__name__)
 PREFIX = keys.ROLLOUT_PREFIX
@@ -119,7 +121,8 @@ class RolloutStore:
         terminal = record.state.phase in TERMINAL_PHASES
         record.seq = int(self.redis.incr(keys.rollout_seq(key)))
         pipe = self.redis.pipeline()
-        pipe.set(key, record.dumps(), ex=FINISHED_TTL_S if terminal else None)
+        # GET: the replaced record, for what this save changed (bot.metrics), in the same trip.
+        pipe.set(key, record.dumps(), ex=FINISHED_TTL_S if terminal else None, get=True)
         if terminal:
             pipe.srem(ACTIVE_INDEX, key)
             # In the same transaction as the save: a worker that dies before reporting a final
@@ -132,7 +135,8 @@ class RolloutStore:
             pipe.zrem(DUE_INDEX, key)
         else:
             pipe.zadd(DUE_INDEX, {key: next_tick_at})
-        pipe.execute()
+        replaced = pipe.execute()[0]
+        metrics.rollout_saved(replaced, record)
 
     def unreported(self, older_than: float, limit: int = 100) -> list[tuple[str, str, int]]:
         """(key, revision, seq) of final snapshots saved before `older_than` whose report was
@@ -173,6 +177,14 @@ class RolloutStore:
     def active_keys(self) -> list[str]:
         return sorted(k.decode() if isinstance(k, bytes) else k
                       for k in self.redis.smembers(ACTIVE_INDEX))
+
+    def active_phases(self) -> dict[str, int]:
+        """Active rollouts per phase, every non-terminal phase named (the `coalmine_rollouts`
+        gauge keeps its series at 0); two round trips."""
+        active = self.active_keys()
+        raws = self.redis.mget(active) if active else []
+        found = Counter(json.loads(raw)["state"]["phase"] for raw in raws if raw)
+        return {phase: found[phase] for phase in get_args(Phase) if phase not in TERMINAL_PHASES}
 
     def due(self) -> list[tuple[str, float]]:
         """Every rollout waiting on time, with its due time (for the start-up sweep)."""
