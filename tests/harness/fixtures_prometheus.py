@@ -16,14 +16,20 @@ from tests.harness.exporter import Exporter
 from tests.harness.prometheus import CannedHTTPServer, PrometheusServer, prometheus_binary
 
 
-@pytest.fixture(scope="session")
-def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
+def required_prometheus_binary() -> str:
+    """The binary's path; without it the calling test is skipped, or fails under CI."""
     binary = prometheus_binary()
     if binary is None:
         message = "the prometheus binary is not installed (apt-get install prometheus)"
         if os.environ.get("COALMINE_REQUIRE_PROMETHEUS"):
             pytest.fail(f"{message}, and COALMINE_REQUIRE_PROMETHEUS is set")
         pytest.skip(message)
+    return binary
+
+
+@pytest.fixture(scope="session")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
+    binary = required_prometheus_binary()
     exporter = Exporter().start()
     server = PrometheusServer(binary, tmp_path_factory.mktemp("prometheus"), exporter)
     try:
