@@ -3,12 +3,14 @@ refusal of a shared directory."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from bot import cli, metrics
 from handlers import registry
+from tests.harness.processes import free_port
 
 
 @pytest.mark.parametrize(("forge", "header", "label"), [
@@ -95,3 +97,16 @@ def test_the_worker_refuses_a_directory_shared_with_the_web(monkeypatch, tmp_pat
 
     assert cli.main(["worker"]) == 2
     assert "count its jobs twice" in capsys.readouterr().err
+
+
+def test_the_worker_serves_its_own_registry_on_its_port():
+    port = free_port()
+    metrics.observe_job("tick", lambda: True)
+
+    assert metrics.serve_worker_metrics({metrics.WORKER_PORT_ENV: str(port)}) == port
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    assert 'coalmine_jobs_total{kind="tick",outcome="ok"}' in text
+
+
+def test_port_zero_turns_the_worker_endpoint_off():
+    assert metrics.serve_worker_metrics({metrics.WORKER_PORT_ENV: "0"}) is None
