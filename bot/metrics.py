@@ -98,6 +98,16 @@ def multiprocess_mode() -> bool:
     return bool(os.environ.get(MULTIPROC_ENV))
 
 
+def split_counts_warning(env: Mapping[str, str]) -> str | None:
+    """What to tell an operator whose gunicorn started without the shared directory: each
+    worker then has its own counters and a scrape sees only the one that answers it."""
+    if env.get("SERVER_SOFTWARE", "").startswith("gunicorn") and not env.get(MULTIPROC_ENV):
+        return (f"{MULTIPROC_ENV} is not set: under several gunicorn workers each one's /metrics "
+                "shows only its own counts; start with `coalmine serve`, or set the variable "
+                "to an empty directory before gunicorn starts (README: Metrics)")
+    return None
+
+
 def prepare_multiprocess_dir(env: Mapping[str, str], data_dir: str) -> str:
     """The directory a process tree about to start will share, emptied.
 

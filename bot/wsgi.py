@@ -6,6 +6,8 @@ It builds the adapters once per process (bot.services), sets up logging, and han
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 
 from flask import Flask
@@ -21,6 +23,7 @@ JOBS = web.Jobs(merged=registry.job("merge"), command=registry.job("command"))
 # Gunicorn's code for a worker that could not boot: the arbiter then stops instead of starting
 # workers that fail the same way forever.
 WORKER_BOOT_ERROR = 3
+log = logging.getLogger(__name__)
 
 
 def create_app() -> Flask:
@@ -32,6 +35,9 @@ def create_app() -> Flask:
     except ConfigError as exc:  # one line, not a traceback under "Worker failed to boot"
         print(f"coalmine web: configuration error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(WORKER_BOOT_ERROR) from None
+    warning = metrics.split_counts_warning(os.environ)
+    if warning:
+        log.warning(warning)
     return app_for(services.install(svc))
 
 

@@ -132,9 +132,11 @@ def test_coalmine_serve_runs_two_gunicorn_workers_whose_counts_add_up(tmp_path, 
     env = {k: v for k, v in os.environ.items() if k != metrics.MULTIPROC_ENV}
     env.update({"REDIS_URL": redis_url, "GITHUB_WEBHOOK_SECRET": "s3cret",
                 "COALMINE_DATA_DIR": str(data), "PYTHONPATH": str(ROOT)})
-    serve = subprocess.Popen([str(Path(sys.executable).with_name("coalmine")), "serve",
-                              "--bind", f"127.0.0.1:{port}", "--workers", "2"], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        serve = subprocess.Popen([str(Path(sys.executable).with_name("coalmine")), "serve",
+                                  "--bind", f"127.0.0.1:{port}", "--workers", "2"], env=env,
+                                 stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: _answers(url), 30, 0.1, "coalmine serve did not start")
@@ -150,6 +152,29 @@ def test_coalmine_serve_runs_two_gunicorn_workers_whose_counts_add_up(tmp_path, 
     finally:
         serve.terminate()
         serve.wait(30)
+    assert metrics.MULTIPROC_ENV not in log.read_text()  # no warning: the counts add up
+
+
+def test_gunicorn_started_without_the_directory_warns_at_start(tmp_path):
+    """The Procfile's and the Dockerfile's command start gunicorn itself: the operator is told
+    that each worker's /metrics would show only its own counts."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items()
+           if k != metrics.MULTIPROC_ENV and not k.startswith(("COALMINE_", "REDIS_"))}
+    env.update({"COALMINE_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(ROOT)})
+    log = tmp_path / "gunicorn.log"
+    with log.open("wb") as out:
+        gunicorn = subprocess.Popen(
+            [str(Path(sys.executable).with_name("gunicorn")), "--bind", f"127.0.0.1:{port}",
+             "--workers", "1", "bot.wsgi:create_app()"], env=env, cwd=ROOT,
+            stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: _answers(f"http://127.0.0.1:{port}"), 30, 0.1,
+                   "gunicorn did not start")
+    finally:
+        gunicorn.terminate()
+        gunicorn.wait(30)
+    assert f"{metrics.MULTIPROC_ENV} is not set" in log.read_text()
 
 
 def _answers(url: str) -> bool:

@@ -110,3 +110,12 @@ def test_the_worker_serves_its_own_registry_on_its_port():
 
 def test_port_zero_turns_the_worker_endpoint_off():
     assert metrics.serve_worker_metrics({metrics.WORKER_PORT_ENV: "0"}) is None
+
+
+@pytest.mark.parametrize(("env", "warned"), [
+    ({"SERVER_SOFTWARE": "gunicorn/23.0.0"}, True),
+    ({"SERVER_SOFTWARE": "gunicorn/23.0.0", metrics.MULTIPROC_ENV: "/var/m"}, False),
+    ({}, False),  # one process (a test, the embedded mode under `flask run`)
+])
+def test_gunicorn_without_the_directory_is_warned_about(env, warned):
+    assert (metrics.split_counts_warning(env) is not None) is warned
