@@ -111,3 +111,15 @@ def test_each_measurement_is_counted_once_by_phase(redis_client):
     assert _value("coalmine_measurements_total", {"phase": "Successful"}) == \
         before["Successful"] + 1
     assert _value("coalmine_measurements_total", {"phase": "Failed"}) == before["Failed"] + 1
+
+
+def test_an_unreadable_replaced_record_never_fails_the_save(redis_client, caplog):
+    store, cluster = RolloutStore(redis_client), FakeCluster()
+    record = _start(store, cluster, "e" * 40)
+    redis_client.set(KEY, b"{not json")
+
+    store.save(KEY, record, None)
+
+    loaded = store.load(KEY)
+    assert loaded is not None and loaded.state == record.state
+    assert "could not count a rollout's metrics" in caplog.text
