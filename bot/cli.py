@@ -70,7 +70,7 @@ def _run(args: argparse.Namespace) -> int:
 def _serve(bind: str, workers: int | None) -> int:
     # Checked here, before gunicorn: its workers would report a bad setting as a traceback
     # under "Worker failed to boot" (bot.wsgi still says it in one line for direct gunicorn use).
-    load_settings()
+    settings = load_settings()
     log_format(os.environ, sys.stderr)
     embedded = not os.environ.get("REDIS_URL")
     # The embedded queue lives in one process, so it must be exactly one gunicorn worker.
@@ -81,7 +81,7 @@ def _serve(bind: str, workers: int | None) -> int:
     # The workers add their metrics up through files in one directory, which must be in their
     # environment before they start and empty (bot.metrics): this command is their tree's root.
     env = dict(os.environ)
-    env[metrics.MULTIPROC_ENV] = metrics.prepare_multiprocess_dir(env, load_settings().data_dir)
+    env[metrics.MULTIPROC_ENV] = metrics.prepare_multiprocess_dir(env, settings.data_dir)
     os.execve(argv[0], argv, env)
     return 0  # not reached
 
