@@ -120,14 +120,15 @@ class RolloutStore:
         """Store the record (under the rollout's lock), numbering it with the next `seq`."""
         terminal = record.state.phase in TERMINAL_PHASES
         record.seq = int(self.redis.incr(keys.rollout_seq(key)))
+        raw = record.dumps()
         pipe = self.redis.pipeline()
         # GET: the replaced record, for what this save changed (bot.metrics), in the same trip.
-        pipe.set(key, record.dumps(), ex=FINISHED_TTL_S if terminal else None, get=True)
+        pipe.set(key, raw, ex=FINISHED_TTL_S if terminal else None, get=True)
         if terminal:
             pipe.srem(ACTIVE_INDEX, key)
             # In the same transaction as the save: a worker that dies before reporting a final
             # status leaves this entry behind, and the sweep reports it (see `unreported`).
-            pipe.set(final_key(key, record.state.revision), record.dumps(), ex=FINISHED_TTL_S)
+            pipe.set(final_key(key, record.state.revision), raw, ex=FINISHED_TTL_S)
             pipe.zadd(UNREPORTED_INDEX, {_unreported_member(key, record): time.time()})
         else:
             pipe.sadd(ACTIVE_INDEX, key)
