@@ -19,11 +19,9 @@ import hashlib
 import hmac
 import json
 import logging
-import threading
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 from flask import Flask, Response, g, jsonify, request
 from prometheus_client.registry import Collector
@@ -32,6 +30,13 @@ from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from bot import events, metrics, tenancy
+from bot.body_gate import (
+    RETRY_AFTER_S,
+    UNVERIFIED_BODY_BUDGET_BYTES,
+    BodyGate,
+    GateFull,
+    read_body,
+)
 from bot.commands import mentions_command
 from bot.config import Settings
 from bot.deployments import load_deployment
@@ -40,101 +45,9 @@ from bot.repos import RepoEntry
 
 log = logging.getLogger(__name__)
 
-BODY_CHUNK_BYTES = 64 * 1024
-# Memory one process may spend on bodies whose sender is not yet known (GitHub's signature is
-# only checked at the end of the body): five bodies of the default 25 MiB cap, or hundreds of
-# GitHub's usual few-KB deliveries.
-UNVERIFIED_BODY_BUDGET_BYTES = 128 * 1024 * 1024
-RETRY_AFTER_S = 5
 BODY_GATE = "coalmine.body_gate"  # key of the BodyGate in app.extensions
 SIGNATURE_PREFIX = "sha256="
 JSON_TYPE = "application/json"
-
-
-class BodyGate:
-    """A byte budget for the bodies one process reads before their sender is known.
-
-    A reader reserves what its body can really use before reading it: the declared
-    Content-Length (bounded by the cap; the stream yields no more), or, for a chunked body that
-    declares nothing, each piece as it arrives. So many small deliveries are read at once while
-    a flood of large or unsized ones still holds at most `budget` bytes. Refusing at once (503
-    with Retry-After) rather than queueing keeps a flood from holding threads, and a 503 is what
-    a forge counts as a failed delivery it may send again.
-    """
-
-    def __init__(self, max_body_bytes: int, budget_bytes: int = UNVERIFIED_BODY_BUDGET_BYTES):
-        cap = max(1, max_body_bytes)
-        # Never fewer than two bodies of the cap at once, so one slow sender cannot shut out
-        # every other (with a cap over half the budget the bound is 2 × cap, as it always was).
-        self.budget = max(budget_bytes, 2 * cap)
-        self.capacity = self.budget // cap  # bodies of the cap that fit at once
-        self._lock = threading.Lock()
-        self._reserved = 0
-        self._readers = 0
-
-    @property
-    def in_use(self) -> int:
-        """Readers holding a reservation now (for tests and metrics)."""
-        return self._readers
-
-    @property
-    def reserved(self) -> int:
-        """Bytes reserved now; never more than `budget`."""
-        return self._reserved
-
-    @contextmanager
-    def reserve(self, declared: int | None) -> Iterator[BodyReservation | None]:
-        """Yields a reservation of `declared` bytes (none yet for an unsized body), or None
-        when the budget has no room for it; what was reserved is given back when the block
-        ends, however it ends."""
-        held = declared or 0
-        with self._lock:
-            if self._reserved + held > self.budget:
-                admitted = False
-            else:
-                admitted = True
-                self._reserved += held
-                self._readers += 1
-        if not admitted:
-            yield None
-            return
-        reservation = BodyReservation(self, held)
-        try:
-            yield reservation
-        finally:
-            with self._lock:
-                self._reserved -= reservation.held
-                self._readers -= 1
-
-    def grow(self, more: int) -> bool:
-        """Reserves `more` bytes for a reader already admitted, if the budget has room."""
-        with self._lock:
-            if self._reserved + more > self.budget:
-                return False
-            self._reserved += more
-            return True
-
-
-class BodyReservation:
-    """The bytes one reader holds of its BodyGate's budget."""
-
-    def __init__(self, gate: BodyGate, held: int) -> None:
-        self._gate = gate
-        self.held = held
-
-    def cover(self, size: int) -> bool:
-        """Holds at least `size` bytes, reserving the difference; False when the budget has
-        no room (the body must not grow past what is held)."""
-        if size <= self.held:
-            return True
-        if not self._gate.grow(size - self.held):
-            return False
-        self.held = size
-        return True
-
-
-class GateFull(Exception):
-    """An unsized body grew past what the BodyGate's budget has left."""
 
 
 class EdgePorts(Protocol):
@@ -218,7 +131,7 @@ def create_app(svc: EdgePorts, jobs: Jobs,
                 return _busy()
             mac = hmac.new(secret.encode(), digestmod=hashlib.sha256)
             try:
-                body = _read_body(request.stream, settings.max_body_bytes, mac, reservation)
+                body = read_body(request.stream, settings.max_body_bytes, mac, reservation)
             except GateFull:
                 return _busy()
             if not hmac.compare_digest(signature, SIGNATURE_PREFIX + mac.hexdigest()):
@@ -244,7 +157,7 @@ def create_app(svc: EdgePorts, jobs: Jobs,
         # The sender is known from here on: its body is bounded, but needs no gate slot.
         g.webhook_event = metrics.webhook_event("gitlab", request.headers.get("X-Gitlab-Event", ""))
         _refuse_declared_oversize(settings.max_body_bytes)
-        payload = _json(_read_body(request.stream, settings.max_body_bytes))
+        payload = _json(read_body(request.stream, settings.max_body_bytes))
         if payload is None:
             return _answer(400, "body is not valid JSON")
         delivery = request.headers.get("Idempotency-Key") or request.headers.get(
@@ -305,27 +218,6 @@ def _refuse_declared_oversize(cap: int) -> None:
     """413 before reading a byte when the sender announces more than the cap."""
     if request.content_length is not None and request.content_length > cap:
         raise RequestEntityTooLarge()
-
-
-def _read_body(stream: IO[bytes], cap: int, mac: hmac.HMAC | None = None,
-               reservation: BodyReservation | None = None) -> bytearray:
-    """The body, read in chunks into one buffer and fed to `mac` as it arrives.
-
-    Stops with 413 as soon as the body passes `cap`, so an endless (chunked) body is never read
-    to its end, and with GateFull as soon as it passes what `reservation` can hold; one
-    bytearray grows in place instead of chunks being joined into a copy.
-    """
-    body = bytearray()
-    while chunk := stream.read(BODY_CHUNK_BYTES):
-        size = len(body) + len(chunk)
-        if size > cap:
-            raise RequestEntityTooLarge()
-        if reservation is not None and not reservation.cover(size):
-            raise GateFull()
-        body += chunk
-        if mac is not None:
-            mac.update(chunk)
-    return body
 
 
 def _view_refusal(token: str | None, authorization: str) -> tuple[Response, int] | None:

@@ -18,11 +18,12 @@ from rq import Queue
 from werkzeug.serving import make_server
 
 from bot import services, tenancy
+from bot.body_gate import BODY_CHUNK_BYTES, BodyGate
 from bot.config import GitHubSettings, GitLabSettings, Settings
 from bot.deployments import deployment_path, save_deployment
 from bot.policy import Policy
 from bot.queue import QUEUE_NAME, RQJobQueue
-from bot.web import BODY_CHUNK_BYTES, BODY_GATE, BodyGate, create_app
+from bot.web import BODY_GATE, create_app
 from bot.wsgi import JOBS, app_for
 from tests.harness import payloads
 from tests.harness.processes import free_port, wait_until
