@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         apps = {"bare": bare_app.create_app(), "coalmine": wsgi.create_app()}
         svc = services.current()
         stages = Stages()
-        stages.wrap(web, "_read_body", "body read + HMAC")
+        stages.wrap(web, "_read_body", "body read + HMAC")  # before bot/body_gate.py
+        stages.wrap(web, "read_body", "body read + HMAC")
         stages.wrap(web, "_json", "JSON parse")
         stages.wrap(events, "parse_github", "event parse")
         stages.wrap(Settings, "entry_for", "repos entry")
