@@ -17,4 +17,7 @@ RUN pip install --no-cache-dir .
 USER coalmine
 ENV COALMINE_DATA_DIR=/home/coalmine/data PORT=8000 PYTHONUNBUFFERED=1
 EXPOSE 8000
-CMD ["sh", "-c", "exec gunicorn --bind 0.0.0.0:${PORT} --workers 2 --threads 8 'bot.wsgi:create_app()'"]
+# `coalmine serve` checks the settings first (one clear line on a mistake), runs one gunicorn
+# worker when there is no REDIS_URL (the embedded queue cannot be split across processes) and
+# prepares the shared metrics directory for several workers otherwise.
+CMD ["coalmine", "serve"]

@@ -156,8 +156,9 @@ def test_coalmine_serve_runs_two_gunicorn_workers_whose_counts_add_up(tmp_path, 
 
 
 def test_gunicorn_started_without_the_directory_warns_at_start(tmp_path):
-    """The Procfile's and the Dockerfile's command start gunicorn itself: the operator is told
-    that each worker's /metrics would show only its own counts."""
+    """gunicorn started directly (not through `coalmine serve`, which the Procfile and the
+    Dockerfile use): the operator is told that each worker's /metrics would show only its own
+    counts."""
     port = free_port()
     env = {k: v for k, v in os.environ.items()
            if k != metrics.MULTIPROC_ENV and not k.startswith(("COALMINE_", "REDIS_"))}
