@@ -1,4 +1,4 @@
-"""The `coalmine` command: serve webhooks, run a worker, check a config, or judge cases."""
+"""The `coalmine` command: serve webhooks, run a worker, check a repository, or judge cases."""
 
 from __future__ import annotations
 
@@ -6,16 +6,19 @@ import argparse
 import json
 import logging
 import os
+import platform
 import shutil
+import subprocess
 import sys
 import threading
 from collections.abc import Iterable
+from importlib import metadata
 from pathlib import Path
 from typing import TextIO
 
 # An entry point of the composition root: adapters and use cases are imported at the top like
 # anywhere else, so the import graph that import-linter checks is the one that runs.
-from bot import metrics, services, tenancy
+from bot import checks, metrics, services, tenancy
 from bot.config import ConfigError, load_settings, parse_repo_config
 from bot.judge.cases import CaseError, parse_case, result_json
 from bot.judge.model import Case
@@ -29,13 +32,29 @@ from handlers.rollout import rearm_final_reports, resume_all
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="coalmine", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("version", help="the package version, git commit (in a checkout) and Python")
+    repo_check = sub.add_parser(
+        "check", help="check a checkout of a GitOps repository as a deploy would, without a "
+                      "forge or a cluster: every error, each with file, key and reason "
+                      "(exit 0 clean, 1 errors, 2 usage)")
+    repo_check.add_argument("--repo", default=".", metavar="DIR",
+                            help="the checkout's root, where .coalmine.yaml is (default: .)")
+    repo_check.add_argument("--server-config", metavar="FILE",
+                            help="the server config to load and check against (default: "
+                                 "COALMINE_CONFIG when set)")
+    repo_check.add_argument("--as", dest="as_repo", metavar="[FORGE:]OWNER/NAME",
+                            help="the repository's name, to find its repos: entry and check "
+                                 "clusters and namespaces against its policy")
+    repo_check.add_argument("--output", choices=("text", "json"), default="text")
     serve = sub.add_parser("serve", help="serve webhooks with gunicorn (and run jobs when embedded)")
     serve.add_argument("--bind", default=f"0.0.0.0:{os.environ.get('PORT', '8000')}")
     serve.add_argument("--workers", type=int, default=None)
     worker = sub.add_parser("worker", help="run an RQ worker and the schedule ticker (needs REDIS_URL)")
     worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
-    check = sub.add_parser("check-config", help="validate a .coalmine.yaml and exit")
+    check = sub.add_parser("check-config", help="validate a .coalmine.yaml and exit "
+                                                "(the older, shorter `check`)")
     check.add_argument("path", nargs="?", default=".coalmine.yaml")
     unpin = sub.add_parser(
         "unpin-repo", help="forget which repository id a repos: entry was first served to "
@@ -48,6 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     judge.add_argument("--cases", required=True, metavar="FILE",
                        help="JSON Lines file of cases, or - for standard input")
     args = parser.parse_args(argv)
+    if args.version or args.command == "version":
+        print(_version_text())
+        return 0
+    if args.command is None:
+        parser.print_usage(sys.stderr)
+        print(f"{parser.prog}: error: a command is required", file=sys.stderr)
+        return 2
     try:
         return _run(args)
     except ConfigError as exc:  # one line a person can act on, not a traceback
@@ -64,7 +90,62 @@ def _run(args: argparse.Namespace) -> int:
         return _serve(args.bind, args.workers)
     if args.command == "worker":
         return _worker(args.burst)
+    if args.command == "check":
+        return _check_repo(Path(args.repo), args.server_config, args.as_repo, args.output)
     return _check(Path(args.path))
+
+
+def _version_text() -> str:
+    try:
+        version = metadata.version("coalmine")
+    except metadata.PackageNotFoundError:
+        version = "unknown (not installed)"
+    commit = _git_commit(Path(__file__).resolve().parents[1])
+    source = f" (git {commit})" if commit else ""
+    return f"coalmine {version}{source}, Python {platform.python_version()}"
+
+
+def _git_commit(root: Path) -> str | None:
+    """The checkout's commit when the package runs from one; None otherwise, never an error
+    (an installed wheel has no .git, a machine may have no git)."""
+    if not (root / ".git").exists():
+        return None
+    try:
+        done = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+                              capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (done.stdout.strip() or None) if done.returncode == 0 else None
+
+
+def _check_repo(root: Path, server_config: str | None, as_repo: str | None, output: str) -> int:
+    if not root.is_dir():
+        print(f"coalmine check: {root}: no such directory", file=sys.stderr)
+        return 2
+    try:
+        target = checks.Target.parse(as_repo) if as_repo else None
+    except ValueError as exc:
+        print(f"coalmine check: --as {exc}", file=sys.stderr)
+        return 2
+    if server_config is not None and not Path(server_config).is_file():
+        print(f"coalmine check: --server-config {server_config}: no such file", file=sys.stderr)
+        return 2
+    settings, findings = checks.load_server(server_config, os.environ)
+    if target is not None and settings is None and not findings:
+        print("coalmine check: --as needs a server config (--server-config or COALMINE_CONFIG)",
+              file=sys.stderr)
+        return 2
+    source = server_config or os.environ.get("COALMINE_CONFIG") or "server config"
+    findings += checks.check_repo(root, settings, target, server_source=source)
+    errors = sum(1 for f in findings if f.severity == checks.ERROR)
+    if output == "json":
+        print(json.dumps([f.as_dict() for f in findings], indent=2))
+    else:
+        for finding in findings:
+            print(finding)
+        warnings = len(findings) - errors
+        print(f"{root}: {errors} error(s), {warnings} warning(s)" if findings else f"{root}: ok")
+    return 1 if errors else 0
 
 
 def _serve(bind: str, workers: int | None) -> int:
