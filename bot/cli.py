@@ -11,21 +11,16 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
-from typing import TextIO
 
 # An entry point of the composition root: adapters and use cases are imported at the top like
 # anywhere else, so the import graph that import-linter checks is the one that runs.
 from bot import checks, metrics, services, tenancy
 from bot.config import ConfigError, load_settings, parse_repo_config
-from bot.judge.cases import CaseError, parse_case, result_json
-from bot.judge.model import Case
-from bot.judge.score import judge_cases
 from bot.leases import requeue_lapsed
 from bot.logs import log_format, setup_logging
-from bot.queue import QUEUE_NAME, run_ticker
+from bot.queue import QUEUE_NAME, MeteredWorker, run_ticker
 from handlers.registry import name_of
 from handlers.rollout import rearm_final_reports, resume_all
 
@@ -83,7 +78,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "judge":
-        return _judge(args.cases)
+        # Imported only here: the judge needs scipy, ~0.8 s of start-up that serve, worker and
+        # check would pay for nothing (README: dependency notes).
+        from bot.judge_cli import judge
+
+        return judge(args.cases)
     if args.command == "unpin-repo":
         return _unpin(args.forge, args.repo_id)
     if args.command == "serve":
@@ -198,7 +197,7 @@ def _worker(burst: bool = False) -> int:
     ticker.start()
     # Jobs run in this process (no fork per job), so the cluster, forge and git adapters built
     # on the first job serve every later one instead of being rebuilt a second at a time.
-    worker = metrics.MeteredWorker([QUEUE_NAME], connection=svc.redis)
+    worker = MeteredWorker([QUEUE_NAME], connection=svc.redis)
     worker.kind_of = name_of  # each job counted and timed under its trigger's name
     try:
         worker.work(burst=burst)
@@ -219,59 +218,6 @@ def _unpin(forge: str, repo_id: int) -> int:
         return 0
     print(f"{forge} repository id {repo_id} was not pinned", file=sys.stderr)
     return 1
-
-
-# Cases judged together: their rank tests go to scipy in one batch per window size, which is
-# where the throughput comes from (bot/judge/stats.py), while output still streams.
-JUDGE_BATCH = 256
-
-
-def _judge(source: str) -> int:
-    """Malformed lines are reported on stderr (file:line: key: problem) and skipped, so one bad
-    line of a backtest does not hide the verdicts of the thousands around it; the exit status
-    is then 1, so nobody takes the output for complete."""
-    if source == "-":
-        return _judge_stream(sys.stdin, "<stdin>")
-    try:
-        with open(source, encoding="utf-8") as stream:
-            return _judge_stream(stream, source)
-    except OSError as exc:
-        print(f"coalmine judge: {source}: cannot read: {exc.strerror}", file=sys.stderr)
-        return 2
-
-
-def _judge_stream(lines: Iterable[str], name: str) -> int:
-    bad = 0
-    batch: list[Case] = []
-    out: TextIO = sys.stdout
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            batch.append(parse_case(json.loads(line)))
-        except json.JSONDecodeError as exc:
-            bad += 1
-            print(f"{name}:{number}: not JSON: {exc.msg} (column {exc.colno})", file=sys.stderr)
-        except CaseError as exc:
-            bad += 1
-            print(f"{name}:{number}: {exc}", file=sys.stderr)
-        except (ValueError, RecursionError) as exc:  # an integer of 4300+ digits; deep nesting
-            bad += 1
-            reason = str(exc).split(";")[0] or type(exc).__name__
-            print(f"{name}:{number}: not JSON: {reason}", file=sys.stderr)
-        if len(batch) >= JUDGE_BATCH:
-            _write_verdicts(batch, out)
-            batch = []
-    _write_verdicts(batch, out)
-    if bad:
-        print(f"coalmine judge: {bad} malformed line(s) skipped", file=sys.stderr)
-    return 1 if bad else 0
-
-
-def _write_verdicts(cases: list[Case], out: TextIO) -> None:
-    out.writelines(json.dumps(result_json(result), allow_nan=False) + "\n"
-                   for result in judge_cases(cases))
-    out.flush()
 
 
 def _check(path: Path) -> int:

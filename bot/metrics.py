@@ -47,7 +47,6 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
-from rq import SimpleWorker
 
 log = logging.getLogger(__name__)
 
@@ -218,18 +217,6 @@ def observe_job(kind: str, run: Callable[[], bool]) -> bool:
         outcome = "ok" if ok else "error"
         JOBS.labels(kind, outcome).inc()
         JOB_SECONDS.labels(kind, outcome).observe(time.monotonic() - started)
-
-
-class MeteredWorker(SimpleWorker):
-    """The RQ worker, timing and counting each job under its trigger's name (`kind_of` maps a
-    job's dotted function name to it)."""
-
-    kind_of: Callable[[str], str] = staticmethod(lambda name: OTHER)
-
-    def perform_job(self, job: Any, queue: Any, *args: Any, **kwargs: Any) -> bool:
-        return observe_job(self.kind_of(job.func_name),
-                           lambda: super(MeteredWorker, self).perform_job(job, queue, *args,
-                                                                          **kwargs))
 
 
 class MeteredQueue:

@@ -18,11 +18,11 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from redis import Redis
-from rq import Queue
+from rq import Queue, SimpleWorker
 from rq.job import Job, JobStatus
 from rq.utils import get_call_string, now, utcformat
 
-from bot import keys
+from bot import keys, metrics
 from bot.logs import log_context
 
 log = logging.getLogger(__name__)
@@ -49,12 +49,6 @@ end
 redis.call('SADD', KEYS[4], KEYS[3])
 return 1
 """
-
-
-def delivery_claim(forge: str, delivery: str) -> str:
-    """The key a webhook delivery id is claimed under (`enqueue_once`), so a redelivery of the
-    same id within the claim's lifetime enqueues nothing."""
-    return keys.delivery(forge, delivery)
 
 
 class JobQueue(Protocol):
@@ -320,3 +314,15 @@ class EmbeddedJobQueue:
                     func(*args)
                 except Exception:  # a failed job must not stop the queue, as with RQ
                     log.exception("job %s (%s) failed", job_id, getattr(func, "__name__", func))
+
+
+class MeteredWorker(SimpleWorker):
+    """The RQ worker, timing and counting each job under its trigger's name (`kind_of` maps a
+    job's dotted function name to it)."""
+
+    kind_of: Callable[[str], str] = staticmethod(lambda name: metrics.OTHER)
+
+    def perform_job(self, job: Any, queue: Any, *args: Any, **kwargs: Any) -> bool:
+        return metrics.observe_job(self.kind_of(job.func_name),
+                           lambda: super(MeteredWorker, self).perform_job(job, queue, *args,
+                                                                          **kwargs))

@@ -28,6 +28,7 @@ from redis import Redis
 
 from bot import keys, tenancy
 from bot.config import Settings, load_settings
+from bot.logs import PROCESS_REDACTOR
 from bot.queue import EmbeddedJobQueue, JobQueue, RQJobQueue
 from bot.rollout.store import RolloutStore
 
@@ -216,8 +217,6 @@ def current() -> Services:
 
 def redactor() -> Any:
     """The process-wide redactor, knowing the settings' secrets and every token seen since."""
-    from bot.logs import PROCESS_REDACTOR
-
     if _current is not None:
         PROCESS_REDACTOR.add(*_current.settings.secrets())
     return PROCESS_REDACTOR

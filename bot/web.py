@@ -29,7 +29,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from bot import events, metrics, tenancy
+from bot import events, keys, metrics, tenancy
 from bot.body_gate import (
     RETRY_AFTER_S,
     UNVERIFIED_BODY_BUDGET_BYTES,
@@ -40,7 +40,6 @@ from bot.body_gate import (
 from bot.commands import mentions_command
 from bot.config import Settings
 from bot.deployments import load_deployment
-from bot.queue import delivery_claim
 from bot.repos import RepoEntry
 
 log = logging.getLogger(__name__)
@@ -272,7 +271,7 @@ def _accept(svc: EdgePorts, jobs: Jobs, forge: str, delivery: str, event: events
         job, reason = _job_for(jobs, event, entry)
         if job is None:
             return _answer(200, "ignored", reason=reason)
-        claim = delivery_claim(forge, delivery) if delivery else None
+        claim = keys.delivery(forge, delivery) if delivery else None
         job_id = svc.queue.enqueue_once(claim, svc.settings.delivery_ttl_s, job,
                                         dataclasses.replace(event, delivery=delivery))
     except RedisError:

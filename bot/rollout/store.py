@@ -145,8 +145,13 @@ class RolloutStore:
         members = self.redis.zrangebyscore(UNREPORTED_INDEX, "-inf", older_than, 0, limit)
         found = []
         for raw in members:
-            key, revision, seq = (raw.decode() if isinstance(raw, bytes) else raw).split("\n")
-            found.append((key, revision, int(seq)))
+            parts = (raw.decode() if isinstance(raw, bytes) else raw).split("\n")
+            if len(parts) != 3 or not parts[2].isdigit():
+                # Not written by `save` (app names are DNS labels, revisions hex): dropped, so
+                # one stray member cannot stop the sweep for every rollout.
+                self.redis.zrem(UNREPORTED_INDEX, raw)
+                continue
+            found.append((parts[0], parts[1], int(parts[2])))
         return found
 
     def postpone_unreported(self, key: str, revision: str, seq: int) -> None:

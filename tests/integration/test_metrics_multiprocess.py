@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rq import Queue
 
 from bot import metrics
+from bot.queue import MeteredWorker
 from tests.harness import payloads
 from tests.harness.processes import free_port, wait_until
 
@@ -107,7 +108,7 @@ def test_the_rq_worker_counts_and_times_each_job_under_its_kind(redis_client):
     before = [REGISTRY.get_sample_value("coalmine_jobs_total", x) or 0.0 for x in labels]
     timed = REGISTRY.get_sample_value("coalmine_job_duration_seconds_count", labels[0]) or 0.0
 
-    worker = metrics.MeteredWorker([queue], connection=redis_client)
+    worker = MeteredWorker([queue], connection=redis_client)
     worker.kind_of = lambda name: "probe" if name.startswith(__name__) else "other"
     worker.work(burst=True)
 

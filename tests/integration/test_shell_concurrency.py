@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 from redis import Redis
 
-from bot import services
+from bot import keys, services
 from bot.analysis.measure import BackgroundMeasurements, measure
 from bot.analysis.measurement import Measurement
 from bot.analysis.templates import AnalysisTemplate, MetricSpec
@@ -239,3 +239,11 @@ def test_a_reported_final_status_leaves_nothing_for_the_sweep(shell_services):
     rollout.dispatch(key, m.Abort("alice", "aborted by @alice"))
     assert store.load(key).state.phase == "Aborted"
     assert store.unreported(older_than=time.time() + 1) == []
+
+
+def test_a_stray_unreported_member_does_not_stop_the_sweep(shell_services):
+    svc = shell_services
+    store = RolloutStore(svc.redis)
+    svc.redis.zadd(keys.ROLLOUTS_UNREPORTED, {"not a member": 0, "k\nr\n7": 0})
+    assert store.unreported(older_than=time.time()) == [("k", "r", 7)]
+    assert svc.redis.zcard(keys.ROLLOUTS_UNREPORTED) == 1
