@@ -224,13 +224,7 @@ def _notes(state: RolloutState) -> list[str]:
     strategy = state.strategy
     where = f" in {code(strategy.source)}" if strategy.source else ""
     notes = []
-    if strategy.traffic_routing_ignored:
-        notes.append(
-            f"ℹ️ `trafficRouting`{where} is not supported yet: the canary weight is applied as "
-            "a share of replicas instead (canary pods = weight × replicas, so the split is "
-            "approximate)."
-        )
-    ignored = [name for name in strategy.ignored_fields if name != "trafficRouting"]
+    ignored = list(strategy.ignored_fields)
     if ignored:
         shown = ", ".join(code(name, _NAME) for name in ignored[:10])
         more = f" and {len(ignored) - 10} more" if len(ignored) > 10 else ""
