@@ -14,6 +14,7 @@ import pytest
 from bot.analysis.measurement import Measurement
 from bot.analysis.templates import AnalysisTemplate, MetricSpec
 from bot.refs import RepoRef
+from bot.report.rollout import render_rollout
 from bot.rollout import engine, specs, traffic
 from bot.rollout import model as m
 from bot.rollout.context import RolloutContext
@@ -202,3 +203,19 @@ def test_blue_green_errors_name_the_key(fields, message):
     with pytest.raises(ValueError) as caught:
         blue_green(**fields)
     assert f"rollout.yaml: spec.strategy.blueGreen.{message}" in str(caught.value)
+
+
+def test_the_pr_shows_which_services_carry_the_traffic():
+    world = World(blue_green(autoPromotionEnabled=False))
+    world.send(m.Start())
+    carried = world.record.context.traffic
+    assert carried == [
+        {"object": "Service shop/web-active", "detail": "selects the stable pods",
+         "canary_weight": 0},
+        {"object": "Service shop/web-preview", "detail": "selects the canary pods",
+         "canary_weight": 100},
+    ]
+    text = "\n".join(render_rollout(world.state, traffic=carried))
+    assert "**Blue-green rollout** of `bbbbbbb`" in text and "**preview**" in text
+    assert "**Traffic** is switched by the Services' selectors, as last written:" in text
+    assert "| `Service shop/web-active` | selects the stable pods | 0% |" in text
