@@ -76,6 +76,12 @@ class _Target:
     index: int
     label: str  # "route primary", "tls[0]"
 
+    @property
+    def quoted(self) -> str:
+        """For errors: "route 'primary'", "tls[0]"."""
+        name = self.label.removeprefix("route ")
+        return f"route '{name}'" if name != self.label else self.label
+
 
 @dataclass(frozen=True)
 class _Services:
@@ -233,7 +239,7 @@ def _check_destinations(key: ObjectKey, target: _Target, route: Obj, s: _Service
         wanted = (("host", s.canary, _host), ("host", s.stable, _host))
     for what, value, read in wanted:
         if not value or not any(read(d) == value for d in dests):
-            raise RouterError(f"{key.label}: {target.label} has no destination for "
+            raise RouterError(f"{key.label}: {target.quoted} has no destination for "
                               f"{what} '{value}'")
 
 
