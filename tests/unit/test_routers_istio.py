@@ -7,7 +7,6 @@ import copy
 import pytest
 import yaml
 
-from bot.rollout.fields import At
 from bot.rollout.routers import (
     HeaderMatch,
     HeaderRoute,
@@ -22,22 +21,13 @@ from bot.rollout.routers import (
     describe,
     desired,
     keep_live_traffic,
-    parse_traffic_routing,
     reads,
 )
+from tests.unit.routers_data import CTX, routing
 
-CTX = RouterContext(rollout="web", namespace="shop", canary_service="web-canary",
-                    stable_service="web-stable")
 SUBSET_CTX = RouterContext(rollout="web", namespace="shop", canary_service="",
                            stable_service="")
-AT = At("rollout.yaml", "spec.strategy.canary.trafficRouting")
 API = "networking.istio.io/v1alpha3"
-
-
-def routing(text: str, ctx: RouterContext = CTX):
-    return parse_traffic_routing(yaml.safe_load(text), AT,
-                                 canary_service=ctx.canary_service or None,
-                                 stable_service=ctx.stable_service or None)
 
 
 def vs_key(name: str, namespace: str = "shop") -> ObjectKey:

@@ -5,12 +5,10 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from bot.rollout.fields import At
 from bot.rollout.routers import (
     HeaderMatch,
     HeaderRoute,
     ObjectKey,
-    RouterContext,
     RouterError,
     RouterWeight,
     RouteState,
@@ -18,19 +16,10 @@ from bot.rollout.routers import (
     describe,
     desired,
     keep_live_traffic,
-    parse_traffic_routing,
     reads,
 )
 from bot.rollout.routers.nginx import canary_ingress_name
-
-CTX = RouterContext(rollout="web", namespace="shop", canary_service="web-canary",
-                    stable_service="web-stable")
-AT = At("rollout.yaml", "spec.strategy.canary.trafficRouting")
-
-
-def routing(text: str):
-    return parse_traffic_routing(yaml.safe_load(text), AT, canary_service="web-canary",
-                                 stable_service="web-stable")
+from tests.unit.routers_data import CTX, routing
 
 
 def ingress_key(name: str) -> ObjectKey:

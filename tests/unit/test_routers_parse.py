@@ -32,8 +32,8 @@ from bot.rollout.routers import (
     supports_header_routes,
     supports_mirror_routes,
 )
+from tests.unit.routers_data import AT
 
-AT = At("deploy/web/rollout.yaml", "spec.strategy.canary.trafficRouting")
 STEP = At("deploy/web/rollout.yaml", "spec.strategy.canary.steps[1].setHeaderRoute")
 MIRROR = At("deploy/web/rollout.yaml", "spec.strategy.canary.steps[2].setMirrorRoute")
 SERVICES = {"canary_service": "web-canary", "stable_service": "web-stable"}
