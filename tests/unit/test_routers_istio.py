@@ -487,9 +487,12 @@ def test_keep_live_traffic_on_a_live_object_that_predates_routing_is_at_stable()
 
 def test_keep_live_traffic_labels_the_destination_rule_subsets_and_ignores_other_objects():
     config = routing(SUBSET_LEVEL, SUBSET_CTX)
-    kept = keep_live_traffic(config, SUBSET_CTX, DESTRULE, None)
+    git = {**DESTRULE, "apiVersion": "networking.istio.io/v1"}
+    kept = keep_live_traffic(config, SUBSET_CTX, git, None)
     assert [s["labels"]["coalmine.dev/track"] for s in kept["spec"]["subsets"]] == [
         "canary", "stable"]
+    assert kept["apiVersion"] == "networking.istio.io/v1", "Git's version is kept"
+    assert "uid" not in kept["metadata"]
     service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web-vsvc"}}
     assert keep_live_traffic(config, SUBSET_CTX, service, None) is None
     elsewhere = copy.deepcopy(VSVC)

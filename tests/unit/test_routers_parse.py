@@ -231,6 +231,8 @@ REFUSED = [
      f"{P}.maxTrafficWeight", "only with nginx and plugins"),
     ("max weight zero", "nginx: {stableIngress: i}\nmaxTrafficWeight: 0", {},
      f"{P}.maxTrafficWeight", "must be >= 1"),
+    ("max weight on the Gateway API", ("plugins: {argoproj-labs/gatewayAPI: {httpRoute: r}}\n"
+     "maxTrafficWeight: 1000"), {}, f"{P}.maxTrafficWeight", "always splits out of 100"),
     ("managed routes not a list", "istio: {virtualService: {name: v}}\nmanagedRoutes: a", {},
      f"{P}.managedRoutes", "must be a list"),
     ("managed route without name", "istio: {virtualService: {name: v}}\nmanagedRoutes: [{}]",

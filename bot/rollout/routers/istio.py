@@ -120,7 +120,7 @@ def desired(
         dr_live = live.get(key)
         if dr_live is None:
             raise RouterError(f"{key.label}: not found")
-        out.append(_destination_rule(config, key, dr_live))
+        out.append(_destination_rule(config, key, apply_copy(dr_live, key)))
         canary_host = str(mapping(dr_live.get("spec")).get("host") or "") or canary_host
     for vs in config.virtual_services:
         key = vs_key(config, vs, ctx)
@@ -394,10 +394,10 @@ def _string_match(match: StringMatch) -> Obj:
 # --------------------------------------------------------------------------- DestinationRule
 
 
-def _destination_rule(config: IstioRouting, key: ObjectKey, live: Obj) -> Obj:
+def _destination_rule(config: IstioRouting, key: ObjectKey, obj: Obj) -> Obj:
+    """`obj` (a copy) with the canary and stable subsets selecting their tracks."""
     dr = config.destination_rule
     assert dr is not None
-    obj = apply_copy(live, key)
     tracks = {dr.canary_subset: "canary", dr.stable_subset: "stable"}
     subsets = []
     for subset in items(spec_of(obj).get("subsets")):
@@ -426,7 +426,7 @@ def keep_live_traffic(
 ) -> Obj | None:
     key = dr_key(config, ctx)
     if key is not None and is_object(git_obj, key, ctx.namespace):
-        return _destination_rule(config, key, git_obj)
+        return _destination_rule(config, key, apply_copy(git_obj))
     for vs in config.virtual_services:
         key = vs_key(config, vs, ctx)
         if not is_object(git_obj, key, ctx.namespace):

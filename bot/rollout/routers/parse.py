@@ -68,6 +68,9 @@ def parse_traffic_routing(
         if not isinstance(router, NginxRouting | GatewayApiRouting):
             max_at.fail("is supported only with nginx and plugins (Argo's rule)")
         max_weight = as_whole(raw["maxTrafficWeight"], max_at, 1)
+        if isinstance(router, GatewayApiRouting) and max_weight != 100:
+            max_at.fail(f"{max_weight}: the Gateway API plugin always splits out of 100 (it "
+                        "would write wrong or negative weights); remove it")
     return TrafficRouting(
         router=router,
         managed_routes=_managed_routes(raw.get("managedRoutes"), at.key("managedRoutes")),
