@@ -235,7 +235,9 @@ def test_stable_ingress_without_a_rule_to_the_stable_service_is_an_error():
           - host: shop.example.com
             http:
               paths:
-              - {path: /, pathType: Prefix, backend: {service: {name: shop-frontend, port: {number: 80}}}}
+              - path: /
+                pathType: Prefix
+                backend: {service: {name: shop-frontend, port: {number: 80}}}
           - host: files.example.com
     """)
     with pytest.raises(RouterError, match="Ingress shop/web-ingress: no rule routes to service "

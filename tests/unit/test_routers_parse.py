@@ -412,3 +412,40 @@ def test_step_route_with_no_managed_routes_says_none_are_listed():
     with pytest.raises(StrategyError) as caught:
         parse_header_route({"name": "a"}, STEP, ())
     assert "(listed: none)" in caught.value.reason
+
+
+def test_configs_and_states_hold_only_codec_safe_values_and_survive_a_round_trip():
+    """The engine's JSON codec stores dataclasses by class name, tuples as lists, plain values
+    as they are, and no dicts: a populated config and state come back equal."""
+    names = {cls.__name__: cls for cls in ALL_CLASSES}
+
+    def encode(value):
+        if dataclasses.is_dataclass(value):
+            return {"__type__": type(value).__name__, **{
+                f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)}}
+        if isinstance(value, tuple):
+            return [encode(v) for v in value]
+        assert value is None or isinstance(value, str | int | float | bool), value
+        return value
+
+    def decode(data):
+        if isinstance(data, list):
+            return tuple(decode(v) for v in data)
+        if isinstance(data, dict):
+            fields = {k: decode(v) for k, v in data.items() if k != "__type__"}
+            return names[data["__type__"]](**fields)
+        return data
+
+    values = [
+        parse("nginx: {stableIngress: i, additionalIngressAnnotations: {a: b}}\n"
+              "maxTrafficWeight: 200"),
+        parse("istio: {virtualServices: [{name: v, routes: [r], tlsRoutes: [{port: 443, "
+              "sniHosts: [h]}], tcpRoutes: [{port: 1}]}], destinationRule: {name: d, "
+              "canarySubsetName: c, stableSubsetName: s}}\nmanagedRoutes: [{name: m}]"),
+        parse("plugins: {argoproj-labs/gatewayAPI: {httpRoute: r}}"),
+        parse("smi: {rootService: web}"),
+        parse_mirror_route({"name": "mirror-route", "percentage": 5, "match": [
+            {"method": {"exact": "GET"}, "headers": {"a": {"regex": "b"}}}]}, MIRROR, MANAGED),
+    ]
+    for value in values:
+        assert decode(encode(value)) == value

@@ -44,7 +44,8 @@ def test_reads_the_split_named_after_the_rollout_by_default():
 
 @pytest.mark.parametrize(("weight", "stable"), [(0, "100"), (20, "80"), (100, "0")])
 def test_created_when_missing_with_the_stable_service_as_root(weight, stable):
-    assert desired(routing(SMI), CTX, {KEY: None}, RouteState(weight)) == [split(str(weight), stable)]
+    assert desired(routing(SMI), CTX, {KEY: None}, RouteState(weight)) == [
+        split(str(weight), stable)]
 
 
 def test_update_replaces_the_spec_and_keeps_the_metadata():
@@ -92,7 +93,8 @@ def test_keep_live_traffic_keeps_the_live_weights_or_starts_at_stable():
     git = split("50", "50", labels={"app": "web"})
     assert keep_live_traffic(routing(SMI), CTX, git, split("35", "65")) == split(
         "35", "65", labels={"app": "web"})
-    assert keep_live_traffic(routing(SMI), CTX, git, None) == split("0", "100", labels={"app": "web"})
+    assert keep_live_traffic(routing(SMI), CTX, git, None) == split(
+        "0", "100", labels={"app": "web"})
     other = split("50", "50")
     other["metadata"]["name"] = "payments"
     assert keep_live_traffic(routing(SMI), CTX, other, None) is None

@@ -24,19 +24,17 @@ import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from bot.rollout.routers.istio_managed import managed_routes, put_managed
 from bot.rollout.routers.model import (
     TRACK_LABEL,
-    HeaderRoute,
     IstioRouting,
     IstioVirtualService,
-    MirrorRoute,
     Obj,
     ObjectKey,
     RouterContext,
     RouterError,
     RouterWeight,
     RouteState,
-    StringMatch,
     TrafficRouting,
 )
 from bot.rollout.routers.objects import (
@@ -129,8 +127,10 @@ def desired(
             raise RouterError(f"{key.label}: not found")
         obj = apply_copy(vs_live, key)
         targets = _weighted(routing, config, vs, ctx, key, obj, state.weight)
-        managed = _managed_routes(routing, config, key, obj, targets, state, canary_host)
-        _put_managed(routing, obj, managed)
+        canary_subset = config.destination_rule.canary_subset if config.destination_rule else ""
+        managed = managed_routes(key, obj, _first_weighted(obj, targets), state, canary_host,
+                                 canary_subset)
+        put_managed(routing, obj, managed)
         out.append(obj)
     return out
 
@@ -158,6 +158,12 @@ def _weighted(
         _check_destinations(key, target, route, services)
         _set_weights(route, weight, services)
     return targets
+
+
+def _first_weighted(obj: Obj, targets: list[_Target]) -> list:
+    """The destinations of the first targeted http route, which managed routes copy."""
+    primary = next((t for t in targets if t.section == "http"), None)
+    return items(mapping(obj["spec"]["http"][primary.index]).get("route")) if primary else []
 
 
 def _targets(vs: IstioVirtualService, key: ObjectKey, spec: Obj) -> list[_Target]:
@@ -281,116 +287,6 @@ def _with_weight(dest: Obj, current: int, weight: int) -> Obj:
     return dest
 
 
-# ---------------------------------------------------------------------------- managed routes
-
-
-def _managed_routes(
-    routing: TrafficRouting,
-    config: IstioRouting,
-    key: ObjectKey,
-    obj: Obj,
-    targets: list[_Target],
-    state: RouteState,
-    canary_host: str,
-) -> list[Obj]:
-    active: list[HeaderRoute | MirrorRoute] = [
-        r for r in (*state.header_routes, *state.mirror_routes) if r.matches
-    ]
-    if not active:
-        return []
-    spec = spec_of(obj)
-    if not isinstance(spec.get("http"), list):
-        raise RouterError(f"{key.label}: has no http routes to put managed route "
-                          f"'{active[0].name}' beside")
-    primary = next((t for t in targets if t.section == "http"), None)
-    weighted = items(mapping(spec["http"][primary.index]).get("route")) if primary else []
-    canary_subset = config.destination_rule.canary_subset if config.destination_rule else ""
-    out = []
-    for route in active:
-        if isinstance(route, HeaderRoute):
-            out.append(_header_route(route, weighted, canary_host, canary_subset))
-        else:
-            if not weighted:
-                raise RouterError(f"{key.label}: has no weighted http route for mirror route "
-                                  f"'{route.name}' to copy")
-            out.append(_mirror_route(route, weighted, canary_host, canary_subset))
-    return out
-
-
-def _put_managed(routing: TrafficRouting, obj: Obj, managed: list[Obj]) -> None:
-    """Managed routes first, in managedRoutes order, then the other http routes."""
-    if not managed:
-        return
-    order = {name: i for i, name in enumerate(routing.managed_routes)}
-    managed = sorted(managed, key=lambda r: order.get(r["name"], len(order)))
-    spec = spec_of(obj)
-    spec["http"] = managed + spec["http"]
-
-
-def _port_number(weighted: list) -> int:
-    first = mapping(weighted[0]) if weighted else {}
-    return as_int(mapping(mapping(first.get("destination")).get("port")).get("number")) or 0
-
-
-def _canary_destination(host: str, subset: str, port: int) -> Obj:
-    dest: Obj = {"host": host}
-    if subset:
-        dest["subset"] = subset
-    if port > 0:
-        dest["port"] = {"number": port}
-    return dest
-
-
-def _header_route(route: HeaderRoute, weighted: list, host: str, subset: str) -> Obj:
-    return {
-        "name": route.name,
-        "match": [{"headers": {m.name: _string_match(m.value)}} for m in route.matches],
-        "route": [{"destination": _canary_destination(host, subset, _port_number(weighted)),
-                   "weight": 100}],
-    }
-
-
-def _mirror_route(route: MirrorRoute, weighted: list, host: str, subset: str) -> Obj:
-    matches = []
-    for match in route.matches:
-        entry: Obj = {}
-        if match.method is not None:
-            entry["method"] = _string_match(match.method)
-        if match.path is not None:
-            entry["uri"] = _string_match(match.path)
-        if match.headers:
-            entry["headers"] = {h.name: _string_match(h.value) for h in match.headers}
-        matches.append(entry)
-    return {
-        "name": route.name,
-        "match": matches,
-        "route": [_typed_destination(mapping(d)) for d in weighted],
-        "mirror": _canary_destination(host, subset, _port_number(weighted)),
-        "mirrorPercentage": {"value": 100 if route.percentage is None else route.percentage},
-    }
-
-
-def _typed_destination(dest: Obj) -> Obj:
-    """A weighted destination as Argo's typed copy keeps it: host, subset, port number and a
-    weight other than 0."""
-    inner = mapping(dest.get("destination"))
-    port = as_int(mapping(inner.get("port")).get("number")) or 0
-    out: Obj = {"destination": _canary_destination(str(inner.get("host") or ""),
-                                                   str(inner.get("subset") or ""), port)}
-    if not out["destination"]["host"]:
-        del out["destination"]["host"]
-    weight = as_int(dest.get("weight")) or 0
-    if weight:
-        out["weight"] = weight
-    return out
-
-
-def _string_match(match: StringMatch) -> Obj:
-    return {kind: value for kind, value in
-            (("exact", match.exact), ("regex", match.regex), ("prefix", match.prefix))
-            if value}
-
-
 # --------------------------------------------------------------------------- DestinationRule
 
 
@@ -438,7 +334,7 @@ def keep_live_traffic(
                        if mapping(r).get("name") in routing.managed_routes]
         obj = apply_copy(git_obj)
         _weighted(routing, config, vs, ctx, key, obj, weight)
-        _put_managed(routing, obj, managed)
+        put_managed(routing, obj, managed)
         return obj
     return None
 

@@ -50,7 +50,8 @@ def _keys(config: NginxRouting, ctx: RouterContext) -> list[tuple[ObjectKey, Obj
     return [
         (
             ObjectKey(INGRESS_API, "Ingress", ctx.namespace, stable),
-            ObjectKey(INGRESS_API, "Ingress", ctx.namespace, canary_ingress_name(ctx.rollout, stable)),
+            ObjectKey(INGRESS_API, "Ingress", ctx.namespace,
+                      canary_ingress_name(ctx.rollout, stable)),
         )
         for stable in config.stable_ingresses
     ]
