@@ -243,6 +243,10 @@ REFUSED = [
     ("managed route twice",
      "istio: {virtualService: {name: v}}\nmanagedRoutes: [{name: a}, {name: a}]",
      {}, f"{P}.managedRoutes[1].name", "listed twice"),
+    ("managed route also weighted",
+     ("istio: {virtualServices: [{name: v, routes: [primary, api]}]}\n"
+     "managedRoutes: [{name: header}, {name: api}]"),
+     {}, f"{P}.managedRoutes[1].name", "also a weighted route"),
     ("nginx both ingress keys", "nginx: {stableIngress: a, stableIngresses: [b]}", {},
      f"{P}.nginx.stableIngresses", "not both"),
     ("nginx no ingress", "nginx: {annotationPrefix: x}", {}, f"{P}.nginx.stableIngress",

@@ -71,11 +71,15 @@ def parse_traffic_routing(
         if isinstance(router, GatewayApiRouting) and max_weight != 100:
             max_at.fail(f"{max_weight}: the Gateway API plugin always splits out of 100 (it "
                         "would write wrong or negative weights); remove it")
-    return TrafficRouting(
-        router=router,
-        managed_routes=_managed_routes(raw.get("managedRoutes"), at.key("managedRoutes")),
-        max_traffic_weight=max_weight,
-    )
+    managed = _managed_routes(raw.get("managedRoutes"), at.key("managedRoutes"))
+    if isinstance(router, IstioRouting):
+        weighted = {route for vs in router.virtual_services for route in vs.routes}
+        for i, name in enumerate(managed):
+            if name in weighted:
+                at.key("managedRoutes").index(i).key("name").fail(
+                    f"'{name}' is also a weighted route in istio virtualService routes; managed "
+                    "routes are made and removed by the rollout, so give it another name")
+    return TrafficRouting(router=router, managed_routes=managed, max_traffic_weight=max_weight)
 
 
 def _check_services(
