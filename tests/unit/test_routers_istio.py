@@ -531,3 +531,11 @@ def test_describe_of_missing_or_unfit_objects_has_no_weight():
     assert describe(config, CTX, {vs_key("web-vsvc"): unfit}) == [
         RouterWeight("VirtualService shop/web-vsvc", "has no http route named 'secondary'",
                      None)]
+
+
+def test_describe_subset_level_reads_the_canary_subset_and_ignores_hostless_destinations():
+    config = routing(SUBSET_LEVEL, SUBSET_CTX)
+    _, live = desired(config, SUBSET_CTX, subset_live(), RouteState(20))
+    live["spec"]["http"][0]["route"].insert(0, {"destination": {"subset": "canary"}})
+    assert describe(config, SUBSET_CTX, subset_live(live)) == [
+        RouterWeight("VirtualService shop/web-vsvc", "route primary", 20)]

@@ -250,13 +250,17 @@ def _check_destinations(key: ObjectKey, target: _Target, route: Obj, s: _Service
 
 
 def _is_canary(dest: Obj, s: _Services) -> bool:
-    subset = _subset(dest)
-    return _host(dest) == s.canary or (subset != "" and subset == s.canary_subset)
+    return _is_track(dest, s.canary, s.canary_subset)
 
 
 def _is_stable(dest: Obj, s: _Services) -> bool:
-    subset = _subset(dest)
-    return _host(dest) == s.stable or (subset != "" and subset == s.stable_subset)
+    return _is_track(dest, s.stable, s.stable_subset)
+
+
+def _is_track(dest: Obj, service: str, subset: str) -> bool:
+    """By Service host, or by subset; a destination without a host is nobody's (Argo)."""
+    host = _host(dest)
+    return host != "" and (host == service or (subset != "" and _subset(dest) == subset))
 
 
 def _set_weights(route: Obj, weight: int, s: _Services) -> None:
