@@ -229,9 +229,13 @@ def _keep_traffic(cluster: Any, plan: CanaryPlan, objects: list[dict[str, Any]]
             live = cluster.get("v1", "Service", namespace, name)
             obj = traffic.pin_service(obj, traffic.pinned_track(live) or "stable")
         elif strategy.traffic is not None and router_ctx is not None:
-            key = routers.ObjectKey(obj.get("apiVersion", ""), obj.get("kind", ""), namespace,
-                                    name or "")
-            if key in routers.reads(strategy.traffic, router_ctx):
+            # Match by group, kind and name: Git may write another version of the API than
+            # the one the router reads (Istio's v1 vs v1alpha3); the router's version is read.
+            group = str(obj.get("apiVersion", "")).rpartition("/")[0]
+            key = next((k for k in routers.reads(strategy.traffic, router_ctx)
+                        if (k.api_version.rpartition("/")[0], k.kind, k.namespace, k.name)
+                        == (group, obj.get("kind"), namespace, name)), None)
+            if key is not None:
                 live = cluster.get(key.api_version, key.kind, key.namespace, key.name)
                 obj = routers.keep_live_traffic(strategy.traffic, router_ctx, obj, live) or obj
         kept.append(obj)

@@ -257,8 +257,8 @@ def _traffic(state: RolloutState, carried: Sequence[dict[str, Any]]) -> list[str
     elif strategy.blue_green is not None:
         lead = "**Traffic** is switched by the Services' selectors"
     else:
-        return ["", "**Traffic** follows pod counts: the canary's share of the pods behind the "
-                    "app's Service"]
+        return ["", ("**Traffic** follows pod counts: the canary's share of the pods behind the "
+                    "app's Service")]
     if not carried:
         return ["", f"{lead}; nothing written yet."]
     lines = ["", f"{lead}, as last written:", "", "| Object | Route | Canary weight |",

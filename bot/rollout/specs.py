@@ -58,6 +58,9 @@ def parse_canary(raw: dict[str, Any], at: At, *, workload: WorkloadRef, deadline
         traffic = routers.parse_traffic_routing(
             raw["trafficRouting"], at.key("trafficRouting"),
             canary_service=canary_service or None, stable_service=stable_service or None)
+    if traffic is not None and traffic.max_traffic_weight not in (None, 100):
+        at.key("trafficRouting.maxTrafficWeight").fail(
+            "only 100 is supported: Coalmine's weights are percentages")
     parsed = parse_steps(raw.get("steps"), at.key("steps"), traffic)
     dynamic = options.flag(raw.get("dynamicStableScale"), at.key("dynamicStableScale"), False)
     if dynamic and traffic is None:

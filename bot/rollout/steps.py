@@ -49,6 +49,14 @@ _UNSUPPORTED_STEPS = {
 }
 
 
+# The routers Argo's validation lets each managed-route step use (of those Coalmine drives).
+_ROUTE_STEPS_ON: dict[str, tuple[type, ...]] = {
+    "setHeaderRoute": (routers.IstioRouting, routers.GatewayApiRouting),
+    "setMirrorRoute": (routers.IstioRouting, routers.GatewayApiRouting),
+}
+_ROUTER_LABELS = {routers.IstioRouting: "istio", routers.GatewayApiRouting: "Gateway API plugin"}
+
+
 @dataclass(frozen=True)
 class ParsedSteps:
     """The steps Coalmine runs, and for each step of the YAML the index of its first one: a
@@ -197,6 +205,10 @@ def _modifier(kind: str, value: Any, at: At, traffic: TrafficRouting | None,
     if traffic is None:
         at.fail(f"{kind} needs spec.strategy.canary.trafficRouting with the route listed in "
                 "trafficRouting.managedRoutes")
+    allowed = _ROUTE_STEPS_ON[kind]
+    if not isinstance(traffic.router, allowed):
+        at.fail(f"{kind} is not possible with the {traffic.name} router (Argo allows it on "
+                f"{', '.join(_ROUTER_LABELS[r] for r in allowed)})")
     if kind == "setHeaderRoute":
         return SetHeaderRouteStep(routers.parse_header_route(value, at, traffic.managed_routes))
     return SetMirrorRouteStep(routers.parse_mirror_route(value, at, traffic.managed_routes))

@@ -184,3 +184,26 @@ def test_canary_field_errors_name_the_key(field, value, message):
         parse_rollout(doc, source="r.yaml")
     assert message in str(caught.value)
     assert str(caught.value).startswith("r.yaml: Rollout web: spec.strategy.canary.")
+
+
+@pytest.mark.parametrize(("routing", "step", "message"), [
+    ({"nginx": {"stableIngress": "web"}, "managedRoutes": [{"name": "h"}]},
+     {"setHeaderRoute": {"name": "h", "match": [{"headerName": "x", "headerValue": {
+         "exact": "1"}}]}},
+     "steps[0].setHeaderRoute: setHeaderRoute is not possible with the nginx router (Argo "
+     "allows it on istio, Gateway API plugin)"),
+    ({"smi": {}, "managedRoutes": [{"name": "m"}]},
+     {"setMirrorRoute": {"name": "m", "match": [{"method": {"exact": "GET"}}]}},
+     "steps[0].setMirrorRoute: setMirrorRoute is not possible with the smi router"),
+    ({"nginx": {"stableIngress": "web"}, "maxTrafficWeight": 1000}, {"setWeight": 10},
+     "trafficRouting.maxTrafficWeight: only 100 is supported"),
+])
+def test_route_steps_need_a_router_that_has_them(routing, step, message):
+    doc = yaml.safe_load(ROLLOUT)
+    canary = doc["spec"]["strategy"]["canary"]
+    canary["trafficRouting"] = routing
+    canary["steps"] = [step]
+    canary.pop("analysis")
+    with pytest.raises(StrategyError) as caught:
+        parse_rollout(doc, source="r.yaml")
+    assert str(caught.value).startswith("r.yaml: Rollout web: spec.strategy.canary." + message)
