@@ -190,8 +190,8 @@ def test_canary_field_errors_name_the_key(field, value, message):
     ({"nginx": {"stableIngress": "web"}, "managedRoutes": [{"name": "h"}]},
      {"setHeaderRoute": {"name": "h", "match": [{"headerName": "x", "headerValue": {
          "exact": "1"}}]}},
-     "steps[0].setHeaderRoute: setHeaderRoute is not possible with the nginx router (Argo "
-     "allows it on istio, Gateway API plugin)"),
+     ("steps[0].setHeaderRoute: setHeaderRoute is not possible with the nginx router (Argo "
+     "allows it on istio, Gateway API plugin)")),
     ({"smi": {}, "managedRoutes": [{"name": "m"}]},
      {"setMirrorRoute": {"name": "m", "match": [{"method": {"exact": "GET"}}]}},
      "steps[0].setMirrorRoute: setMirrorRoute is not possible with the smi router"),
