@@ -126,22 +126,22 @@ def strategy_facts(rollout: dict[str, Any]) -> tuple[str, list[str]]:
     """("canary, trafficRouting: istio" or "blueGreen" ..., the step kinds it uses)."""
     spec = rollout.get("spec") or {}
     strategy = spec.get("strategy") or {}
-    if "blueGreen" in strategy:
-        return "blueGreen", []
+    both = "blueGreen and " if "blueGreen" in strategy else ""  # the spec page shows both
     if "canary" not in strategy:
-        return f"other ({', '.join(sorted(strategy)) or 'none'})", []
+        return ("blueGreen" if both else f"other ({', '.join(sorted(strategy)) or 'no strategy'})"), []
     canary = strategy["canary"] or {}
     steps = [key for step in canary.get("steps") or [] if isinstance(step, dict) for key in step]
     routing = canary.get("trafficRouting")
     if not routing:
-        return "canary without trafficRouting", steps
+        return f"{both}canary without trafficRouting", steps
     routers = []
     for key, value in sorted(routing.items()):
         if key == "plugins":
             routers += [f"plugins/{name}" for name in sorted(value or {})]
         elif key not in NOT_ROUTERS:
             routers.append(key)
-    return f"canary, trafficRouting: {' + '.join(routers) or 'none'}", steps
+    shown = " + ".join(routers) or f"no router ({', '.join(sorted(routing))} only)"
+    return f"{both}canary, trafficRouting: {shown}", steps
 
 
 def index_text(facts: dict[str, Any]) -> str:
