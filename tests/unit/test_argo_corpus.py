@@ -115,7 +115,11 @@ def app_objects(path: str) -> list[Obj]:
 def plan(case: Case) -> StrategyError | ManifestError | None:
     """None when the app is accepted, else the error that refuses it."""
     try:
-        split(app_objects(case.path), CorpusApp(name=Path(case.path).stem, path=case.path))
+        objects = app_objects(case.path)
+        # Every object named after the app's file (siblings' templates included), as
+        # render_sourced would name a one-file app's.
+        split(objects, CorpusApp(name=Path(case.path).stem, path=case.path),
+              [case.path] * len(objects))
     except (StrategyError, ManifestError) as error:
         return error
     return None
