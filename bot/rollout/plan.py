@@ -76,6 +76,14 @@ def split(objects: list[Obj], app: AppSpec,
         ref = (doc.get("spec") or {}).get("workloadRef") or {}
         rest = [o for o in rest if not (o.get("kind") == "Deployment"
                                         and o["metadata"]["name"] == ref.get("name"))]
+        clash = next((o for o in rest if o.get("kind") == "Deployment"
+                      and o["metadata"]["name"] == workload["metadata"]["name"]), None)
+        if clash is not None:
+            raise StrategyError(
+                source, f"Rollout {workload['metadata']['name']}",
+                f"Coalmine runs the Rollout as Deployment '{workload['metadata']['name']}', "
+                f"which {source_of.get(id(clash), folder)} also declares; remove one of them "
+                "(or point spec.workloadRef at it)")
         where = (f"{source}: Rollout {workload['metadata']['name']}", strategy.source_key)
     elif app.canary is not None:
         strategy = app.canary

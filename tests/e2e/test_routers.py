@@ -146,6 +146,7 @@ class Setup:
                                          "name: shop\n",
             "deploy/web/rollout.yaml": rollout("registry.example/web:1.0", router, steps),
             "deploy/web/network.yaml": SERVICES + ROUTERS[router][1],
+            "deploy/web/deployment.yaml": None,  # the world's plain Deployment: the Rollout's now
         })
         w.allow(world, "alice", "write")
 

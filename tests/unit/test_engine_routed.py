@@ -12,6 +12,7 @@ from bot.rollout import engine, routers, traffic
 from bot.rollout import model as m
 from bot.rollout.argo_rollout import parse_rollout
 from bot.rollout.fields import StrategyError
+from bot.rollout.plan import split
 
 ROUTING = routers.TrafficRouting(router=None, managed_routes=("header", "mirror"))
 
@@ -207,3 +208,23 @@ def test_route_steps_need_a_router_that_has_them(routing, step, message):
     with pytest.raises(StrategyError) as caught:
         parse_rollout(doc, source="r.yaml")
     assert str(caught.value).startswith("r.yaml: Rollout web: spec.strategy.canary." + message)
+
+
+def test_a_rollout_and_a_deployment_of_the_same_name_are_refused():
+    class App:
+        name, path, namespace, canary = "web", "deploy/web", "shop", None
+
+    rollout = yaml.safe_load(ROLLOUT)
+    del rollout["spec"]["strategy"]["canary"]["trafficRouting"]
+    del rollout["spec"]["strategy"]["canary"]["steps"][1]
+    rollout["spec"]["strategy"]["canary"].pop("analysis")
+    for name in ("canaryService", "stableService"):
+        rollout["spec"]["strategy"]["canary"].pop(name)
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+                  "spec": {}}
+    with pytest.raises(StrategyError) as caught:
+        split([rollout, deployment], App(), ["deploy/web/rollout.yaml", "deploy/web/old.yaml"])
+    assert str(caught.value) == (
+        "deploy/web/rollout.yaml: Rollout web: Coalmine runs the Rollout as Deployment 'web', "
+        "which deploy/web/old.yaml also declares; remove one of them (or point "
+        "spec.workloadRef at it)")
