@@ -98,7 +98,7 @@ def split(objects: list[Obj], app: AppSpec,
         where = (".coalmine.yaml", strategy.source_key)
     else:
         return rest, None
-    argo_templates.check_template_refs(strategy, templates)
+    argo_templates.check_template_refs(strategy, templates, where[0])
     workload = {**workload, "metadata": {**workload["metadata"]}}
     workload["metadata"].setdefault("namespace", app.namespace)
     workload = traffic.with_rolling_update(workload, strategy.max_surge, strategy.max_unavailable)

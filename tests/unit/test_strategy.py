@@ -560,7 +560,7 @@ METRIC = "  metrics:\n  - name: m\n    provider: {prometheus: {query: up}}\n"
     ],
 )
 def test_template_errors_name_file_key_and_reason(spec, message):
-    assert template_error(spec) == f"deploy/web/analysis.yaml: {message}"
+    assert template_error(spec) == f"deploy/web/analysis.yaml: AnalysisTemplate t: {message}"
 
 
 def test_count_may_be_a_placeholder_or_a_string_number():
