@@ -142,11 +142,11 @@ def parse_analysis_templates(docs: Iterable[tuple[str, Any]]) -> tuple[AnalysisT
 
 
 def check_template_refs(strategy: CanaryStrategy, templates: Iterable[AnalysisTemplate],
-                        where: str | None = None) -> None:
+                        document: str | None = None) -> None:
     """Fail at load time when a step or the background analysis names a missing template.
-    `where` labels the strategy's document (`file: Rollout web`); the file by default."""
+    `document` labels the strategy's document (`file: Rollout web`); the file by default."""
     known = {(t.name, t.cluster_scope) for t in templates}
-    at = At(where or strategy.source, strategy.source_key)
+    at = At(document or strategy.source, strategy.source_key)
     uses: list[tuple[At, tuple[TemplateRef, ...]]] = []
     for i, step in enumerate(strategy.steps):
         if not isinstance(step, AnalysisStep):
