@@ -11,6 +11,7 @@ out once the lock is released, so slow I/O never holds a rollout.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -24,6 +25,7 @@ from bot.rollout import model as m
 from bot.rollout.context import RolloutContext
 from bot.rollout.store import RolloutRecord
 
+log = logging.getLogger(__name__)
 MAX_FOLLOW_UPS = 200  # a guard against an engine/shell loop, never reached in practice
 Obj = dict[str, Any]
 
@@ -102,6 +104,10 @@ class Shell:
     def execute(self, action: m.Action) -> list[m.Event]:
         if isinstance(action, m.SetWeight):
             return self.set_weight(action.weight)
+        if isinstance(action, m.StartExperiment):
+            return self.start_experiment(action.step)
+        if isinstance(action, m.StopExperiment):
+            return self.stop_experiment(action.step)
         if isinstance(action, m.RestoreStable):
             return self.restore_stable(action.remove_canary)
         if isinstance(action, m.RemoveCanary):
@@ -169,6 +175,39 @@ class Shell:
             return [m.WorkloadHealth(False, f"the cluster refused the change: {exc}", weight)]
         return [self.health_event(completing=False)]
 
+    def _experiment(self, index: int) -> tuple[m.ExperimentTemplate, ...]:
+        step = self.state.strategy.steps[index] if index < len(self.state.strategy.steps) \
+            else None
+        return step.templates if isinstance(step, m.ExperimentStep) else ()
+
+    def _experiment_objects(self, index: int) -> list[Obj]:
+        ctx = self.context
+        return [traffic.experiment_of(ctx.stable if t.spec_ref == "stable" else ctx.deployment,
+                                      t, self.state.revision)
+                for t in self._experiment(index)]
+
+    def start_experiment(self, index: int) -> list[m.Event]:
+        """The experiment's Deployments, then their health (the analyses start once ready)."""
+        try:
+            for obj in self._experiment_objects(index):
+                self._apply(obj, self.state.revision)
+        except ClusterError as exc:
+            return [m.WorkloadHealth(False, f"the cluster refused the experiment: {exc}",
+                                     self.state.weight)]
+        return [self.health_event(completing=False)]
+
+    def stop_experiment(self, index: int) -> list[m.Event]:
+        """Remove the experiment's Deployments; a refusal is left to the next removal (the
+        rollout's end removes them again) rather than failing the step that follows."""
+        for obj in self._experiment_objects(index):
+            try:
+                self.cluster.delete("apps/v1", "Deployment", self.context.namespace,
+                                    obj["metadata"]["name"])
+            except ClusterError as exc:
+                log.warning("experiment Deployment %s not removed yet: %s",
+                            obj["metadata"]["name"], exc)
+        return []
+
     def restore_stable(self, remove_canary: bool | None = None) -> list[m.Event]:
         """Stable back to its own template at full size, traffic back to it, then the canary
         gone (unless its scale-down is delayed: the engine's `scale_down_delay`).
@@ -224,6 +263,11 @@ class Shell:
             if not completing and canary_n > 0:
                 checks.append(("canary", self.cluster.get("apps/v1", "Deployment",
                                                           ctx.namespace, self._canary().name)))
+            if not completing and self.state.phase in ("Progressing", "Paused"):
+                for obj in self._experiment_objects(self.state.step_index):
+                    name = obj["metadata"]["name"]
+                    checks.append((f"experiment {name}", self.cluster.get(
+                        "apps/v1", "Deployment", ctx.namespace, name)))
         except ClusterError as exc:
             return m.WorkloadHealth(False, f"cluster unreachable: {exc}", self.state.weight)
         problems = []

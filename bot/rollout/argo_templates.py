@@ -32,7 +32,7 @@ from bot.rollout.fields import (
     manifest_name,
     reject_dry_run,
 )
-from bot.rollout.model import AnalysisStep, CanaryStrategy, TemplateRef
+from bot.rollout.model import AnalysisStep, CanaryStrategy, ExperimentStep, TemplateRef
 
 TEMPLATE_KINDS = ("AnalysisTemplate", "ClusterAnalysisTemplate")
 
@@ -143,29 +143,34 @@ def parse_analysis_templates(docs: Iterable[tuple[str, Any]]) -> tuple[AnalysisT
 
 def check_template_refs(strategy: CanaryStrategy, templates: Iterable[AnalysisTemplate],
                         document: str | None = None) -> None:
-    """Fail at load time when a step or the background analysis names a missing template.
-    `document` labels the strategy's document (`file: Rollout web`); the file by default."""
+    """Fail at load time when a step, the background analysis or an experiment names a
+    missing template. `document` labels the strategy's document (`file: Rollout web`); the file
+    by default."""
     known = {(t.name, t.cluster_scope) for t in templates}
     at = At(document or strategy.source, strategy.source_key)
-    uses: list[tuple[At, tuple[TemplateRef, ...]]] = []
+    uses: list[tuple[At, TemplateRef]] = []  # (the templateName key, what it names)
     for i, step in enumerate(strategy.steps):
-        if not isinstance(step, AnalysisStep):
-            continue
-        if strategy.blue_green is not None:  # compiled steps: name the YAML's own key
-            key = "prePromotionAnalysis" if step.label.startswith("pre") else \
-                "postPromotionAnalysis"
-            uses.append((at.key(f"{key}.templates"), step.templates))
-        else:
-            uses.append((at.key("steps").index(i).key("analysis.templates"), step.templates))
+        if isinstance(step, AnalysisStep):
+            if strategy.blue_green is not None:  # compiled steps: name the YAML's own key
+                key = "prePromotionAnalysis" if step.label.startswith("pre") else \
+                    "postPromotionAnalysis"
+                where = at.key(f"{key}.templates")
+            else:
+                where = at.key("steps").index(i).key("analysis.templates")
+            uses += [(where.index(j).key("templateName"), ref)
+                     for j, ref in enumerate(step.templates)]
+        elif isinstance(step, ExperimentStep):
+            where = at.key("steps").index(i).key("experiment.analyses")
+            uses += [(where.index(j).key("templateName"), analysis.template)
+                     for j, analysis in enumerate(step.analyses)]
     if strategy.analysis is not None:
-        uses.append((at.key("analysis.templates"), strategy.analysis.templates))
-    for where, refs in uses:
-        for j, ref in enumerate(refs):
-            if (ref.name, ref.cluster_scope) not in known:
-                kind = "ClusterAnalysisTemplate" if ref.cluster_scope else "AnalysisTemplate"
-                where.index(j).key("templateName").fail(
-                    f"{kind} '{ref.name}' not found among the app's manifests"
-                )
+        where = at.key("analysis.templates")
+        uses += [(where.index(j).key("templateName"), ref)
+                 for j, ref in enumerate(strategy.analysis.templates)]
+    for where, ref in uses:
+        if (ref.name, ref.cluster_scope) not in known:
+            kind = "ClusterAnalysisTemplate" if ref.cluster_scope else "AnalysisTemplate"
+            where.fail(f"{kind} '{ref.name}' not found among the app's manifests")
 
 
 # ------------------------------------------------------------------------------ metrics

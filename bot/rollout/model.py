@@ -85,8 +85,39 @@ class SetMirrorRouteStep:
     route: MirrorRoute
 
 
+@dataclass(frozen=True)
+class ExperimentTemplate:
+    """One set of pods an experiment runs: the stable's or the canary's pod template
+    (`spec_ref`), as Deployment `<workload>-exp-<name>` with `replicas` pods, its pods labelled
+    `coalmine.dev/track: experiment` and `coalmine.dev/experiment: <name>`."""
+
+    name: str
+    spec_ref: Literal["stable", "canary"]
+    replicas: int = 1
+    labels: tuple[tuple[str, str], ...] = ()  # the template's extra pod labels (metadata)
+
+
+@dataclass(frozen=True)
+class ExperimentAnalysis:
+    name: str
+    template: TemplateRef
+    args: tuple[Arg, ...] = ()
+    required_for_completion: bool = False
+
+
+@dataclass(frozen=True)
+class ExperimentStep:
+    """Argo's experiment step: pods beside the canary (a baseline from the stable template,
+    say) judged by analyses; the step ends after `duration`, or when the analyses finish."""
+
+    templates: tuple[ExperimentTemplate, ...]
+    analyses: tuple[ExperimentAnalysis, ...] = ()
+    duration: float | None = None  # seconds
+
+
 Step = (
-    SetWeightStep
+    ExperimentStep
+    | SetWeightStep
     | PauseStep
     | AnalysisStep
     | SetCanaryScaleStep
@@ -248,6 +279,7 @@ class RolloutState:
     # A finished rollout's canary waiting out its scale-down delay (Argo's
     # scaleDownDelaySeconds / abortScaleDownDelaySeconds): RemoveCanary is due then.
     scale_down_at: float | None = None
+    experiment_ready_at: float | None = None  # when the current experiment's pods were ready
     step_started_at: float | None = None
     pause_started_at: float | None = None
     awaiting_health: bool = False  # SetWeight/Complete issued, WorkloadHealth not yet ok
@@ -408,6 +440,21 @@ class RestoreStable:
 
 
 @dataclass(frozen=True)
+class StartExperiment:
+    """Run the current experiment step's pods (Deployments `<workload>-exp-<template>`), then
+    report WorkloadHealth for them like SetWeight."""
+
+    step: int
+
+
+@dataclass(frozen=True)
+class StopExperiment:
+    """Delete the pods of the experiment step `step` (it ended, or the rollout did)."""
+
+    step: int
+
+
+@dataclass(frozen=True)
 class RemoveCanary:
     """Delete the canary workload (a newer merge applied its template to stable directly)."""
 
@@ -469,7 +516,9 @@ class CommandRejected:
 
 
 Action = (
-    SetWeight
+    StartExperiment
+    | StopExperiment
+    | SetWeight
     | RestoreStable
     | RemoveCanary
     | Measure
@@ -496,6 +545,9 @@ _CLASSES: dict[str, type] = {
         SetCanaryScaleStep,
         SetHeaderRouteStep,
         SetMirrorRouteStep,
+        ExperimentTemplate,
+        ExperimentAnalysis,
+        ExperimentStep,
         BackgroundAnalysis,
         WorkloadRef,
         PodMetadata,
@@ -523,6 +575,8 @@ _CLASSES: dict[str, type] = {
         Pause,
         Resume,
         NewRevision,
+        StartExperiment,
+        StopExperiment,
         SetWeight,
         RestoreStable,
         RemoveCanary,
