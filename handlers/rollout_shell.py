@@ -146,8 +146,15 @@ class Shell:
         return traffic.canary_ref(self.context.deployment, self.context.namespace)
 
     def _delete_canary(self) -> None:
+        """The canary, and the baseline that lives and dies with it."""
         canary = self._canary()
         self.cluster.delete(canary.api_version, canary.kind, canary.namespace, canary.name)
+        if self.state.strategy.baseline:
+            self.cluster.delete("apps/v1", "Deployment", canary.namespace,
+                                self._baseline_name())
+
+    def _baseline_name(self) -> str:
+        return self.context.deployment["metadata"]["name"] + traffic.BASELINE_SUFFIX
 
     def _apply(self, obj: dict[str, Any], revision: str | None) -> None:
         ctx = self.context
@@ -165,6 +172,9 @@ class Shell:
             if canary_n > 0:
                 self._apply(traffic.canary_of(ctx.deployment, canary_n, self.state.revision,
                                               strategy.canary_metadata), self.state.revision)
+                if strategy.baseline:
+                    self._apply(traffic.baseline_of(ctx.stable, canary_n, self.state.revision),
+                                self.state.revision)
             elif not strategy.routed:
                 self._delete_canary()
             if not strategy.routed:
@@ -263,6 +273,9 @@ class Shell:
             if not completing and canary_n > 0:
                 checks.append(("canary", self.cluster.get("apps/v1", "Deployment",
                                                           ctx.namespace, self._canary().name)))
+                if strategy.baseline:
+                    checks.append(("baseline", self.cluster.get(
+                        "apps/v1", "Deployment", ctx.namespace, self._baseline_name())))
             if not completing and self.state.phase in ("Progressing", "Paused"):
                 for obj in self._experiment_objects(self.state.step_index):
                     name = obj["metadata"]["name"]

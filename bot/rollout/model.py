@@ -192,6 +192,9 @@ class CanaryStrategy:
     max_surge: int | str | None = None  # the Deployments' rollingUpdate, as Argo's IntOrString
     max_unavailable: int | str | None = None
     min_pods_per_replica_set: int | None = None  # floor of a routed track's non-zero count
+    # `.coalmine.yaml` only: a baseline Deployment `<name>-baseline` from the stable template,
+    # as many pods as the canary at every step, so the judge compares like with like.
+    baseline: bool = False
     canary_metadata: PodMetadata | None = None  # blue-green: the preview's
     stable_metadata: PodMetadata | None = None  # blue-green: the active's
 

@@ -140,6 +140,22 @@ def experiment_of(deployment: Obj, template: ExperimentTemplate, revision: str) 
     return obj
 
 
+BASELINE_SUFFIX = "-baseline"
+
+
+def baseline_of(stable: Obj, replicas: int, revision: str) -> Obj:
+    """The baseline Deployment `<name>-baseline`: the stable's pod template at `replicas` pods,
+    labelled `coalmine.dev/track: baseline` (a fresh copy of the old version, so the judge
+    compares the canary with pods as young as it is)."""
+    obj = canary_of(stable, replicas, revision)
+    obj = _with_track(obj, "baseline")
+    meta = obj["metadata"]
+    meta["name"] = stable["metadata"]["name"] + BASELINE_SUFFIX
+    meta["labels"][TRACK_LABEL] = "baseline"
+    (meta.get("annotations") or {}).pop(TEMPLATE_HASH_ANNOTATION, None)
+    return obj
+
+
 def stable_at(live_stable: Obj, replicas: int) -> Obj:
     """The live stable Deployment as an apply object (server-set fields dropped) at `replicas`.
 

@@ -3,6 +3,9 @@ their analyses, removed when the step ends, the rollout aborts or completes."""
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
 import yaml
 
 from bot.analysis.measurement import Measurement
@@ -13,6 +16,7 @@ from bot.rollout import model as m
 from bot.rollout.argo_rollout import parse_rollout
 from bot.rollout.context import RolloutContext
 from bot.rollout.store import RolloutRecord
+from bot.rollout.strategy import StrategyError, parse_canary_config
 from handlers.rollout_shell import Shell, run
 from tests.fakes.cluster import FakeCluster, FakeRecordStore
 
@@ -162,3 +166,47 @@ def test_an_unready_experiment_is_waited_for_before_its_analyses_start():
     assert world.state.step_run is not None
     assert engine.describe_step(world.state.strategy.steps[1]) == \
         "experiment baseline, canary for 1m"
+
+
+# ------------------------------------------------------------------ `.coalmine.yaml` baseline
+
+def baseline_world() -> World:
+    world = World()
+    strategy = parse_canary_config(
+        {"workload": "Deployment/web", "baseline": True,
+         "steps": [{"setWeight": 25}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}]},
+        source=".coalmine.yaml", key="apps[0].canary")
+    world.record = RolloutRecord(dataclasses.replace(world.state, strategy=strategy),
+                                 world.record.context)
+    return world
+
+
+def test_a_baseline_runs_the_stable_template_sized_like_the_canary():
+    world = baseline_world()
+    world.send(m.Start())
+    baseline = world.cluster.objects["web-baseline"]
+    assert baseline["spec"]["template"]["spec"]["containers"][0]["image"] == "web:1"
+    assert baseline["spec"]["selector"]["matchLabels"][traffic.TRACK_LABEL] == "baseline"
+    assert world.cluster.replicas("web-baseline") == world.cluster.replicas("web-canary") == 1
+    world.send(m.Promote("alice"))
+    assert world.cluster.replicas("web-baseline") == world.cluster.replicas("web-canary") == 2
+    world.send(m.Promote("alice"))
+    assert world.state.phase == "Promoted"
+    assert "web-baseline" not in world.cluster.objects
+
+
+def test_a_baseline_goes_with_the_canary_at_an_abort():
+    world = baseline_world()
+    world.send(m.Start())
+    world.send(m.Abort(user="bob"))
+    assert "web-baseline" not in world.cluster.objects and "web-canary" not in \
+        world.cluster.objects
+
+
+def test_a_baseline_is_refused_under_a_router():
+    with pytest.raises(StrategyError) as caught:
+        parse_canary_config(
+            {"workload": "Deployment/web", "baseline": True, "canaryService": "c",
+             "stableService": "s", "trafficRouting": {"smi": {}}, "steps": []},
+            source=".coalmine.yaml", key="apps[0].canary")
+    assert str(caught.value).startswith(".coalmine.yaml: apps[0].canary.baseline: a baseline")
