@@ -149,7 +149,8 @@ def deploy_app(
                                  source=app.path, default_namespace=app.namespace)
     if broken:
         return AppOutcome(
-            "failure", f"content rules: {len(broken)} violation(s); nothing applied: {broken[0]}",
+            "failure", f"content rules: {len(broken)} violation(s), nothing applied: "
+                       f"{broken[0].rule} ({broken[0].object})",
             error="; ".join(map(str, broken)), error_title="Refused by the content rules"), None
     try:
         if plan is not None:

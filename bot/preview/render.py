@@ -129,7 +129,9 @@ def _essentials(app: AppPreview) -> list[str]:
         lines += ["", "Content rules in force: " + ", ".join(code(r) for r in
                                                               app.rules_in_force)]
     if app.plan:
-        lines += ["", "**What the merge will do:**", ""]
+        heading = ("What the merge would do once the checks above pass" if app.failed else
+                   "What the merge will do")
+        lines += ["", f"**{heading}:**", ""]
         lines += [("  - " if line[:1].isdigit() else "- ") + escape(line, 600)
                   for line in app.plan]
     listed = [c for action in ACTIONS if action != "unchanged"
