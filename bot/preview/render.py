@@ -217,11 +217,18 @@ def _unchanged_fold(app: AppPreview) -> list[str]:
 
 def _value(value: Any) -> str:
     text = json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
-    return text if len(text) <= VALUE_CHARS else text[: VALUE_CHARS - 1] + "…"
+    text = text if len(text) <= VALUE_CHARS else text[: VALUE_CHARS - 1] + "…"
+    return _no_marker(text)
 
 
 def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+    return _no_marker(" ".join(str(text).split()))
+
+
+def _no_marker(text: str) -> str:
+    """No HTML comment can open inside a fenced value, so no text from the PR can carry a
+    marker the bot looks for."""
+    return text.replace("<!--", "<!\u200b--")
 
 
 def _fence(lines: list[str]) -> str:
