@@ -45,7 +45,7 @@ from bot.preview.plan import merge_plan
 from bot.preview.render import MARKER, status_line
 from bot.preview.render import render as render_comment
 from bot.refs import RepoRef
-from bot.report import status
+from bot.report import comment, status
 from bot.rollout import traffic
 from bot.rollout.plan import split
 from bot.rollout.strategy import StrategyError
@@ -343,7 +343,8 @@ class AdapterClusters:
 
 @dataclasses.dataclass(frozen=True)
 class AdapterReport:
-    """Statuses through the outbox (retried, never posted twice); the comment by its marker."""
+    """Statuses through the outbox (retried, never posted twice); the comment under the PR's
+    comment lock, found by its own marker, not sent again when unchanged (bot.report.comment)."""
 
     svc: services.Services
 
@@ -353,4 +354,4 @@ class AdapterReport:
                            None)
 
     def comment(self, repo: RepoRef, number: int, body: str) -> None:
-        self.svc.forge(repo).upsert_comment(repo, number, MARKER, body)
+        comment.publish_body(self.svc.redis, self.svc.forge(repo), repo, number, MARKER, body)
