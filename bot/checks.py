@@ -26,7 +26,7 @@ import yaml
 
 from bot.config import REPO_CONFIG_FILE, AppConfig, Settings, load_settings, parse_repo_config
 from bot.errors import ConfigError, ManifestError
-from bot.manifests import render
+from bot.manifests import render_sourced
 from bot.policy import Policy, Violation, check, scope_judge
 from bot.rollout.fields import StrategyError
 from bot.rollout.plan import split
@@ -181,14 +181,14 @@ def _check_app(root: Path, source: str, index: int, app: AppConfig,
     key = f"apps[{index}]"
     findings = [] if policy is None else _app_policy(source, key, app, policy)
     try:
-        objects = render(root, app.path)
+        sourced = render_sourced(root, app.path)
     except ManifestError as exc:
         if not (root / app.path).exists():
             return [*findings, Finding(source, f"{key}.path",
                                        f"{app.path!r} does not exist in this checkout")]
         return [*findings, _manifest_finding(str(exc), app.path)]
     try:
-        rest, plan = split(objects, app)
+        rest, plan = split([o for o, _ in sourced], app, [f for _, f in sourced])
     except StrategyError as exc:
         return [*findings, Finding(exc.file, exc.key_path, exc.reason)]
     if policy is not None:

@@ -305,7 +305,7 @@ class RepoConfig:
 
 
 _APP_KEYS = {"name", "path", "namespace", "cluster", "prune", "healthTimeoutSeconds", "canary",
-             "rules"}
+             "blueGreen", "rules"}
 
 
 def parse_repo_config(
@@ -363,17 +363,23 @@ def parse_repo_config(
         if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0):
             raise ConfigError(source, f"{key}.healthTimeoutSeconds", "must be a positive number")
         canary = None
+        if raw.get("canary") is not None and raw.get("blueGreen") is not None:
+            raise ConfigError(source, f"{key}.blueGreen", "an app has one strategy: canary or "
+                              "blueGreen, not both")
         if raw.get("canary") is not None:
             canary = _parse_canary(raw["canary"], source, f"{key}.canary")
+        elif raw.get("blueGreen") is not None:
+            canary = _parse_canary(raw["blueGreen"], source, f"{key}.blueGreen", blue_green=True)
         rules = tighten(repo_rules, parse_rules(raw.get("rules"), source, f"{key}.rules"))
         apps.append(AppConfig(name, path.strip("/") or ".", namespace, cluster, prune, timeout,
                               canary, rules))
     return RepoConfig(tuple(apps), repo_rules)
 
 
-def _parse_canary(raw: Any, source: str, key: str) -> Any:
+def _parse_canary(raw: Any, source: str, key: str, *, blue_green: bool = False) -> Any:
+    parse = strategy.parse_blue_green_config if blue_green else strategy.parse_canary_config
     try:
-        return strategy.parse_canary_config(raw, source=source, key=key)
+        return parse(raw, source=source, key=key)
     except strategy.StrategyError as exc:
         raise ConfigError(exc.file, exc.key_path, exc.reason) from None
 

@@ -167,14 +167,33 @@ def describe(rules: ContentRules) -> list[str]:
 # --------------------------------------------------------------------------- checking
 
 
+FileKey = tuple[str, str, str]
+
+
+def file_index(sourced: Iterable[tuple[Mapping[str, Any], str]]) -> dict[FileKey, str]:
+    """(kind, namespace, name) → the file it came from, from bot.manifests.render_sourced."""
+    return {_file_key(obj): where for obj, where in sourced}
+
+
+def _file_key(obj: Mapping[str, Any]) -> FileKey:
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
+    return (str(obj.get("kind")), str(meta.get("namespace") or ""), str(meta.get("name")))
+
+
 def check(rules: ContentRules, objects: Iterable[Mapping[str, Any]], *, source: str,
-          default_namespace: str) -> list[RuleViolation]:
-    """Every way the objects break the rules, in manifest order; empty when none does."""
+          default_namespace: str,
+          files: Mapping[FileKey, str] | None = None) -> list[RuleViolation]:
+    """Every way the objects break the rules, in manifest order; empty when none does. Each
+    names its file from `files` (file_index), else `source` (the app's path)."""
     if rules.empty:
         return []
     found: list[RuleViolation] = []
     for obj in objects:
-        found.extend(_check_object(rules, obj, source, default_namespace))
+        kind, namespace, name = _file_key(obj)
+        # Planning may fill in the app's namespace on a copy of a manifest that set none.
+        where = (files or {}).get((kind, namespace, name)) or (files or {}).get(
+            (kind, "", name), source)
+        found.extend(_check_object(rules, obj, where, default_namespace))
     return found
 
 

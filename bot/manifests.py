@@ -91,7 +91,15 @@ ObjectKey = tuple[str, str, str, str]
 def render(
     root: Path, app_path: str, *, kubectl: str = "kubectl", limits: Limits = DEFAULT_LIMITS
 ) -> list[dict[str, Any]]:
-    """The objects under `app_path` (a directory, a file, or a kustomization) in `root`.
+    """The objects under `app_path`; see `render_sourced`."""
+    return [obj for obj, _file in render_sourced(root, app_path, kubectl=kubectl, limits=limits)]
+
+
+def render_sourced(
+    root: Path, app_path: str, *, kubectl: str = "kubectl", limits: Limits = DEFAULT_LIMITS
+) -> list[tuple[dict[str, Any], str]]:
+    """The objects under `app_path` (a directory, a file, or a kustomization) in `root`, each
+    with the file it was read from (`kustomize output of <path>` for a kustomization).
 
     Plain YAML files are read recursively in sorted path order, skipping dot-files and
     dot-directories (`.coalmine.yaml`, `.github/`), so the result is deterministic. `kind: List`
@@ -115,7 +123,8 @@ def render(
     else:
         raise ManifestError(f"{app_path}: no such file or directory at this commit")
     _refuse_duplicates(objects)
-    return [obj for obj, _where in objects]
+    # Each object with the file it came from, for errors about it (a strategy's, say).
+    return [(obj, where.partition(": document ")[0]) for obj, where in objects]
 
 
 def object_key(obj: dict[str, Any]) -> ObjectKey:

@@ -161,11 +161,18 @@ class RolloutPhases(Collector):
 
 
 def serve_worker_metrics(env: Mapping[str, str]) -> int | None:
-    """Serve the worker's own registry on its port (0 turns it off); returns the port."""
+    """Serve the worker's own registry on its port (0 turns it off); returns the port, or
+    None when it is off or taken. A taken port (a second worker on the host with the same
+    setting) costs that worker its metrics endpoint, not its jobs: it logs and carries on."""
     port = int(env.get(WORKER_PORT_ENV) or DEFAULT_WORKER_PORT)
     if port == 0:
         return None
-    start_http_server(port)
+    try:
+        start_http_server(port)
+    except OSError as exc:
+        log.error("worker metrics not served: port %s: %s (set %s to a free port, or 0)",
+                  port, exc.strerror or exc, WORKER_PORT_ENV)
+        return None
     return port
 
 

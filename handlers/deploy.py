@@ -22,10 +22,10 @@ from bot.deployments import deployment_path, save_deployment
 from bot.events import MergedPullRequest
 from bot.forge.base import Forge, StatusState
 from bot.gitrepo import repo_key
-from bot.manifests import ManifestError, render
+from bot.manifests import ManifestError, render_sourced
 from bot.policy import Policy, check, scope_judge
 from bot.report import comment, status
-from bot.rollout import traffic
+from bot.rollout import routers, traffic
 from bot.rollout.plan import CanaryPlan, split
 from bot.rollout.store import RolloutStore, rollout_key
 from bot.rollout.strategy import StrategyError
@@ -130,7 +130,8 @@ def deploy_app(
 ) -> tuple[AppOutcome, tuple[CanaryPlan, dict[str, Any]] | None]:
     """Apply the app; returns the outcome and, when a canary must run, its plan and stable."""
 
-    objects, plan = split(render(tree, app.path), app)
+    sourced = render_sourced(tree, app.path)
+    objects, plan = split([o for o, _ in sourced], app, [f for _, f in sourced])
     cluster = svc.cluster(app.cluster, impersonate=policy.impersonate_user)
     owner = owner_of(event, app.name)
     notes: list[str] = []
@@ -146,7 +147,8 @@ def deploy_app(
             error="; ".join(listed), error_title="Refused by the repository's policy"), None
     broken = content_rules.check(content_rules.tighten(svc.settings.rules, app.rules),
                                  objects + ([plan.deployment] if plan else []),
-                                 source=app.path, default_namespace=app.namespace)
+                                 source=app.path, default_namespace=app.namespace,
+                                 files=content_rules.file_index(sourced))
     if broken:
         return AppOutcome(
             "failure", f"content rules: {len(broken)} violation(s), nothing applied: "
@@ -154,13 +156,12 @@ def deploy_app(
             error="; ".join(map(str, broken)), error_title="Refused by the content rules"), None
     try:
         if plan is not None:
-            if plan.strategy.traffic_routing_ignored:
-                notes.append("trafficRouting is not supported yet: traffic follows replica "
-                             "weights (canary pods / all pods)")
+            objects = _keep_traffic(cluster, plan, objects)
+            held += _router_made(plan, objects)
             live = cluster.get("apps/v1", "Deployment", plan.namespace, plan.name)
             if traffic.needs_canary(plan.deployment, live):
-                held = [ObjectRef.of(plan.deployment),
-                        traffic.canary_ref(plan.deployment, plan.namespace)]
+                held += [ObjectRef.of(plan.deployment),
+                         traffic.canary_ref(plan.deployment, plan.namespace)]
                 running = rollout.running_rollout(svc, event.repo, app.name)
                 if running is not None and running.context.template_hash == \
                         traffic.template_hash(plan.deployment) and \
@@ -182,7 +183,8 @@ def deploy_app(
                 if rollout.supersede_without_canary(svc, event, app, plan, policy):
                     notes.append("the running canary was superseded: this revision's pod "
                                  "template equals the stable one, so it applies directly")
-                objects = [*objects, traffic.as_stable(plan.deployment)]
+                objects = [*objects, traffic.as_stable(plan.deployment,
+                                                       plan.strategy.stable_metadata)]
         applied = cluster.apply(
             objects, app=app.name, revision=event.merge_sha, default_namespace=app.namespace,
             owner=owner, adopt=policy.adopt,
@@ -218,6 +220,47 @@ def deploy_app(
     if short:
         summary = f"{summary}; {short}"
     return AppOutcome("success", summary, listing, health_dict, notes=notes), None
+
+
+def _keep_traffic(cluster: Any, plan: CanaryPlan, objects: list[dict[str, Any]]
+                  ) -> list[dict[str, Any]]:
+    """Git's objects as a later merge applies them without undoing a rollout: the Services
+    the strategy pins keep the track they select live (stable when new), and the router's
+    objects keep the weights and managed routes live (Argo CD users need ignoreDifferences for
+    this; Coalmine applies Git itself, so it does the same on its own)."""
+    strategy = plan.strategy
+    router_ctx = traffic.router_context(strategy, plan.name, plan.namespace)
+    kept = []
+    for obj in objects:
+        meta = obj.get("metadata") or {}
+        name, namespace = meta.get("name"), meta.get("namespace") or plan.namespace
+        if obj.get("kind") == "Service" and name in plan.services:
+            live = cluster.get("v1", "Service", namespace, name)
+            obj = traffic.pin_service(obj, traffic.pinned_track(live) or "stable")
+        elif strategy.traffic is not None and router_ctx is not None:
+            # Match by group, kind and name: Git may write another version of the API than
+            # the one the router reads (Istio's v1 vs v1alpha3); the router's version is read.
+            group = str(obj.get("apiVersion", "")).rpartition("/")[0]
+            key = next((k for k in routers.reads(strategy.traffic, router_ctx)
+                        if (k.api_version.rpartition("/")[0], k.kind, k.namespace, k.name)
+                        == (group, obj.get("kind"), namespace, name)), None)
+            if key is not None:
+                live = cluster.get(key.api_version, key.kind, key.namespace, key.name)
+                obj = routers.keep_live_traffic(strategy.traffic, router_ctx, obj, live) or obj
+        kept.append(obj)
+    return kept
+
+
+def _router_made(plan: CanaryPlan, objects: list[dict[str, Any]]) -> list[ObjectRef]:
+    """Objects the router creates beside Git's (NGINX's canary Ingress, an SMI TrafficSplit):
+    prune must leave them to the rollout."""
+    router_ctx = traffic.router_context(plan.strategy, plan.name, plan.namespace)
+    if plan.strategy.traffic is None or router_ctx is None:
+        return []
+    declared = {(o.get("kind"), (o.get("metadata") or {}).get("name")) for o in objects}
+    return [ObjectRef(k.api_version, k.kind, k.namespace, k.name)
+            for k in routers.reads(plan.strategy.traffic, router_ctx)
+            if (k.kind, k.name) not in declared]
 
 
 def owner_of(event: MergedPullRequest, app: str) -> Owner:

@@ -37,7 +37,7 @@ from bot.events import PullRequestUpdated
 from bot.forge.base import ForgeError, StatusState
 from bot.gitrepo import repo_key
 from bot.logs import job_context
-from bot.manifests import render
+from bot.manifests import render_sourced
 from bot.policy import Policy, check, scope_judge
 from bot.preview.diff import hide_secret_values, object_change
 from bot.preview.model import AppPreview, ObjectChange, Preview
@@ -50,7 +50,7 @@ from bot.rollout import traffic
 from bot.rollout.plan import split
 from bot.rollout.strategy import StrategyError
 from handlers import outbox, trust
-from handlers.deploy import _prune_scopes, may_prune
+from handlers.deploy import _keep_traffic, _prune_scopes, _router_made, may_prune
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -73,8 +73,9 @@ class Tree(Protocol):
     def config_text(self) -> str | None:
         """`.coalmine.yaml`; None when absent; ConfigError when it is not a regular file."""
 
-    def render(self, app_path: str) -> list[Obj]:
-        """The app's objects (bot.manifests.render); ManifestError names the file."""
+    def render(self, app_path: str) -> list[tuple[Obj, str]]:
+        """The app's objects, each with its file (bot.manifests.render_sourced); ManifestError
+        names the file."""
 
 
 class Sources(Protocol):
@@ -207,14 +208,16 @@ def preview_app(app: AppConfig, tree: Tree, *, policy: Policy, server_rules: con
     base = AppPreview(app.name, app.cluster or "default",
                       rules_in_force=tuple(content_rules.describe(rules)))
     try:
-        objects, plan = split(tree.render(app.path), app)
+        sourced = tree.render(app.path)
+        objects, plan = split([o for o, _ in sourced], app, [f for _, f in sourced])
     except ManifestError as exc:
         return dataclasses.replace(base, error=str(exc), error_title="Invalid manifests")
     except StrategyError as exc:
         return dataclasses.replace(base, error=str(exc), error_title="Invalid rollout strategy")
     checked = objects + ([plan.deployment] if plan else [])
     broken = tuple(content_rules.check(rules, checked, source=app.path,
-                                       default_namespace=app.namespace))
+                                       default_namespace=app.namespace,
+                                       files=content_rules.file_index(sourced)))
     base = dataclasses.replace(base, rules=broken)
     cluster = clusters.cluster(app.cluster, impersonate=policy.impersonate_user)
     try:
@@ -223,15 +226,19 @@ def preview_app(app: AppConfig, tree: Tree, *, policy: Policy, server_rules: con
                         cluster_scoped=scope_judge(cluster.discovered, checked))
         if refused:  # nothing is read or dry-run where the repository may not deploy
             return dataclasses.replace(base, policy=tuple(str(v) for v in refused))
-        live = cluster.get("apps/v1", "Deployment", plan.namespace, plan.name) if plan else None
-        desired = objects + ([traffic.as_stable(plan.deployment)] if plan else [])
+        live, held = None, []
+        if plan is not None:  # as the merge applies them (handlers.deploy.deploy_app)
+            objects = _keep_traffic(cluster, plan, objects)
+            held = [*_router_made(plan, objects),
+                    traffic.canary_ref(plan.deployment, plan.namespace)]
+            live = cluster.get("apps/v1", "Deployment", plan.namespace, plan.name)
+        desired = objects + ([traffic.as_stable(plan.deployment, plan.strategy.stable_metadata)]
+                             if plan else [])
         results = cluster.dry_run(desired, revision=sha, default_namespace=app.namespace,
                                   owner=owner, adopt=policy.adopt)
         changes = [_change(result, obj) for result, obj in zip(results, desired, strict=True)]
         if app.prune:
-            keep = {result.ref for result in results}
-            if plan is not None:  # a running canary is the rollout's, not prune's
-                keep.add(traffic.canary_ref(plan.deployment, plan.namespace))
+            keep = {result.ref for result in results} | set(held)  # the rollout's, not prune's
             doomed = cluster.prune_candidates(
                 app.name, keep, owner=owner, may_delete=lambda ref: may_prune(policy, ref),
                 namespaces=_prune_scopes(policy, app.namespace, keep))
@@ -294,8 +301,8 @@ class _CheckedOut:
                                                     "not a symbolic link")
         return path.read_text(errors="replace") if path.is_file() else None
 
-    def render(self, app_path: str) -> list[Obj]:
-        return render(self.root, app_path)
+    def render(self, app_path: str) -> list[tuple[Obj, str]]:
+        return render_sourced(self.root, app_path)
 
 
 @dataclasses.dataclass(frozen=True)

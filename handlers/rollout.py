@@ -95,6 +95,7 @@ def _new_record(event: MergedPullRequest, app: AppConfig, plan: CanaryPlan,
         impersonate=policy.impersonate_user, adopt=policy.adopt,
         stable_revision=(live_stable["metadata"].get("labels") or {}).get(
             "coalmine.dev/revision"),
+        services=plan.services,
     )
     state = m.new_state(app=app.name, revision=event.merge_sha,
                         stable_revision=context.stable_revision, pr=event.number,

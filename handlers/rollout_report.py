@@ -53,7 +53,7 @@ def publish_section(svc: services.Services, ctx: RolloutContext, state: m.Rollou
     posted = state.posted_status or engine.status(state)
     section.update({
         "state": posted[0], "summary": posted[1], "rollout": state.to_dict(),
-        "revert": ctx.revert,
+        "revert": ctx.revert, "traffic": ctx.traffic,
     })
     comment.save_section(svc.redis, repo, number, ctx.app, section)
     # People read the comment when the rollout waits for them or has ended: those edits go out

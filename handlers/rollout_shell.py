@@ -19,7 +19,7 @@ from typing import Any, Protocol, assert_never
 
 from bot.cluster.health import assess
 from bot.cluster.model import ClusterError, Owner
-from bot.rollout import engine, traffic
+from bot.rollout import engine, routers, traffic
 from bot.rollout import model as m
 from bot.rollout.context import RolloutContext
 from bot.rollout.store import RolloutRecord
@@ -103,7 +103,7 @@ class Shell:
         if isinstance(action, m.SetWeight):
             return self.set_weight(action.weight)
         if isinstance(action, m.RestoreStable):
-            return self.restore_stable()
+            return self.restore_stable(action.remove_canary)
         if isinstance(action, m.RemoveCanary):
             return self.remove_canary()
         if isinstance(action, m.Complete):
@@ -151,34 +151,43 @@ class Shell:
                            default_namespace=ctx.namespace, owner=owner, adopt=ctx.adopt)
 
     def set_weight(self, weight: int) -> list[m.Event]:
-        ctx = self.context
-        stable_n, canary_n = engine.split_replicas(weight, ctx.replicas)
+        """Pods for the new weight; with a router the traffic moves once the canary is healthy
+        (`health_event`), as Argo keeps the previous weight until the canary is ready."""
+        ctx, strategy = self.context, self.state.strategy
+        stable_n, canary_n = engine.replica_split(self.state, ctx.replicas)
         try:
             if canary_n > 0:
-                self._apply(traffic.canary_of(ctx.deployment, canary_n, self.state.revision),
-                            self.state.revision)
-            else:
+                self._apply(traffic.canary_of(ctx.deployment, canary_n, self.state.revision,
+                                              strategy.canary_metadata), self.state.revision)
+            elif not strategy.routed:
                 self._delete_canary()
-            # Only the replica count moves: the scale subresource leaves Git's fields alone.
-            self.cluster.scale(ctx.namespace, ctx.deployment["metadata"]["name"], stable_n)
+            if not strategy.routed:
+                # Only the replica count moves: the scale subresource leaves Git's fields alone.
+                self.cluster.scale(ctx.namespace, ctx.deployment["metadata"]["name"], stable_n)
         except ClusterError as exc:
             # A passing API hiccup is no verdict on the release: retry; the deadline decides.
             return [m.WorkloadHealth(False, f"the cluster refused the change: {exc}", weight)]
         return [self.health_event(completing=False)]
 
-    def restore_stable(self) -> list[m.Event]:
-        """Stable back to its own template at full size, then the canary gone.
+    def restore_stable(self, remove_canary: bool | None = None) -> list[m.Event]:
+        """Stable back to its own template at full size, traffic back to it, then the canary
+        gone (unless its scale-down is delayed: the engine's `scale_down_delay`).
 
         Stable comes first so capacity never dips; a failure is retried by a job until it
         succeeds, because leaving a bad canary serving must not depend on the next tick.
         """
         ctx = self.context
+        if remove_canary is None:
+            remove_canary = engine.scale_down_delay(self.state) == 0
         try:
             if ctx.stable_touched:
                 self._apply(traffic.stable_at(ctx.stable, ctx.replicas), ctx.stable_revision)
             self.cluster.scale(ctx.namespace, ctx.deployment["metadata"]["name"], ctx.replicas)
-            self._delete_canary()
-        except ClusterError as exc:
+            if self.state.strategy.routed:
+                self._route(running=False)
+            if remove_canary:
+                self._delete_canary()
+        except (ClusterError, routers.RouterError) as exc:
             ctx.restore_pending = str(exc)
             self.restore_retry = True
             return []
@@ -192,7 +201,7 @@ class Shell:
     def complete(self) -> list[m.Event]:
         ctx = self.context
         ctx.stable_touched = True
-        stable = traffic.as_stable(ctx.deployment)
+        stable = traffic.as_stable(ctx.deployment, self.state.strategy.stable_metadata)
         stable["spec"].setdefault("replicas", ctx.replicas)
         try:
             self._apply(stable, self.state.revision)
@@ -201,13 +210,18 @@ class Shell:
         return [self.health_event(completing=True)]
 
     def health_event(self, *, completing: bool) -> m.Event:
-        """Judge the tracks now; when not yet healthy, the engine asks again (CheckHealth)."""
-        ctx = self.context
+        """Judge the tracks now; when not yet healthy, the engine asks again (CheckHealth).
+
+        Healthy, a routed rollout then moves the traffic (Services and router) to what the
+        engine says: the step's weight and routes, or after completion everything back to the
+        stable track, which now runs the new version."""
+        ctx, strategy = self.context, self.state.strategy
         name = ctx.deployment["metadata"]["name"]
+        stable_n, canary_n = engine.replica_split(self.state, ctx.replicas)
         try:
             stable_obj = self.cluster.get("apps/v1", "Deployment", ctx.namespace, name)
             checks = [("stable", stable_obj)]
-            if not completing and self.state.weight > 0:
+            if not completing and canary_n > 0:
                 checks.append(("canary", self.cluster.get("apps/v1", "Deployment",
                                                           ctx.namespace, self._canary().name)))
         except ClusterError as exc:
@@ -227,9 +241,53 @@ class Shell:
                 problems.append("stable: new template not applied yet")
         if problems:
             return m.WorkloadHealth(False, "; ".join(problems), self.state.weight)
-        if completing:
-            try:
+        try:
+            if strategy.routed:
+                self._route(running=not completing)
+                if not completing and strategy.dynamic_stable_scale:
+                    self.cluster.scale(ctx.namespace, name, stable_n)
+            if (completing and engine.scale_down_delay(self.state) == 0) or (
+                    strategy.routed and not completing and canary_n == 0):
                 self._delete_canary()
-            except ClusterError as exc:
-                return m.WorkloadHealth(False, f"canary not removed yet: {exc}", self.state.weight)
+        except (ClusterError, routers.RouterError) as exc:
+            what = "traffic not moved yet" if strategy.routed else "canary not removed yet"
+            return m.WorkloadHealth(False, f"{what}: {exc}", self.state.weight)
         return m.WorkloadHealth(True, "healthy", self.state.weight)
+
+    def _route(self, *, running: bool) -> None:
+        """Point the strategy's Services and the traffic router at the rollout's state now
+        (`running`), or back at the stable track with no managed route. Records what each
+        object carries for the PR comment."""
+        ctx, state = self.context, self.state
+        strategy = state.strategy
+        weight = state.weight if running else 0
+        carried: list[Obj] = []
+        tracks = traffic.service_tracks(strategy, running=running, weight=weight)
+        for service_name, track in tracks.items():
+            service = ctx.services.get(service_name)
+            if service is None:
+                continue
+            self._apply(traffic.pin_service(service, track), state.revision)
+            carried.append({"object": f"Service {ctx.namespace}/{service_name}",
+                            "detail": f"selects the {track} pods",
+                            "canary_weight": 100 if track == "canary" else 0})
+        if strategy.traffic is not None:
+            router_ctx = traffic.router_context(strategy, ctx.deployment["metadata"]["name"],
+                                                ctx.namespace)
+            assert router_ctx is not None
+            live = {key: self.cluster.get(key.api_version, key.kind, key.namespace, key.name)
+                    for key in routers.reads(strategy.traffic, router_ctx)}
+            route = engine.route_state(state) if running else routers.RouteState(weight=0)
+            for obj in routers.desired(strategy.traffic, router_ctx, live, route):
+                self._apply(obj, state.revision)
+                live[_key_of(obj, ctx.namespace)] = obj
+            carried = [{"object": w.object, "detail": w.detail,
+                        "canary_weight": w.canary_weight}
+                       for w in routers.describe(strategy.traffic, router_ctx, live)] + carried
+        ctx.traffic = carried
+
+
+def _key_of(obj: Obj, namespace: str) -> routers.ObjectKey:
+    meta = obj["metadata"]
+    return routers.ObjectKey(obj["apiVersion"], obj["kind"], meta.get("namespace") or namespace,
+                             meta["name"])

@@ -87,13 +87,16 @@ _HISTORY_ICON = {
     "superseded": "⏹",
 }
 
-def render_rollout(state: RolloutState, *, now: float | None = None) -> list[str]:
+def render_rollout(state: RolloutState, *, now: float | None = None,
+                   traffic: Sequence[dict[str, Any]] = ()) -> list[str]:
     """Markdown lines for `state`. `now` (epoch seconds) lets the text say how long a pause or
     deadline has left and extends the weight chart to the present; without it the latest time
-    recorded in the state is used, so rendering stays a pure function of its arguments."""
+    recorded in the state is used, so rendering stays a pure function of its arguments.
+    `traffic` is what the shell last wrote to the Services and the router (RolloutContext)."""
     at = now if now is not None else _latest_time(state)
     lines = ["", *_headline(state, at)]
     lines += _notes(state)
+    lines += _traffic(state, traffic)
     lines += ["", *_steps_table(state)]
     lines += _analysis(state)
     lines += _evidence(state)
@@ -113,7 +116,8 @@ def render_section(section: dict[str, Any]) -> list[str]:
         # One app's unreadable state (e.g. written by another version) must not stop the shared
         # comment from being updated for every other app.
         return ["", f"_Rollout state could not be read ({escape(type(error).__name__)})._"]
-    return render_rollout(state)
+    traffic = section.get("traffic")
+    return render_rollout(state, traffic=traffic if isinstance(traffic, list) else ())
 
 
 # ---------------------------------------------------------------------------- headline
@@ -124,9 +128,14 @@ def _headline(state: RolloutState, now: float) -> list[str]:
     stable = f" (stable {code(state.stable_revision[:7])})" if state.stable_revision else ""
     why = _why(state, now)
     parts = [f"{_PHASE_ICON[state.phase]} **{state.phase}**" + (f" — {why}" if why else "")]
+    blue_green = state.strategy.blue_green is not None
     if state.phase not in ("Pending", "Promoted", "Superseded"):
-        parts += [_position(state), f"canary **{state.weight}%**"]
-    lines = [f"**Canary rollout** of {revision}{stable}: " + " · ".join(parts)]
+        share = f"canary **{state.weight}%**"
+        if blue_green:
+            share = "**active: new version**" if state.weight >= 100 else "**preview**"
+        parts += [_position(state), share]
+    kind = "Blue-green rollout" if blue_green else "Canary rollout"
+    lines = [f"**{kind}** of {revision}{stable}: " + " · ".join(parts)]
     hint = _next_move(state)
     if hint:
         lines += ["", f"👉 {hint}"]
@@ -224,13 +233,7 @@ def _notes(state: RolloutState) -> list[str]:
     strategy = state.strategy
     where = f" in {code(strategy.source)}" if strategy.source else ""
     notes = []
-    if strategy.traffic_routing_ignored:
-        notes.append(
-            f"ℹ️ `trafficRouting`{where} is not supported yet: the canary weight is applied as "
-            "a share of replicas instead (canary pods = weight × replicas, so the split is "
-            "approximate)."
-        )
-    ignored = [name for name in strategy.ignored_fields if name != "trafficRouting"]
+    ignored = list(strategy.ignored_fields)
     if ignored:
         shown = ", ".join(code(name, _NAME) for name in ignored[:10])
         more = f" and {len(ignored) - 10} more" if len(ignored) > 10 else ""
@@ -238,6 +241,35 @@ def _notes(state: RolloutState) -> list[str]:
     lines: list[str] = []
     for note in notes:
         lines += ["", f"> {note}"]
+    return lines
+
+
+# ------------------------------------------------------------------------------- traffic
+
+_TRAFFIC_ROWS = 12
+
+
+def _traffic(state: RolloutState, carried: Sequence[dict[str, Any]]) -> list[str]:
+    """Which router and objects carry the traffic, and the canary's share each holds now."""
+    strategy = state.strategy
+    if strategy.traffic is not None:
+        lead = f"**Traffic** is routed by {code(strategy.traffic.name, _NAME)}"
+    elif strategy.blue_green is not None:
+        lead = "**Traffic** is switched by the Services' selectors"
+    else:
+        return ["", ("**Traffic** follows pod counts: the canary's share of the pods behind the "
+                    "app's Service")]
+    if not carried:
+        return ["", f"{lead}; nothing written yet."]
+    lines = ["", f"{lead}, as last written:", "", "| Object | Route | Canary weight |",
+             "|---|---|---|"]
+    for row in carried[:_TRAFFIC_ROWS]:
+        weight = row.get("canary_weight")
+        shown = "unknown" if not isinstance(weight, int) else f"{weight}%"
+        lines.append(f"| {code(str(row.get('object', '')), _NAME)} "
+                     f"| {escape(str(row.get('detail', '')), _NAME)} | {shown} |")
+    if len(carried) > _TRAFFIC_ROWS:
+        lines.append(f"| … {len(carried) - _TRAFFIC_ROWS} more | | |")
     return lines
 
 

@@ -11,6 +11,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+from bot.rollout import specs
 from bot.rollout.fields import (
     At,
     as_mapping,
@@ -21,7 +22,7 @@ from bot.rollout.fields import (
     manifest_name,
 )
 from bot.rollout.model import CanaryStrategy, WorkloadRef
-from bot.rollout.steps import parse_background, parse_deadline, parse_steps
+from bot.rollout.steps import parse_deadline
 
 ARGO_API_VERSION = "argoproj.io/v1alpha1"
 
@@ -31,35 +32,33 @@ def is_rollout(doc: Any) -> bool:
 
 
 def parse_rollout(doc: Any, *, source: str) -> CanaryStrategy:
-    """The canary strategy of an Argo `Rollout`; its workload is the Deployment that
-    `rollout_to_deployment` makes of it (same name)."""
+    """The strategy of an Argo `Rollout` (canary or blue-green); its workload is the Deployment
+    that `rollout_to_deployment` makes of it (same name). Errors name the file, the Rollout and
+    the key: `deploy/web/rollout.yaml: Rollout web: spec.strategy.canary.steps[3]...`."""
     root = At(source, "")
     doc = as_mapping(doc, root, "a Rollout manifest")
     name = manifest_name(doc, source)
-    spec = as_mapping(doc.get("spec"), root.key("spec"))
+    at = At(f"{source}: Rollout {name}", "")
+    spec = as_mapping(doc.get("spec"), at.key("spec"))
     if spec.get("template") is None and spec.get("workloadRef") is None:
-        root.key("spec.template").fail("is required (or spec.workloadRef to a Deployment)")
-    strategy_at = root.key("spec.strategy")
-    strategy = as_mapping(spec.get("strategy"), strategy_at, "a mapping with canary")
-    if "canary" not in strategy:
-        other = ", ".join(key_names(strategy)) or "nothing"
-        strategy_at.fail(f"only the canary strategy is supported (found: {other})")
-    canary_at = strategy_at.key("canary")
-    canary = as_mapping(strategy["canary"] or {}, canary_at)
-    steps = parse_steps(canary.get("steps"), canary_at.key("steps"))
-    ignored = tuple(key_names(set(canary) - {"steps", "analysis"}))
-    return CanaryStrategy(
-        workload=WorkloadRef(kind="Deployment", name=name),
-        steps=steps,
-        analysis=parse_background(canary.get("analysis"), canary_at.key("analysis"), len(steps)),
-        progress_deadline_seconds=parse_deadline(
-            spec.get("progressDeadlineSeconds"), root.key("spec.progressDeadlineSeconds")
-        ),
-        traffic_routing_ignored="trafficRouting" in canary,
-        ignored_fields=ignored,
-        source=source,
-        source_key=canary_at.path,
-    )
+        at.key("spec.template").fail("is required (or spec.workloadRef to a Deployment)")
+    strategy_at = at.key("spec.strategy")
+    strategy = as_mapping(spec.get("strategy"), strategy_at, "a mapping with canary or blueGreen")
+    kinds = [k for k in ("canary", "blueGreen") if k in strategy]
+    if len(kinds) != 1:
+        found = ", ".join(key_names(strategy)) or "nothing"
+        strategy_at.fail(f"needs exactly one of canary, blueGreen (found: {found})")
+    unknown = key_names(set(strategy) - {"canary", "blueGreen"})
+    if unknown:
+        strategy_at.key(unknown[0]).fail("unknown strategy (Coalmine runs canary and blueGreen)")
+    deadline = parse_deadline(spec.get("progressDeadlineSeconds"),
+                              at.key("spec.progressDeadlineSeconds"))
+    workload = WorkloadRef(kind="Deployment", name=name)
+    kind = kinds[0]
+    body = as_mapping(strategy[kind] or {}, strategy_at.key(kind))
+    parse = specs.parse_canary if kind == "canary" else specs.parse_blue_green
+    return parse(body, strategy_at.key(kind), workload=workload, deadline=deadline,
+                 source=source)
 
 
 def rollout_to_deployment(
@@ -71,9 +70,9 @@ def rollout_to_deployment(
     With `spec.workloadRef`, the pod template comes from the referenced Deployment, looked up by
     name in `deployments` (the app's other manifests).
     """
-    root = At(source, "")
-    doc = as_mapping(doc, root, "a Rollout manifest")
+    doc = as_mapping(doc, At(source, ""), "a Rollout manifest")
     name = manifest_name(doc, source)
+    root = At(f"{source}: Rollout {name}", "")
     meta = doc["metadata"]
     spec = as_mapping(doc.get("spec"), root.key("spec"))
     template = spec.get("template")

@@ -77,6 +77,7 @@ def parse_analysis_template(doc: Any, *, source: str) -> AnalysisTemplate:
     if kind not in TEMPLATE_KINDS:
         root.key("kind").fail(f"{kind!r} is not one of {', '.join(TEMPLATE_KINDS)}")
     name = manifest_name(doc, source)
+    root = At(f"{source}: {kind} {name}", "")  # errors name the file and the template
     spec = as_mapping(doc.get("spec"), root.key("spec"))
     if spec.get("templates"):
         root.key("spec.templates").fail(
@@ -140,13 +141,21 @@ def parse_analysis_templates(docs: Iterable[tuple[str, Any]]) -> tuple[AnalysisT
     return tuple(templates)
 
 
-def check_template_refs(strategy: CanaryStrategy, templates: Iterable[AnalysisTemplate]) -> None:
-    """Fail at load time when a step or the background analysis names a missing template."""
+def check_template_refs(strategy: CanaryStrategy, templates: Iterable[AnalysisTemplate],
+                        document: str | None = None) -> None:
+    """Fail at load time when a step or the background analysis names a missing template.
+    `document` labels the strategy's document (`file: Rollout web`); the file by default."""
     known = {(t.name, t.cluster_scope) for t in templates}
-    at = At(strategy.source, strategy.source_key)
+    at = At(document or strategy.source, strategy.source_key)
     uses: list[tuple[At, tuple[TemplateRef, ...]]] = []
     for i, step in enumerate(strategy.steps):
-        if isinstance(step, AnalysisStep):
+        if not isinstance(step, AnalysisStep):
+            continue
+        if strategy.blue_green is not None:  # compiled steps: name the YAML's own key
+            key = "prePromotionAnalysis" if step.label.startswith("pre") else \
+                "postPromotionAnalysis"
+            uses.append((at.key(f"{key}.templates"), step.templates))
+        else:
             uses.append((at.key("steps").index(i).key("analysis.templates"), step.templates))
     if strategy.analysis is not None:
         uses.append((at.key("analysis.templates"), strategy.analysis.templates))

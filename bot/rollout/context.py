@@ -9,7 +9,7 @@ this type existed load unchanged.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bot.refs import RepoRef
@@ -38,11 +38,16 @@ class RolloutContext:
     impersonate: str | None = None
     adopt: bool = False
     stable_revision: str | None = None
+    # The Services the strategy pins to a track, as Git has them (bot.rollout.plan).
+    services: dict[str, Obj] = field(default_factory=dict)
     # Learned on the way:
     superseded_by_pr: str | None = None  # "#43": the PR whose merge superseded this rollout
     stable_touched: bool = False  # stable was given the new template (completion began)
     restore_pending: str | None = None  # why the last restore after an abort failed; retried
     revert: Obj | None = None  # the revert PR: {"state": "pending" | "opened" | ..., ...}
+    # What carries the traffic, as last written: [{"object", "detail", "canary_weight"}], for
+    # the PR comment (bot.report.rollout).
+    traffic: list[Obj] = field(default_factory=list)
 
     def to_dict(self) -> Obj:
         # Not dataclasses.asdict: it deep-copies the two Deployments on every save, and the
@@ -55,6 +60,9 @@ class RolloutContext:
                 del data[name]
         if not self.stable_touched:
             del data["stable_touched"]
+        for name in ("services", "traffic"):  # unused by most rollouts: left out when empty
+            if not data[name]:
+                del data[name]
         return data
 
     @classmethod

@@ -71,6 +71,7 @@ from bot.analysis.run import AnalysisRun
 from bot.analysis.templates import AnalysisTemplate, Arg, UnresolvedArgument, resolve_metrics
 from bot.rollout.durations import format_duration
 from bot.rollout.model import (
+    DEFAULT_SCALE_DOWN_DELAY_SECONDS,
     INCONCLUSIVE_STEP,
     PAUSE_STEP,
     PROMOTED_BACKGROUND,
@@ -102,6 +103,9 @@ from bot.rollout.model import (
     Retry,
     RolloutState,
     ScheduleTick,
+    SetCanaryScaleStep,
+    SetHeaderRouteStep,
+    SetMirrorRouteStep,
     SetWeight,
     SetWeightStep,
     Start,
@@ -112,6 +116,7 @@ from bot.rollout.model import (
     WeightPoint,
     WorkloadHealth,
 )
+from bot.rollout.routers import HeaderRoute, MirrorRoute, RouteState
 
 HEALTH_RECHECK_SECONDS = 60.0
 HEALTH_POLL_SECONDS = 2.0
@@ -138,6 +143,36 @@ def split_replicas(weight: int, replicas: int) -> tuple[int, int]:
     if weight > 0:
         canary = max(canary, 1)
     return max(replicas - canary, 1), canary
+
+
+def _share(weight: int, replicas: int) -> int:
+    """ceil(weight × replicas / 100): Argo's trafficWeightToReplicas."""
+    return -(-max(0, min(100, weight)) * replicas // 100)
+
+
+def replica_split(state: RolloutState, replicas: int) -> tuple[int, int]:
+    """(stable, canary) pods for the rollout now.
+
+    Without a router, the weight is the pod share (`split_replicas`). With a router (or
+    blue-green's Services) Argo's rules: the canary runs ceil(weight × replicas / 100) pods, or
+    what the setCanaryScale in force says; the stable stays at full size, unless
+    dynamicStableScale gives it ceil((100 − weight) × replicas / 100); a non-zero count is at
+    least minPodsPerReplicaSet."""
+    strategy = state.strategy
+    if not strategy.routed:
+        return split_replicas(state.weight, replicas)
+    scale = canary_scale(state)
+    if scale is None:
+        canary = _share(state.weight, replicas)
+    elif scale.replicas is not None:
+        canary = scale.replicas
+    else:
+        canary = _share(scale.weight or 0, replicas)
+    stable = replicas
+    if strategy.dynamic_stable_scale and state.phase in _ACTIVE:
+        stable = _share(100 - state.weight, replicas)
+    floor = strategy.min_pods_per_replica_set or 0
+    return (max(stable, floor) if stable else 0), (max(canary, floor) if canary else 0)
 
 
 def advance(state: RolloutState, event: Event, now: float) -> tuple[RolloutState, list[Action]]:
@@ -173,6 +208,59 @@ def target_weight(state: RolloutState) -> int:
     return weight
 
 
+def canary_scale(state: RolloutState) -> SetCanaryScaleStep | None:
+    """The setCanaryScale in force: the latest at or before the current step, unless it says
+    matchTrafficWeight (Argo's UseSetCanaryScale). None once completing or finished: then the
+    canary's pods follow the weight again."""
+    if state.phase not in _ACTIVE:
+        return None
+    scale = None
+    for step in state.strategy.steps[: state.step_index + 1]:
+        if isinstance(step, SetCanaryScaleStep):
+            scale = None if step.match_traffic_weight else step
+    return scale
+
+
+def route_state(state: RolloutState) -> RouteState:
+    """What the traffic router must say now: the canary's weight and the managed header and
+    mirror routes the steps so far have set (a route set again replaces itself; one set with
+    no match is removed). Outside the steps (completing, finished) the router is back at
+    stable 100 with no managed route, as Argo leaves it."""
+    if state.phase not in _ACTIVE:
+        return RouteState(weight=0)
+    headers: dict[str, HeaderRoute] = {}
+    mirrors: dict[str, MirrorRoute] = {}
+    for step in state.strategy.steps[: state.step_index + 1]:
+        if isinstance(step, SetHeaderRouteStep):
+            headers.pop(step.route.name, None)
+            if step.route.matches:
+                headers[step.route.name] = step.route
+        elif isinstance(step, SetMirrorRouteStep):
+            mirrors.pop(step.route.name, None)
+            if step.route.matches:
+                mirrors[step.route.name] = step.route
+    return RouteState(weight=state.weight, header_routes=tuple(headers.values()),
+                      mirror_routes=tuple(mirrors.values()))
+
+
+def scale_down_delay(state: RolloutState) -> int | None:
+    """Seconds a finished rollout keeps the canary's pods before removing them; None: never.
+
+    Argo's rules: after a promotion, `scaleDownDelaySeconds` (default 30 s with a traffic
+    router or blue-green, 0 otherwise); after an abort, a replica-split canary goes at once
+    (its pods share the stable's Service, so they must), a routed one after
+    `abortScaleDownDelaySeconds` (default 30 s; 0 means never)."""
+    strategy = state.strategy
+    if state.phase == "Aborted" or state.aborted_reason:
+        if not strategy.routed:
+            return 0
+        delay = strategy.abort_scale_down_delay_seconds
+        return None if delay == 0 else delay
+    if strategy.scale_down_delay_seconds is not None:
+        return strategy.scale_down_delay_seconds
+    return DEFAULT_SCALE_DOWN_DELAY_SECONDS if strategy.routed else 0
+
+
 def continues_with(state: RolloutState, revision: str, same_template: bool) -> bool:
     """Whether a new merge lets this rollout carry on instead of superseding it: the same
     merge delivered again, or a merge that left the workload's template as this rollout has it
@@ -202,7 +290,10 @@ def waiting_on_people(state: RolloutState) -> bool:
 
 
 def next_wakeup(state: RolloutState) -> float | None:
-    """The earliest time the rollout needs a Tick; None when finished or waiting on people."""
+    """The earliest time the rollout needs a Tick; None when waiting on people, or finished
+    with no canary left to scale down."""
+    if state.phase in ("Promoted", "Aborted"):
+        return state.scale_down_at
     if state.phase not in _ACTIVE | {"Completing"}:
         return None
     times: list[float] = []
@@ -236,6 +327,8 @@ def status(state: RolloutState) -> tuple[str, str]:
     total = len(state.strategy.steps)
     position = f"step {min(state.step_index + 1, total)}/{total}"
     canary = f"canary {state.weight}%"
+    if state.strategy.blue_green is not None:
+        canary = "active: new version" if state.weight >= 100 else "preview"
     if state.phase == "Pending":
         return "pending", _cut("waiting to start")
     if state.phase == "Promoted":
@@ -289,6 +382,21 @@ def _hold_reason(state: RolloutState) -> str:
 
 
 def describe_step(step: Step) -> str:
+    label = getattr(step, "label", "")
+    if label:
+        return label
+    if isinstance(step, SetCanaryScaleStep):
+        if step.match_traffic_weight:
+            return "setCanaryScale matchTrafficWeight"
+        if step.replicas is not None:
+            return f"setCanaryScale {step.replicas} pods"
+        return f"setCanaryScale {step.weight}%"
+    if isinstance(step, SetHeaderRouteStep):
+        verb = "setHeaderRoute" if step.route.matches else "remove header route"
+        return f"{verb} {step.route.name}"
+    if isinstance(step, SetMirrorRouteStep):
+        verb = "setMirrorRoute" if step.route.matches else "remove mirror route"
+        return f"{verb} {step.route.name}"
     if isinstance(step, SetWeightStep):
         return f"setWeight {step.weight}"
     if isinstance(step, PauseStep):
@@ -464,13 +572,20 @@ class _Transition:
         if isinstance(step, SetWeightStep):
             if step.weight != self.state.weight:
                 self.set_weight(step.weight)
+        elif isinstance(step, SetCanaryScaleStep | SetHeaderRouteStep | SetMirrorRouteStep):
+            # Same weight, new pod count or routes: the shell re-applies and the step is done
+            # once the canary is healthy and the router written (Argo counts route steps done
+            # at once; waiting for the write to land is the safer reading).
+            self.set_weight(self.state.weight)
         elif isinstance(step, PauseStep):
             self.update(pause_started_at=self.now, pause_reason=PAUSE_STEP)
         else:
             self.update(step_run=self.new_run(step.templates, step.args, f"step {index + 1}"))
 
     def step_done(self, step: Step) -> bool:
-        if isinstance(step, SetWeightStep):
+        if isinstance(
+            step, SetWeightStep | SetCanaryScaleStep | SetHeaderRouteStep | SetMirrorRouteStep
+        ):
             return not self.state.awaiting_health
         if isinstance(step, PauseStep):
             started = self.state.pause_started_at
@@ -556,9 +671,15 @@ class _Transition:
             finished_at=self.now,
         )
         self.record_weight(0)
-        self.actions.append(RestoreStable())
+        delay = scale_down_delay(self.state)
+        self.actions.append(RestoreStable(remove_canary=delay == 0))
+        self.schedule_scale_down(delay)
         self.actions.append(OpenRevertPR(reason=reason, evidence=evidence))
         self.log("aborted", reason, actor, step=self.state.step_index, reason=reason)
+
+    def schedule_scale_down(self, delay: int | None) -> None:
+        """Remember when the finished rollout's canary goes (nothing to do for 0 or never)."""
+        self.update(scale_down_at=self.now + delay if delay else None)
 
     def settle_phase(self) -> None:
         if self.state.phase not in _ACTIVE:
@@ -652,7 +773,10 @@ def _on_start(t: _Transition, event: Start) -> None:
         return
     steps = t.state.strategy.steps
     first = steps[0] if steps else None
-    if first is not None and not (isinstance(first, SetWeightStep) and first.weight > 0):
+    resets_canary = isinstance(first, SetCanaryScaleStep | SetHeaderRouteStep | SetMirrorRouteStep)
+    if first is not None and not resets_canary and not (
+        isinstance(first, SetWeightStep) and first.weight > 0
+    ):
         # Scale away any canary a superseded rollout left, since no first weight will replace it.
         t.set_weight(0, await_health=False)
     t.enter_step(0)
@@ -661,6 +785,12 @@ def _on_start(t: _Transition, event: Start) -> None:
 
 def _on_tick(t: _Transition, event: Tick) -> None:
     state = t.state
+    if state.phase in ("Promoted", "Aborted") and state.scale_down_at is not None:
+        if t.now >= state.scale_down_at:
+            t.update(scale_down_at=None)
+            t.actions.append(RemoveCanary())
+            t.log("scaled down", "scale-down delay over: the replaced canary's pods removed")
+        return
     if state.phase not in _ACTIVE | {"Completing"}:
         return
     if state.awaiting_health:
@@ -740,7 +870,10 @@ def _on_health(t: _Transition, event: WorkloadHealth) -> None:
     t.update(health_message=event.message)
     if state.phase == "Completing":
         t.update(phase="Promoted", finished_at=t.now)
-        t.log("completed", "promoted: stable runs the new version, canary removed")
+        delay = scale_down_delay(t.state)
+        t.schedule_scale_down(delay)
+        gone = f"canary removed in {delay} s" if delay else "canary removed"
+        t.log("completed", f"promoted: stable runs the new version, {gone}")
         return
     t.reconcile()
 
@@ -829,6 +962,7 @@ def _on_retry(t: _Transition, event: Retry) -> None:
         step_run=None,
         background_run=None,
         health_message="",
+        scale_down_at=None,
     )
     t.log("retried", f"retry #{t.state.attempt - 1}: back to step 1", event.user, step=0)
     t.enter_step(0)
@@ -885,8 +1019,9 @@ def _on_new_revision(t: _Transition, event: NewRevision) -> None:
         paused_by=None,
         finished_at=t.now,
     )
-    if not event.starts_canary and state.phase != "Aborted":
+    if not event.starts_canary and (state.phase != "Aborted" or state.scale_down_at):
         t.actions.append(RemoveCanary())  # no Start of a new canary will replace this one
+    t.update(scale_down_at=None)
     pr = f" (#{event.pr})" if event.pr is not None else ""
     t.log("superseded", f"superseded by {event.sha[:7]}{pr}", reason=event.sha)
 

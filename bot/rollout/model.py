@@ -21,6 +21,8 @@ from bot.analysis.templates import (
     MetricSpec,
     TemplateArg,
 )
+from bot.rollout import routers
+from bot.rollout.routers import HeaderRoute, MirrorRoute, TrafficRouting
 
 DEFAULT_PROGRESS_DEADLINE_SECONDS = 600
 
@@ -33,23 +35,64 @@ class TemplateRef:
     cluster_scope: bool = False
 
 
+# `label` names a step a blue-green strategy compiles (e.g. "switch the active Service");
+# steps written by people have none and are described by their kind.
+
+
 @dataclass(frozen=True)
 class SetWeightStep:
     weight: int  # 0..100
+    label: str = ""
 
 
 @dataclass(frozen=True)
 class PauseStep:
     duration: float | None = None  # seconds; None waits for /promote
+    label: str = ""
 
 
 @dataclass(frozen=True)
 class AnalysisStep:
     templates: tuple[TemplateRef, ...]
     args: tuple[Arg, ...] = ()
+    label: str = ""
 
 
-Step = SetWeightStep | PauseStep | AnalysisStep
+@dataclass(frozen=True)
+class SetCanaryScaleStep:
+    """Argo's setCanaryScale: the canary's pod count decoupled from its traffic weight.
+
+    Exactly one of `replicas` / `weight` (percent of the rollout's replicas), or
+    `match_traffic_weight` to go back to pods following the weight. Needs a traffic router."""
+
+    replicas: int | None = None
+    weight: int | None = None
+    match_traffic_weight: bool = False
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class SetHeaderRouteStep:
+    """Argo's setHeaderRoute: a managed route sending matching requests to the canary."""
+
+    route: HeaderRoute
+
+
+@dataclass(frozen=True)
+class SetMirrorRouteStep:
+    """Argo's setMirrorRoute: a managed route mirroring matching requests to the canary."""
+
+    route: MirrorRoute
+
+
+Step = (
+    SetWeightStep
+    | PauseStep
+    | AnalysisStep
+    | SetCanaryScaleStep
+    | SetHeaderRouteStep
+    | SetMirrorRouteStep
+)
 
 
 @dataclass(frozen=True)
@@ -66,15 +109,69 @@ class WorkloadRef:
 
 
 @dataclass(frozen=True)
+class PodMetadata:
+    """Labels and annotations one track's pods carry (Argo's canary/stable/active/preview
+    metadata), as sorted pairs so the strategy stays hashable and serialisable."""
+
+    labels: tuple[tuple[str, str], ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class BlueGreen:
+    """What makes a strategy blue-green: the Services it switches. Its pre/post-promotion
+    analyses and auto-promotion are compiled into `CanaryStrategy.steps` (bot.rollout.bluegreen),
+    so the engine runs one state machine for both strategies."""
+
+    active_service: str
+    preview_service: str = ""
+    preview_replica_count: int | None = None  # None: the preview runs at full size
+    auto_promotion_enabled: bool = True
+    auto_promotion_seconds: int = 0
+
+
+# Argo's defaults (utils/defaults): the scale-down delay of the replaced version is 30 s for
+# blue-green and for a canary with a traffic router, 0 otherwise; after an abort, 30 s.
+DEFAULT_SCALE_DOWN_DELAY_SECONDS = 30
+DEFAULT_ABORT_SCALE_DOWN_DELAY_SECONDS = 30
+
+
+@dataclass(frozen=True)
 class CanaryStrategy:
+    """A rollout strategy: Argo's canary, or blue-green compiled to the same steps.
+
+    With neither a traffic router nor blue-green, traffic follows pod counts behind one
+    Service; with either, the router (or the Services) carries the weight and pod counts
+    follow Argo's traffic-routed rules (`bot.rollout.traffic.routed_replicas`)."""
+
     workload: WorkloadRef
     steps: tuple[Step, ...]
     analysis: BackgroundAnalysis | None = None
     progress_deadline_seconds: int = DEFAULT_PROGRESS_DEADLINE_SECONDS
-    traffic_routing_ignored: bool = False  # the source asked for a traffic router we lack
     ignored_fields: tuple[str, ...] = ()  # Argo fields read but without effect in Coalmine
     source: str = ""  # file the strategy came from
     source_key: str = ""  # where in that file: "spec.strategy.canary" or "apps[0].canary"
+    traffic: TrafficRouting | None = None
+    canary_service: str = ""
+    stable_service: str = ""
+    blue_green: BlueGreen | None = None
+    dynamic_stable_scale: bool = False
+    scale_down_delay_seconds: int | None = None  # None: Argo's default for the strategy
+    abort_scale_down_delay_seconds: int = DEFAULT_ABORT_SCALE_DOWN_DELAY_SECONDS  # 0: never
+    max_surge: int | str | None = None  # the Deployments' rollingUpdate, as Argo's IntOrString
+    max_unavailable: int | str | None = None
+    min_pods_per_replica_set: int | None = None  # floor of a routed track's non-zero count
+    canary_metadata: PodMetadata | None = None  # blue-green: the preview's
+    stable_metadata: PodMetadata | None = None  # blue-green: the active's
+
+    @property
+    def routed(self) -> bool:
+        """Whether something other than pod counts carries the traffic weight."""
+        return self.traffic is not None or self.blue_green is not None
+
+    @property
+    def kind(self) -> str:
+        return "blueGreen" if self.blue_green is not None else "canary"
 
 
 # ------------------------------------------------------------------------------------- state
@@ -148,6 +245,9 @@ class RolloutState:
     attempt: int = 1  # bumped by Retry
     started_at: float | None = None
     finished_at: float | None = None
+    # A finished rollout's canary waiting out its scale-down delay (Argo's
+    # scaleDownDelaySeconds / abortScaleDownDelaySeconds): RemoveCanary is due then.
+    scale_down_at: float | None = None
     step_started_at: float | None = None
     pause_started_at: float | None = None
     awaiting_health: bool = False  # SetWeight/Complete issued, WorkloadHealth not yet ok
@@ -299,8 +399,12 @@ class SetWeight:
 
 @dataclass(frozen=True)
 class RestoreStable:
-    """After an abort: stable back to its own template at full size, then the canary removed.
-    Retried by the shell until the cluster accepts it; no health report follows."""
+    """After an abort: traffic back to stable, stable back to its own template at full size,
+    then the canary removed unless its scale-down is delayed (`remove_canary` False; a later
+    RemoveCanary does it). Retried by the shell until the cluster accepts it; no health
+    report follows."""
+
+    remove_canary: bool = True
 
 
 @dataclass(frozen=True)
@@ -389,8 +493,13 @@ _CLASSES: dict[str, type] = {
         SetWeightStep,
         PauseStep,
         AnalysisStep,
+        SetCanaryScaleStep,
+        SetHeaderRouteStep,
+        SetMirrorRouteStep,
         BackgroundAnalysis,
         WorkloadRef,
+        PodMetadata,
+        BlueGreen,
         CanaryStrategy,
         HistoryEntry,
         WeightPoint,
@@ -425,6 +534,7 @@ _CLASSES: dict[str, type] = {
         CheckHealth,
         ScheduleTick,
         CommandRejected,
+        *routers.ALL_CLASSES,
     )
 }
 

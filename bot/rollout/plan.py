@@ -7,11 +7,11 @@ held back from the plain apply when its pod template changed: the rollout moves 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bot.analysis.templates import AnalysisTemplate
-from bot.rollout import argo_rollout, argo_templates
+from bot.rollout import argo_rollout, argo_templates, traffic
 from bot.rollout.fields import StrategyError
 from bot.rollout.model import CanaryStrategy
 
@@ -23,6 +23,9 @@ class CanaryPlan:
     strategy: CanaryStrategy
     templates: tuple[AnalysisTemplate, ...]
     deployment: Obj  # the workload as Git describes it, namespace filled in
+    # The Services the strategy names (canary/stable, active/preview) as Git has them,
+    # namespace filled in: the rollout pins their selectors to a track.
+    services: dict[str, Obj] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -46,26 +49,42 @@ class AppSpec(Protocol):
     def canary(self) -> CanaryStrategy | None: ...
 
 
-def split(objects: list[Obj], app: AppSpec) -> tuple[list[Obj], CanaryPlan | None]:
-    """(objects to apply as they are, the canary plan or None); raises StrategyError."""
-    source = f"{app.path}/"
+def split(objects: list[Obj], app: AppSpec,
+          sources: list[str] | None = None) -> tuple[list[Obj], CanaryPlan | None]:
+    """(objects to apply as they are, the canary plan or None); raises StrategyError.
+
+    `sources` names the file of each object (bot.manifests.render_sourced), so that an error
+    in a Rollout or a template names its file; without it, the app's folder."""
+    folder = f"{app.path}/"
+    source_of = {id(o): f for o, f in zip(objects, sources or [], strict=False)}
     rollouts = [o for o in objects if argo_rollout.is_rollout(o)]
     template_docs = [o for o in objects if argo_templates.is_analysis_template(o)]
     rest = [o for o in objects if not argo_rollout.is_rollout(o)
             and not argo_templates.is_analysis_template(o)]
-    templates = argo_templates.parse_analysis_templates((source, d) for d in template_docs)
+    templates = argo_templates.parse_analysis_templates(
+        (source_of.get(id(d), folder), d) for d in template_docs)
     if len(rollouts) > 1:
         names = ", ".join(r["metadata"]["name"] for r in rollouts)
-        raise StrategyError(source, "kind: Rollout",
+        raise StrategyError(source_of.get(id(rollouts[1]), folder), "kind: Rollout",
                             f"one Rollout per app is supported (found {names})")
     if rollouts:
         doc = rollouts[0]
+        source = source_of.get(id(doc), folder)
         strategy = argo_rollout.parse_rollout(doc, source=source)
         deployments = {o["metadata"]["name"]: o for o in rest if o.get("kind") == "Deployment"}
         workload = argo_rollout.rollout_to_deployment(doc, source=source, deployments=deployments)
         ref = (doc.get("spec") or {}).get("workloadRef") or {}
         rest = [o for o in rest if not (o.get("kind") == "Deployment"
                                         and o["metadata"]["name"] == ref.get("name"))]
+        clash = next((o for o in rest if o.get("kind") == "Deployment"
+                      and o["metadata"]["name"] == workload["metadata"]["name"]), None)
+        if clash is not None:
+            raise StrategyError(
+                source, f"Rollout {workload['metadata']['name']}",
+                f"Coalmine runs the Rollout as Deployment '{workload['metadata']['name']}', "
+                f"which {source_of.get(id(clash), folder)} also declares; remove one of them "
+                "(or point spec.workloadRef at it)")
+        where = (f"{source}: Rollout {workload['metadata']['name']}", strategy.source_key)
     elif app.canary is not None:
         strategy = app.canary
         name = strategy.workload.name
@@ -76,9 +95,34 @@ def split(objects: list[Obj], app: AppSpec) -> tuple[list[Obj], CanaryPlan | Non
                 f"Deployment '{name}' is not among the manifests under {app.path}")
         workload = found[0]
         rest = [o for o in rest if o is not workload]
+        where = (".coalmine.yaml", strategy.source_key)
     else:
         return rest, None
-    argo_templates.check_template_refs(strategy, templates)
+    argo_templates.check_template_refs(strategy, templates, where[0])
     workload = {**workload, "metadata": {**workload["metadata"]}}
     workload["metadata"].setdefault("namespace", app.namespace)
-    return rest, CanaryPlan(strategy, templates, workload)
+    workload = traffic.with_rolling_update(workload, strategy.max_surge, strategy.max_unavailable)
+    services = _strategy_services(strategy, rest, app, where)
+    return rest, CanaryPlan(strategy, templates, workload, services)
+
+
+def _strategy_services(strategy: CanaryStrategy, objects: list[Obj], app: AppSpec,
+                       where: tuple[str, str]) -> dict[str, Obj]:
+    """The Services the strategy names, which must be among the app's manifests: the rollout
+    pins their selectors to a track, which it can only do to a Service it applies."""
+    named = {o["metadata"]["name"]: o for o in objects
+             if o.get("kind") == "Service" and o.get("apiVersion") == "v1"}
+    found: dict[str, Obj] = {}
+    for key, name in traffic.named_services(strategy):
+        service = named.get(name)
+        if service is None:
+            raise StrategyError(where[0], f"{where[1]}.{key}",
+                                f"Service '{name}' is not among the app's manifests under "
+                                f"{app.path} (the rollout points its selector at a track)")
+        if not isinstance((service.get("spec") or {}).get("selector"), dict):
+            raise StrategyError(where[0], f"{where[1]}.{key}",
+                                f"Service '{name}' has no spec.selector to pin to a track")
+        obj = {**service, "metadata": {**service["metadata"]}}
+        obj["metadata"].setdefault("namespace", app.namespace)
+        found[name] = obj
+    return found

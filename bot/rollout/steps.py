@@ -7,9 +7,11 @@ reads those parts once, so that both sources accept and refuse exactly the same 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from bot.analysis.templates import Arg
+from bot.rollout import routers
 from bot.rollout.fields import (
     At,
     as_arg_text,
@@ -27,33 +29,63 @@ from bot.rollout.model import (
     AnalysisStep,
     BackgroundAnalysis,
     PauseStep,
+    SetCanaryScaleStep,
+    SetHeaderRouteStep,
+    SetMirrorRouteStep,
     SetWeightStep,
     Step,
     TemplateRef,
 )
+from bot.rollout.routers import TrafficRouting
 
-_STEP_KINDS = ("setWeight", "pause", "analysis")
+# An Argo step holds one main action, optionally with modifiers Argo allows beside it (its
+# validation refuses only two of setWeight/pause/experiment/analysis together).
+_MAIN_KINDS = ("setWeight", "pause", "analysis")
+_MODIFIER_KINDS = ("setCanaryScale", "setHeaderRoute", "setMirrorRoute")
+_STEP_KINDS = _MAIN_KINDS + _MODIFIER_KINDS
 _UNSUPPORTED_STEPS = {
     "experiment": "experiment steps are not supported by Coalmine",
-    "setCanaryScale": (
-        "setCanaryScale is not supported: without a traffic router the canary's scale follows "
-        "setWeight (Argo also allows setCanaryScale only with trafficRouting)"
-    ),
-    "setHeaderRoute": "setHeaderRoute needs a traffic router, which Coalmine does not drive yet",
-    "setMirrorRoute": "setMirrorRoute needs a traffic router, which Coalmine does not drive yet",
     "plugin": "step plugins are not supported by Coalmine",
 }
 
 
-def parse_steps(raw: Any, at: At) -> tuple[Step, ...]:
-    """The `steps` list; none at all is an empty tuple."""
+# The routers Argo's validation lets each managed-route step use (of those Coalmine drives).
+_ROUTE_STEPS_ON: dict[str, tuple[type, ...]] = {
+    "setHeaderRoute": (routers.IstioRouting, routers.GatewayApiRouting),
+    "setMirrorRoute": (routers.IstioRouting, routers.GatewayApiRouting),
+}
+_ROUTER_LABELS = {routers.IstioRouting: "istio", routers.GatewayApiRouting: "Gateway API plugin"}
+
+
+@dataclass(frozen=True)
+class ParsedSteps:
+    """The steps Coalmine runs, and for each step of the YAML the index of its first one: a
+    YAML step that combines modifiers with a main action (`setCanaryScale` with `setWeight`)
+    runs as consecutive steps, modifiers first, so `startingStep` must be translated."""
+
+    steps: tuple[Step, ...]
+    first_of: tuple[int, ...]
+
+
+def parse_steps(raw: Any, at: At, traffic: TrafficRouting | None = None,
+                *, routed: bool | None = None) -> ParsedSteps:
+    """The `steps` list; none at all is empty. `traffic` is the strategy's router (header and
+    mirror routes need one, with the route among its managedRoutes); `routed` says whether
+    setCanaryScale is allowed (a router, or blue-green), by default whether `traffic` is set."""
     if raw is None:
-        return ()
-    return tuple(_step(item, at.index(i)) for i, item in enumerate(as_list(raw, at)))
+        return ParsedSteps((), ())
+    allowed = traffic is not None if routed is None else routed
+    steps: list[Step] = []
+    first_of: list[int] = []
+    for i, item in enumerate(as_list(raw, at)):
+        first_of.append(len(steps))
+        steps.extend(_step(item, at.index(i), traffic, allowed))
+    return ParsedSteps(tuple(steps), tuple(first_of))
 
 
-def parse_background(raw: Any, at: At, step_count: int) -> BackgroundAnalysis | None:
-    """The background `analysis` mapping, whose startingStep must name one of the steps."""
+def parse_background(raw: Any, at: At, parsed: ParsedSteps) -> BackgroundAnalysis | None:
+    """The background `analysis` mapping, whose startingStep must name one of the steps (it
+    counts the YAML's steps; the result counts the steps Coalmine runs)."""
     if raw is None:
         return None
     raw = as_mapping(raw, at, "a mapping with templates, args and startingStep")
@@ -61,12 +93,15 @@ def parse_background(raw: Any, at: At, step_count: int) -> BackgroundAnalysis | 
     if "templates" not in raw:
         at.key("templates").fail("is required: [{templateName: ...}]")
     starting = 0
+    step_count = len(parsed.first_of)
     if raw.get("startingStep") is not None:
         starting = as_whole(raw["startingStep"], at.key("startingStep"), 0)
         if step_count and starting >= step_count:
             at.key("startingStep").fail(
                 f"{starting} is past the last step (steps are numbered 0..{step_count - 1})"
             )
+        if step_count:
+            starting = parsed.first_of[starting]
     return BackgroundAnalysis(
         templates=_template_refs(raw["templates"], at.key("templates")),
         args=_args(raw.get("args"), at.key("args")),
@@ -116,7 +151,8 @@ def _args(raw: Any, at: At) -> tuple[Arg, ...]:
     return tuple(args)
 
 
-def _analysis_step(raw: Any, at: At) -> AnalysisStep:
+def parse_analysis(raw: Any, at: At, label: str = "") -> AnalysisStep:
+    """An analysis step's mapping (also blue-green's pre/postPromotionAnalysis)."""
     raw = as_mapping(raw, at, "a mapping with templates and args")
     reject_dry_run(raw, at)
     if "templates" not in raw:
@@ -124,6 +160,7 @@ def _analysis_step(raw: Any, at: At) -> AnalysisStep:
     return AnalysisStep(
         templates=_template_refs(raw["templates"], at.key("templates")),
         args=_args(raw.get("args"), at.key("args")),
+        label=label,
     )
 
 
@@ -139,18 +176,66 @@ def _pause_step(raw: Any, at: At) -> PauseStep:
     return PauseStep(duration=as_seconds(raw["duration"], at.key("duration")))
 
 
-def _step(raw: Any, at: At) -> Step:
+def _canary_scale(raw: Any, at: At) -> SetCanaryScaleStep:
+    raw = as_mapping(raw, at, "a mapping with one of replicas, weight, matchTrafficWeight")
+    unknown = key_names(set(raw) - {"replicas", "weight", "matchTrafficWeight"})
+    if unknown:
+        at.key(unknown[0]).fail("unknown key (allowed: replicas, weight, matchTrafficWeight)")
+    given = [k for k in ("replicas", "weight", "matchTrafficWeight") if raw.get(k) is not None]
+    if len(given) != 1:
+        at.fail("needs exactly one of replicas, weight, matchTrafficWeight "
+                f"(found: {', '.join(given) or 'none'})")
+    (kind,) = given
+    if kind == "replicas":
+        return SetCanaryScaleStep(replicas=as_whole(raw[kind], at.key(kind), 0))
+    if kind == "weight":
+        return SetCanaryScaleStep(weight=as_whole(raw[kind], at.key(kind), 0, 100))
+    if raw[kind] is not True:
+        at.key(kind).fail(f"must be true (or leave it out), got {shown(raw[kind])}")
+    return SetCanaryScaleStep(match_traffic_weight=True)
+
+
+def _modifier(kind: str, value: Any, at: At, traffic: TrafficRouting | None,
+              routed: bool) -> Step:
+    if kind == "setCanaryScale":
+        if not routed:
+            at.fail("setCanaryScale needs spec.strategy.canary.trafficRouting (without a router "
+                    "the canary's pods are its traffic share; Argo refuses it too)")
+        return _canary_scale(value, at)
+    if traffic is None:
+        at.fail(f"{kind} needs spec.strategy.canary.trafficRouting with the route listed in "
+                "trafficRouting.managedRoutes")
+    allowed = _ROUTE_STEPS_ON[kind]
+    if not isinstance(traffic.router, allowed):
+        at.fail(f"{kind} is not possible with the {traffic.name} router (Argo allows it on "
+                f"{', '.join(_ROUTER_LABELS[r] for r in allowed)})")
+    if kind == "setHeaderRoute":
+        return SetHeaderRouteStep(routers.parse_header_route(value, at, traffic.managed_routes))
+    return SetMirrorRouteStep(routers.parse_mirror_route(value, at, traffic.managed_routes))
+
+
+def _step(raw: Any, at: At, traffic: TrafficRouting | None, routed: bool) -> list[Step]:
     raw = as_mapping(raw, at, "a mapping such as {setWeight: 20}")
-    if len(raw) != 1:
-        found = ", ".join(sorted(map(str, raw))) or "nothing"
-        at.fail(f"a step must have exactly one of {', '.join(_STEP_KINDS)} (found: {found})")
-    ((kind, value),) = raw.items()
-    if kind in _UNSUPPORTED_STEPS:
-        at.key(kind).fail(_UNSUPPORTED_STEPS[kind])
-    if kind == "setWeight":
-        return SetWeightStep(weight=as_whole(value, at.key(kind), 0, 100))
-    if kind == "pause":
-        return _pause_step(value, at.key(kind))
-    if kind == "analysis":
-        return _analysis_step(value, at.key(kind))
-    at.key(str(kind)).fail(f"unknown step (supported: {', '.join(_STEP_KINDS)})")
+    for kind in key_names(raw):
+        if kind in _UNSUPPORTED_STEPS:
+            at.key(kind).fail(_UNSUPPORTED_STEPS[kind])
+        if kind not in _STEP_KINDS:
+            at.key(kind).fail(f"unknown step (supported: {', '.join(_STEP_KINDS)})")
+    mains = [k for k in _MAIN_KINDS if k in raw]
+    if len(mains) > 1:
+        at.fail(f"a step may have only one of {', '.join(_MAIN_KINDS)} "
+                f"(found: {', '.join(mains)}); split it into several steps")
+    if not raw:
+        at.fail(f"a step needs one of {', '.join(_STEP_KINDS)} (found: nothing)")
+    steps = [_modifier(k, raw[k], at.key(k), traffic, routed)
+             for k in _MODIFIER_KINDS if k in raw]
+    if mains:
+        kind = mains[0]
+        value = raw[kind]
+        if kind == "setWeight":
+            steps.append(SetWeightStep(weight=as_whole(value, at.key(kind), 0, 100)))
+        elif kind == "pause":
+            steps.append(_pause_step(value, at.key(kind)))
+        else:
+            steps.append(parse_analysis(value, at.key(kind)))
+    return steps

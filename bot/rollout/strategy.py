@@ -11,34 +11,37 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.rollout.fields import At, StrategyError, as_mapping, as_text, key_names
+from bot.rollout import specs
+from bot.rollout.fields import At, StrategyError, as_mapping, as_text
 from bot.rollout.model import CanaryStrategy, WorkloadRef
-from bot.rollout.steps import parse_background, parse_deadline, parse_steps
+from bot.rollout.steps import parse_deadline
 
-__all__ = ["StrategyError", "parse_canary_config"]
+__all__ = ["StrategyError", "parse_blue_green_config", "parse_canary_config"]
 
-_CONFIG_CANARY_KEYS = ("workload", "steps", "analysis", "progressDeadlineSeconds")
+_WORKLOAD_KEYS = ("workload", "progressDeadlineSeconds")
 
 
 def parse_canary_config(raw: Any, *, source: str, key: str) -> CanaryStrategy:
-    """The `canary:` mapping of one app in `.coalmine.yaml` (`key` is e.g. "apps[0].canary")."""
+    """The `canary:` mapping of one app in `.coalmine.yaml` (`key` is e.g. "apps[0].canary"):
+    Argo's canary fields, with `workload: Deployment/<name>` and the progress deadline."""
+    return _parse(raw, source=source, key=key, parse=specs.parse_canary)
+
+
+def parse_blue_green_config(raw: Any, *, source: str, key: str) -> CanaryStrategy:
+    """The `blueGreen:` mapping of one app: Argo's blueGreen fields, plus `workload` and the
+    progress deadline as in `canary:`."""
+    return _parse(raw, source=source, key=key, parse=specs.parse_blue_green)
+
+
+def _parse(raw: Any, *, source: str, key: str, parse: Any) -> CanaryStrategy:
     at = At(source, key)
-    raw = as_mapping(raw, at, "a mapping with workload and steps")
-    unknown = key_names(set(raw) - set(_CONFIG_CANARY_KEYS))
-    if unknown:
-        at.key(unknown[0]).fail(f"unknown key (allowed: {', '.join(_CONFIG_CANARY_KEYS)})")
+    raw = as_mapping(raw, at, "a mapping with workload and the strategy's fields")
     workload_text = as_text(raw.get("workload"), at.key("workload"))
     kind, _, name = workload_text.partition("/")
     if kind != "Deployment" or not name:
         at.key("workload").fail(f"{workload_text!r} must look like Deployment/<name>")
-    steps = parse_steps(raw.get("steps"), at.key("steps"))
-    return CanaryStrategy(
-        workload=WorkloadRef(kind=kind, name=name),
-        steps=steps,
-        analysis=parse_background(raw.get("analysis"), at.key("analysis"), len(steps)),
-        progress_deadline_seconds=parse_deadline(
-            raw.get("progressDeadlineSeconds"), at.key("progressDeadlineSeconds")
-        ),
-        source=source,
-        source_key=key,
-    )
+    deadline = parse_deadline(raw.get("progressDeadlineSeconds"),
+                              at.key("progressDeadlineSeconds"))
+    body = {k: v for k, v in raw.items() if k not in _WORKLOAD_KEYS}
+    return parse(body, at, workload=WorkloadRef(kind=kind, name=name), deadline=deadline,
+                 source=source, extra_keys=_WORKLOAD_KEYS)

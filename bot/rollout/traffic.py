@@ -1,6 +1,7 @@
-"""Replica-based traffic: the stable Deployment `<name>` and the canary `<name>-canary`.
+"""The two tracks of a rollout: the stable Deployment `<name>` and the canary `<name>-canary`,
+and the Services a strategy pins to one of them.
 
-Without a mesh the only lever is pod counts behind one Service. Both Deployments carry a
+Without a traffic router the only lever is pod counts behind one Service. Both Deployments carry a
 `coalmine.dev/track` label in their selector, so their ReplicaSets never adopt each other's pods,
 while a Service that selects on the app's own labels reaches both tracks. Selectors are immutable
 in Kubernetes, which is why the stable track label is added on the very first (plain) deploy.
@@ -14,6 +15,8 @@ import json
 from typing import Any
 
 from bot.refs import REVISION_LABEL, ObjectRef
+from bot.rollout import routers
+from bot.rollout.model import CanaryStrategy, PodMetadata
 
 Obj = dict[str, Any]
 TRACK_LABEL = "coalmine.dev/track"
@@ -53,17 +56,50 @@ def _with_track(deployment: Obj, track: str) -> Obj:
     return obj
 
 
-def as_stable(deployment: Obj) -> Obj:
+def with_pod_metadata(obj: Obj, metadata: PodMetadata | None) -> Obj:
+    """`obj` (a Deployment, changed in place) with a track's extra pod labels and annotations
+    (Argo's canaryMetadata / stableMetadata, previewMetadata / activeMetadata)."""
+    if metadata is None:
+        return obj
+    template_meta = obj.setdefault("spec", {}).setdefault("template", {}).setdefault(
+        "metadata", {})
+    if metadata.labels:
+        template_meta.setdefault("labels", {}).update(
+            {k: v for k, v in metadata.labels if k != TRACK_LABEL})
+    if metadata.annotations:
+        template_meta.setdefault("annotations", {}).update(dict(metadata.annotations))
+    return obj
+
+
+def with_rolling_update(deployment: Obj, max_surge: int | str | None,
+                        max_unavailable: int | str | None) -> Obj:
+    """A copy of `deployment` whose rolling update uses the strategy's maxSurge and
+    maxUnavailable (Argo's fields; they pace the stable Deployment taking the new version)."""
+    if max_surge is None and max_unavailable is None:
+        return deployment
+    obj = {**deployment, "spec": copy.deepcopy(deployment.get("spec") or {})}
+    strategy = obj["spec"].setdefault("strategy", {})
+    strategy["type"] = "RollingUpdate"
+    rolling = strategy.setdefault("rollingUpdate", {})
+    if max_surge is not None:
+        rolling["maxSurge"] = max_surge
+    if max_unavailable is not None:
+        rolling["maxUnavailable"] = max_unavailable
+    return obj
+
+
+def as_stable(deployment: Obj, metadata: PodMetadata | None = None) -> Obj:
     """Git's Deployment as Coalmine applies it: stable track, template fingerprint recorded."""
     digest = template_hash(deployment)
-    obj = _with_track(deployment, "stable")
+    obj = with_pod_metadata(_with_track(deployment, "stable"), metadata)
     obj.setdefault("metadata", {}).setdefault("annotations", {})[TEMPLATE_HASH_ANNOTATION] = digest
     return obj
 
 
-def canary_of(deployment: Obj, replicas: int, revision: str) -> Obj:
+def canary_of(deployment: Obj, replicas: int, revision: str,
+              metadata: PodMetadata | None = None) -> Obj:
     """The canary Deployment running Git's new template at `replicas` pods."""
-    obj = _with_track(deployment, "canary")
+    obj = with_pod_metadata(_with_track(deployment, "canary"), metadata)
     meta = obj["metadata"]
     meta["name"] = meta["name"] + CANARY_SUFFIX
     meta.setdefault("labels", {})[TRACK_LABEL] = "canary"
@@ -117,3 +153,61 @@ def needs_canary(new_deployment: Obj, live: Obj | None) -> bool:
     if live_hash is None or selector.get(TRACK_LABEL) != "stable":
         return False  # not deployed by Coalmine with a stable track yet: plain apply adopts it
     return live_hash != template_hash(new_deployment)
+
+
+# ---------------------------------------------------------------------------- Services
+
+
+def named_services(strategy: CanaryStrategy) -> list[tuple[str, str]]:
+    """(strategy key, Service name) of each Service the strategy pins to a track."""
+    if strategy.blue_green is not None:
+        pairs = [("activeService", strategy.blue_green.active_service),
+                 ("previewService", strategy.blue_green.preview_service)]
+    else:
+        pairs = [("canaryService", strategy.canary_service),
+                 ("stableService", strategy.stable_service)]
+    return [(key, name) for key, name in pairs if name]
+
+
+def service_tracks(strategy: CanaryStrategy, *, running: bool, weight: int) -> dict[str, str]:
+    """The track each named Service selects now.
+
+    While a rollout runs, the canary (preview) Service selects the canary and the stable one
+    the stable track; the active Service of a blue-green switches to the new version at weight
+    100. Outside a rollout every one of them selects stable, as Argo points them all at the
+    stable ReplicaSet."""
+    tracks = {name: "stable" for _key, name in named_services(strategy)}
+    if not running:
+        return tracks
+    if strategy.blue_green is not None:
+        if strategy.blue_green.preview_service:
+            tracks[strategy.blue_green.preview_service] = "canary"
+        if weight >= 100:
+            tracks[strategy.blue_green.active_service] = "canary"
+    elif strategy.canary_service:
+        tracks[strategy.canary_service] = "canary"
+    return tracks
+
+
+def pin_service(service: Obj, track: str) -> Obj:
+    """A copy of `service` whose selector also requires the pods of `track`."""
+    obj = {**service, "spec": copy.deepcopy(service.get("spec") or {})}
+    obj["spec"].setdefault("selector", {})[TRACK_LABEL] = track
+    return obj
+
+
+def pinned_track(live_service: Obj | None) -> str | None:
+    """The track a live Service selects, if a rollout pinned it."""
+    if live_service is None:
+        return None
+    return ((live_service.get("spec") or {}).get("selector") or {}).get(TRACK_LABEL)
+
+
+def router_context(strategy: CanaryStrategy, name: str, namespace: str
+                   ) -> routers.RouterContext | None:
+    """What the strategy's traffic router needs to know of the rollout; None without one."""
+    if strategy.traffic is None:
+        return None
+    return routers.RouterContext(rollout=name, namespace=namespace,
+                                 canary_service=strategy.canary_service,
+                                 stable_service=strategy.stable_service)

@@ -185,7 +185,7 @@ def test_policy_content_rule_and_schema_violations_fail_the_preview(world, fake_
     body = wait_preview(world, number, sha)
     assert "The merge would fail" in body
     assert "forbidImageTags" in body and "spec.template.spec.containers[0].image" in body
-    assert "deploy/web" in body and "Deployment shop/web" in body
+    assert "deploy/web/deployment.yaml" in body and "Deployment shop/web" in body
     assert 'unknown field "spec.replica"' in body
     assert "Refused by the repository's policy" in body and "kube-system" in body
     assert fake_kube.get_object("v1", "ConfigMap", "kube-system", "ops") is None

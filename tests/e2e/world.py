@@ -287,7 +287,7 @@ def wait_log(world: World, needle: str, timeout: float = 60) -> None:
                              + world.bot.worker_log()[-4000:]) from None
 
 
-def set_up(world: World, files: dict[str, str]) -> None:
+def set_up(world: World, files: dict[str, str | None]) -> None:
     """Start a worker and merge `files` as a first deploy (a plain apply) that must succeed."""
     world.bot.start_worker()
     _, sha, resp = merge(world, files, "Set up canaries")

@@ -1,6 +1,7 @@
 """A cluster and a rollout record store in memory, for the rollout shell's use-case tests.
 
-`FakeCluster` keeps Deployments in a dict and makes each one ready as soon as it is written,
+`FakeCluster` keeps Deployments in a dict (other kinds, such as Services and router objects, in
+`others` by kind and name) and makes each Deployment ready as soon as it is written,
 unless its name is in `unready` (pods never become available) or `failing` (its own progress
 deadline is exceeded); an operation named in `refuse` raises `ClusterError` as a refusing API
 server would. Every write is recorded in `calls`, in order.
@@ -21,6 +22,8 @@ Obj = dict[str, Any]
 @dataclass
 class FakeCluster:
     objects: dict[str, Obj] = field(default_factory=dict)  # by Deployment name
+    others: dict[tuple[str, str], Obj] = field(default_factory=dict)  # by (kind, name)
+    written: list[Obj] = field(default_factory=list)  # every non-Deployment write, in order
     unready: set[str] = field(default_factory=set)
     failing: set[str] = field(default_factory=set)
     refuse: set[str] = field(default_factory=set)  # "apply", "scale", "delete", "get"
@@ -33,6 +36,17 @@ class FakeCluster:
     def image(self, name: str) -> str | None:
         obj = self.objects.get(name)
         return None if obj is None else obj["spec"]["template"]["spec"]["containers"][0]["image"]
+
+    def put(self, obj: Obj) -> None:
+        """A Deployment already running (ready, unless listed in `unready`); not a call."""
+        stored = copy.deepcopy(obj)
+        self._settle(stored)
+        self.objects[stored["metadata"]["name"]] = stored
+
+    def selects(self, service: str) -> str | None:
+        """The track a Service's selector pins, if any."""
+        obj = self.others.get(("Service", service))
+        return None if obj is None else obj["spec"]["selector"].get("coalmine.dev/track")
 
     def _check(self, op: str) -> None:
         if op in self.refuse:
@@ -55,12 +69,22 @@ class FakeCluster:
         self._check("apply")
         for obj in objects:
             stored = copy.deepcopy(obj)
-            self.calls.append(("apply", stored["metadata"]["name"], revision, owner.app))
+            name = stored["metadata"]["name"]
+            if stored.get("kind", "Deployment") != "Deployment":
+                self.calls.append(("apply", f"{stored['kind']}/{name}", revision, owner.app))
+                self.others[(stored["kind"], name)] = stored
+                self.written.append(copy.deepcopy(stored))
+                continue
+            self.calls.append(("apply", name, revision, owner.app))
             self._settle(stored)
-            self.objects[stored["metadata"]["name"]] = stored
+            self.objects[name] = stored
 
     def delete(self, api_version: str, kind: str, namespace: str | None, name: str) -> None:
         self._check("delete")
+        if kind != "Deployment":
+            self.calls.append(("delete", f"{kind}/{name}"))
+            self.others.pop((kind, name), None)
+            return
         self.calls.append(("delete", name))
         self.objects.pop(name, None)
 
@@ -72,7 +96,7 @@ class FakeCluster:
 
     def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> Obj | None:
         self._check("get")
-        obj = self.objects.get(name)
+        obj = self.objects.get(name) if kind == "Deployment" else self.others.get((kind, name))
         return copy.deepcopy(obj) if obj is not None else None
 
 

@@ -23,11 +23,12 @@ class FakeTree:
     def config_text(self) -> str | None:
         return self.config
 
-    def render(self, app_path: str) -> list[Obj]:
+    def render(self, app_path: str) -> list[tuple[Obj, str]]:
         found = self.apps.get(app_path, f"{app_path}: no such file or directory")
         if isinstance(found, str):
             raise ManifestError(found)
-        return copy.deepcopy(found)
+        return [(copy.deepcopy(obj), f"{app_path}/{obj['metadata']['name']}.yaml")
+                for obj in found]
 
 
 @dataclass

@@ -35,6 +35,8 @@ class BotHarness:
             "COALMINE_LOG_LEVEL": "DEBUG",
             # Deny by default: the one repository the e2e world serves, into its namespace.
             "COALMINE_REPOS": "acme/gitops=shop",
+            # Several workers (and test runs) share the host: no fixed metrics port.
+            "COALMINE_WORKER_METRICS_PORT": "0",
             **env,
         }
         self.settings = load_settings(self.env)

@@ -37,3 +37,11 @@ def kube_cluster(fake_kube: RunningFakeKube) -> Cluster:
         retry=RetryPolicy(attempts=4, first_delay_s=0.01, max_delay_s=0.05),
         request_timeout_s=5.0,
     )
+
+
+@pytest.fixture
+def router_crds(fake_kube: RunningFakeKube) -> RunningFakeKube:
+    """`fake_kube` with the traffic routers' CRDs installed (Istio VirtualService and
+    DestinationRule, Gateway API HTTPRoute, SMI TrafficSplit; see tests/harness/crds/)."""
+    fake_kube.install_router_crds()
+    return fake_kube

@@ -18,6 +18,10 @@ impersonated user may write only in those namespaces (and cluster-scoped objects
 allowed); anything else answers 403 Forbidden with the real server's Status body. Reads are
 not restricted. DELETE honours `preconditions` (uid, resourceVersion) with a 409 Conflict.
 
+Applying a CustomResourceDefinition serves its kind at every served version, preferred version
+first in discovery as a real server orders them; `install_router_crds()` installs the traffic
+routers' CRDs kept in tests/harness/crds/ (the `router_crds` fixture does it for a test).
+
 Dry-run: a server-side apply with `dryRun=All` runs every check and answers what would be
 stored, storing nothing (its write is recorded with `dry_run=True`); `fieldValidation=Strict`
 refuses fields the fake's small schema (STRICT_FIELDS: the workload, pod and container fields,
@@ -66,6 +70,9 @@ SERVER_VERSION = {
 }
 ALL_VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+# CustomResourceDefinitions of the traffic routers' kinds (Istio, Gateway API, SMI), as the
+# routers' own installs create them; NGINX needs none (networking.k8s.io Ingress is built in).
+ROUTER_CRDS_DIR = Path(__file__).parent / "crds"
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
 WRITE_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
@@ -171,12 +178,50 @@ def _not_found(rt: ResourceType, name: str) -> ApiError:
 
 
 def _invalid(rt: ResourceType, name: str, causes: list[str]) -> ApiError:
+    """422 Invalid; each cause reads "<field>: <what is wrong>" and is also listed in
+    `details.causes`, which is what kubectl prints."""
+    listed = []
+    for cause in causes:
+        field_path, _, message = cause.partition(": ")
+        reason = "FieldValueRequired" if message.startswith("Required") else "FieldValueInvalid"
+        listed.append({"reason": reason, "message": message, "field": field_path})
     return ApiError(
         422,
         "Invalid",
         f'{rt.kind}.{rt.group or "core"} "{name}" is invalid: ' + ", ".join(causes),
-        {"name": name, "group": rt.group, "kind": rt.kind},
+        {"name": name, "group": rt.group, "kind": rt.kind, "causes": listed},
     )
+
+
+_KUBE_VERSION = re.compile(r"^v([1-9][0-9]*)(?:(alpha|beta)([1-9][0-9]*))?$")
+_STAGES = {"alpha": 2, "beta": 1, None: 0}
+
+
+def version_priority(version: str) -> tuple[int, int, int, int, str]:
+    """Sort key putting API versions in the order discovery lists them: GA before beta before
+    alpha, higher numbers first, then anything not shaped like a Kubernetes version by name
+    (v2, v1, v2beta1, v1beta2, v1beta1, v1alpha1, foo). The first one is the preferred version."""
+    match = _KUBE_VERSION.match(version)
+    if match is None:
+        return (1, 0, 0, 0, version)
+    major, stage, minor = match.groups()
+    return (0, _STAGES[stage], -int(major), -int(minor or 0), "")
+
+
+def _validate_crd(rt: ResourceType, name: str, spec: Obj) -> None:
+    """Two of the API server's CRD rules: the name is `<plural>.<group>`, and exactly one
+    version is the storage version."""
+    causes = []
+    plural, group = (spec.get("names") or {}).get("plural", ""), spec.get("group", "")
+    if name != f"{plural}.{group}":
+        causes.append(f'metadata.name: Invalid value: "{name}": must be '
+                      'spec.names.plural+"."+spec.group')
+    versions = spec.get("versions") or []
+    if sum(1 for v in versions if v.get("storage")) != 1:
+        causes.append(f"spec.versions: Invalid value: {json.dumps(versions)[:80]}: must have "
+                      "exactly one version marked as storage version")
+    if causes:
+        raise _invalid(rt, name, causes)
 
 
 def _now() -> str:
@@ -735,6 +780,13 @@ class FakeKube:
             obj = self._store.get(self._key(rt, namespace, name)) if rt else None
             return copy.deepcopy(obj) if obj else None
 
+    def install_router_crds(self) -> list[str]:
+        """Creates the CRDs of `ROUTER_CRDS_DIR` as a cluster with those routers installed has
+        them; returns their names. Their kinds are served from then on, at every version."""
+        crds = [doc for path in sorted(ROUTER_CRDS_DIR.glob("*.yaml"))
+                for doc in yaml.safe_load_all(path.read_text()) if doc]
+        return [self.put_object(crd)["metadata"]["name"] for crd in crds]
+
     def put_object(self, obj: Obj) -> Obj:
         """Stores `obj` directly (test setup), as a create or an update without preconditions."""
         with self._lock:
@@ -791,11 +843,12 @@ class FakeKube:
         )
 
     def _group_versions(self) -> dict[str, list[str]]:
+        """Each group's served versions, preferred first (Kubernetes' version priority)."""
         groups: dict[str, list[str]] = {}
         for rt in self._types.values():
             if rt.group and rt.version not in groups.setdefault(rt.group, []):
                 groups[rt.group].append(rt.version)
-        return groups
+        return {group: sorted(versions, key=version_priority) for group, versions in groups.items()}
 
     def _register_crd(self, crd: Obj) -> None:
         spec = crd.get("spec", {})
@@ -930,6 +983,8 @@ class FakeKube:
                 raise _invalid(rt, name, [cause])
             if old is not None and old.get("spec", {}).get("selector") != spec.get("selector"):
                 raise _invalid(rt, name, ["spec.selector: Invalid value: field is immutable"])
+        if rt.kind == "CustomResourceDefinition":
+            _validate_crd(rt, name, new.get("spec") or {})
 
     def _default(self, rt: ResourceType, obj: Obj) -> None:
         """Server-side defaults, filled on every write like the real API server does."""
@@ -953,7 +1008,9 @@ class FakeKube:
             names = obj.get("spec", {}).get("names", {})
             obj["status"] = {
                 "acceptedNames": names,
-                "storedVersions": [v["name"] for v in obj["spec"].get("versions", [])[:1]],
+                "storedVersions": [
+                    v["name"] for v in obj["spec"].get("versions", []) if v.get("storage")
+                ],
                 "conditions": [
                     {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts"},
                     {"type": "Established", "status": "True", "reason": "InitialNamesAccepted"},

@@ -3,6 +3,8 @@ refusal of a shared directory."""
 
 from __future__ import annotations
 
+import socket
+
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -106,6 +108,15 @@ def test_the_worker_serves_its_own_registry_on_its_port():
     assert metrics.serve_worker_metrics({metrics.WORKER_PORT_ENV: str(port)}) == port
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     assert 'coalmine_jobs_total{kind="tick",outcome="ok"}' in text
+
+
+def test_a_taken_port_costs_the_worker_its_metrics_not_its_life(caplog):
+    with socket.socket() as taken:
+        taken.bind(("", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert metrics.serve_worker_metrics({metrics.WORKER_PORT_ENV: str(port)}) is None
+    assert f"worker metrics not served: port {port}" in caplog.text
 
 
 def test_port_zero_turns_the_worker_endpoint_off():

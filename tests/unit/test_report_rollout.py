@@ -187,24 +187,19 @@ def test_promoted_and_superseded_headlines():
 # ----------------------------------------------------------------------------------- notes
 
 
-def test_traffic_routing_and_ignored_fields_are_explained():
+def test_ignored_fields_are_explained():
     r = Rollout(
         [SetWeightStep(20)],
-        traffic_routing_ignored=True,
-        ignored_fields=("maxSurge", "trafficRouting"),
+        ignored_fields=("antiAffinity", "scaleDownDelayRevisionLimit"),
         source="deploy/web/rollout.yaml",
     ).send(Start())
     text = r.text()
     assert (
-        "> ℹ️ `trafficRouting` in `deploy/web/rollout.yaml` is not supported yet: the canary "
-        "weight is applied as a share of replicas instead" in text
-    )
-    assert (
         "> ℹ️ Ignored fields in `deploy/web/rollout.yaml` (read, but without effect): "
-        "`maxSurge`." in text
+        "`antiAffinity`, `scaleDownDelayRevisionLimit`." in text
     )
     plain = Rollout([SetWeightStep(20)]).send(Start()).text()
-    assert "trafficRouting" not in plain and "Ignored fields" not in plain
+    assert "Ignored fields" not in plain
 
 
 # ------------------------------------------------------------------------------- step table
@@ -470,7 +465,6 @@ def test_section_stays_small_with_long_histories_and_hostile_text():
         background=BackgroundAnalysis(
             templates=(TemplateRef("success-rate"),), args=(Arg("service", "web"),)
         ),
-        traffic_routing_ignored=True,
         ignored_fields=tuple(f"field{n}{long}" for n in range(30)),
         source=long,
     ).send(Start())

@@ -44,8 +44,9 @@ def test_basic_canary_example_parses_with_steps_and_ignored_fields():
         SetWeightStep(20),
         PauseStep(None),
     )
-    assert strategy.ignored_fields == ("maxSurge", "maxUnavailable")
-    assert not strategy.traffic_routing_ignored
+    assert strategy.ignored_fields == ()
+    assert (strategy.max_surge, strategy.max_unavailable) == ("25%", 0)
+    assert strategy.traffic is None
     assert strategy.progress_deadline_seconds == 600
 
 
@@ -151,16 +152,8 @@ def test_workload_ref_to_a_missing_deployment():
     del doc["spec"]["template"]
     doc["spec"]["workloadRef"] = {"kind": "Deployment", "name": "web"}
     assert error_of(rollout_to_deployment, doc, source="r.yaml", deployments={}) == (
-        "r.yaml: spec.workloadRef.name: Deployment 'web' not found among the app's manifests"
+        "r.yaml: Rollout example-rollout: spec.workloadRef.name: Deployment 'web' not found among the app's manifests"
     )
-
-
-def test_traffic_routing_is_read_but_flagged():
-    (doc,) = load("canary-basic-rollout.yaml")
-    doc["spec"]["strategy"]["canary"]["trafficRouting"] = {"nginx": {"stableIngress": "web"}}
-    strategy = parse_rollout(doc, source="r.yaml")
-    assert strategy.traffic_routing_ignored
-    assert "trafficRouting" in strategy.ignored_fields
 
 
 def test_coalmine_yaml_canary():
@@ -217,93 +210,97 @@ def rollout_error(steps_yaml: str) -> str:
         (
             "        - setWeight: 10\n        - setWeight: 20\n        - pause: {duration: 5x}",
             (
-                "deploy/web/rollout.yaml: spec.strategy.canary.steps[2].pause.duration: '5x' is not "
+                "deploy/web/rollout.yaml: Rollout web: spec.strategy.canary.steps[2].pause.duration: '5x' is not "
                 'a duration (use 30, "30s", "5m", "1h")'
             ),
         ),
         (
             "        - setWeight: 120",
-            "deploy/web/rollout.yaml: spec.strategy.canary.steps[0].setWeight: 120 must be <= 100",
+            "deploy/web/rollout.yaml: Rollout web: spec.strategy.canary.steps[0].setWeight: 120 must be <= 100",
         ),
         (
             "        - setWeight: -1",
-            "deploy/web/rollout.yaml: spec.strategy.canary.steps[0].setWeight: -1 must be >= 0",
+            "deploy/web/rollout.yaml: Rollout web: spec.strategy.canary.steps[0].setWeight: -1 must be >= 0",
         ),
         (
             "        - setWeight: ten",
             (
-                "deploy/web/rollout.yaml: spec.strategy.canary.steps[0].setWeight: 'ten' is not a "
+                "deploy/web/rollout.yaml: Rollout web: spec.strategy.canary.steps[0].setWeight: 'ten' is not a "
                 "whole number"
             ),
         ),
         (
             "        - experiment: {templates: []}",
             (
-                "deploy/web/rollout.yaml: spec.strategy.canary.steps[0].experiment: experiment "
+                "deploy/web/rollout.yaml: Rollout web: spec.strategy.canary.steps[0].experiment: experiment "
                 "steps are not supported by Coalmine"
             ),
         ),
         (
             "        - setWeight: 5\n        - setCanaryScale: {replicas: 3}",
             (
-                "deploy/web/rollout.yaml: spec.strategy.canary.steps[1].setCanaryScale: "
-                "setCanaryScale is not supported: without a traffic router the canary's scale "
-                "follows setWeight (Argo also allows setCanaryScale only with trafficRouting)"
+                "deploy/web/rollout.yaml: Rollout web: spec.strategy.canary.steps[1]."
+                "setCanaryScale: setCanaryScale needs spec.strategy.canary.trafficRouting "
+                "(without a router the canary's pods are its traffic share; Argo refuses it too)"
             ),
         ),
         (
             "        - setHeaderRoute: {name: h}",
             (
-                "deploy/web/rollout.yaml: spec.strategy.canary.steps[0].setHeaderRoute: "
-                "setHeaderRoute needs a traffic router, which Coalmine does not drive yet"
+                "deploy/web/rollout.yaml: Rollout web: spec.strategy.canary.steps[0].setHeaderRoute: "
+                "setHeaderRoute needs spec.strategy.canary.trafficRouting with the route listed in "
+                "trafficRouting.managedRoutes"
             ),
         ),
         (
             "        - setMirrorRoute: {name: m}",
             (
-                "deploy/web/rollout.yaml: spec.strategy.canary.steps[0].setMirrorRoute: "
-                "setMirrorRoute needs a traffic router, which Coalmine does not drive yet"
+                "deploy/web/rollout.yaml: Rollout web: spec.strategy.canary.steps[0].setMirrorRoute: "
+                "setMirrorRoute needs spec.strategy.canary.trafficRouting with the route listed in "
+                "trafficRouting.managedRoutes"
             ),
         ),
         (
             "        - plugin: {name: p}",
             (
-                "deploy/web/rollout.yaml: spec.strategy.canary.steps[0].plugin: step plugins are "
+                "deploy/web/rollout.yaml: Rollout web: spec.strategy.canary.steps[0].plugin: step plugins are "
                 "not supported by Coalmine"
             ),
         ),
         (
             "        - {setWeight: 10, pause: {}}",
             (
-                "deploy/web/rollout.yaml: spec.strategy.canary.steps[0]: a step must have exactly "
-                "one of setWeight, pause, analysis (found: pause, setWeight)"
+                "deploy/web/rollout.yaml: Rollout web: spec.strategy.canary.steps[0]: a step may "
+                "have only one of setWeight, pause, analysis (found: setWeight, pause); split it "
+                "into several steps"
             ),
         ),
         (
             "        - wait: 10",
             (
-                "deploy/web/rollout.yaml: spec.strategy.canary.steps[0].wait: unknown step "
-                "(supported: setWeight, pause, analysis)"
+                "deploy/web/rollout.yaml: Rollout web: spec.strategy.canary.steps[0].wait: unknown step "
+                "(supported: setWeight, pause, analysis, setCanaryScale, setHeaderRoute, "
+                "setMirrorRoute)"
             ),
         ),
         (
             "        - pause: {duration: 5m, until: never}",
             (
-                "deploy/web/rollout.yaml: spec.strategy.canary.steps[0].pause.until: unknown key "
+                "deploy/web/rollout.yaml: Rollout web: spec.strategy.canary.steps[0].pause.until: unknown key "
                 "(a pause takes only duration)"
             ),
         ),
         (
             "        - analysis: {args: []}",
             (
-                "deploy/web/rollout.yaml: spec.strategy.canary.steps[0].analysis.templates: is "
+                "deploy/web/rollout.yaml: Rollout web: spec.strategy.canary.steps[0].analysis.templates: is "
                 "required: [{templateName: ...}]"
             ),
         ),
         (
             "        - analysis: {templates: [{clusterScope: true}]}",
             (
-                "deploy/web/rollout.yaml: spec.strategy.canary.steps[0].analysis.templates[0]."
+                "deploy/web/rollout.yaml: Rollout web: spec.strategy.canary.steps[0].analysis.templates[0]."
                 "templateName: must be a non-empty string, got nothing"
             ),
         ),
@@ -313,7 +310,7 @@ def rollout_error(steps_yaml: str) -> str:
                 "            args: [{name: hash, valueFrom: {podTemplateHashValue: Latest}}]"
             ),
             (
-                "deploy/web/rollout.yaml: spec.strategy.canary.steps[0].analysis.args[0].valueFrom: "
+                "deploy/web/rollout.yaml: Rollout web: spec.strategy.canary.steps[0].analysis.args[0].valueFrom: "
                 "valueFrom is not supported (podTemplateHashValue, fieldRef, secretKeyRef); give a "
                 "literal value"
             ),
@@ -324,21 +321,21 @@ def rollout_error(steps_yaml: str) -> str:
                 "            args: [{name: service}]"
             ),
             (
-                "deploy/web/rollout.yaml: spec.strategy.canary.steps[0].analysis.args[0].value: "
+                "deploy/web/rollout.yaml: Rollout web: spec.strategy.canary.steps[0].analysis.args[0].value: "
                 "argument 'service' needs a value"
             ),
         ),
         (
             "        - analysis: {templates: [{templateName: t}], dryRun: [{metricName: x}]}",
             (
-                "deploy/web/rollout.yaml: spec.strategy.canary.steps[0].analysis.dryRun: dry-run "
+                "deploy/web/rollout.yaml: Rollout web: spec.strategy.canary.steps[0].analysis.dryRun: dry-run "
                 "metrics are not supported yet; remove dryRun"
             ),
         ),
         (
             "        - 10",
             (
-                "deploy/web/rollout.yaml: spec.strategy.canary.steps[0]: must be a mapping such as "
+                "deploy/web/rollout.yaml: Rollout web: spec.strategy.canary.steps[0]: must be a mapping such as "
                 "{setWeight: 20}, got 10"
             ),
         ),
@@ -355,16 +352,22 @@ def test_background_starting_step_past_the_end():
         "startingStep": 1,
     }
     assert error_of(parse_rollout, doc, source="r.yaml") == (
-        "r.yaml: spec.strategy.canary.analysis.startingStep: 1 is past the last step (steps "
+        "r.yaml: Rollout web: spec.strategy.canary.analysis.startingStep: 1 is past the last step (steps "
         "are numbered 0..0)"
     )
 
 
-def test_blue_green_is_refused():
+def test_a_rollout_has_exactly_one_strategy():
     doc = yaml.safe_load(ROLLOUT_HEAD + "        - setWeight: 10\n")
-    doc["spec"]["strategy"] = {"blueGreen": {"activeService": "web"}}
+    doc["spec"]["strategy"]["blueGreen"] = {"activeService": "web"}
     assert error_of(parse_rollout, doc, source="r.yaml") == (
-        "r.yaml: spec.strategy: only the canary strategy is supported (found: blueGreen)"
+        "r.yaml: Rollout web: spec.strategy: needs exactly one of canary, blueGreen "
+        "(found: blueGreen, canary)"
+    )
+    doc["spec"]["strategy"] = {"rollingUpdate": {}}
+    assert error_of(parse_rollout, doc, source="r.yaml") == (
+        "r.yaml: Rollout web: spec.strategy: needs exactly one of canary, blueGreen "
+        "(found: rollingUpdate)"
     )
 
 
@@ -372,7 +375,7 @@ def test_rollout_without_template_or_workload_ref():
     doc = yaml.safe_load(ROLLOUT_HEAD + "        - setWeight: 10\n")
     del doc["spec"]["template"]
     assert error_of(parse_rollout, doc, source="r.yaml") == (
-        "r.yaml: spec.template: is required (or spec.workloadRef to a Deployment)"
+        "r.yaml: Rollout web: spec.template: is required (or spec.workloadRef to a Deployment)"
     )
 
 
@@ -380,7 +383,7 @@ def test_progress_deadline_must_be_positive():
     doc = yaml.safe_load(ROLLOUT_HEAD + "        - setWeight: 10\n")
     doc["spec"]["progressDeadlineSeconds"] = 0
     assert error_of(parse_rollout, doc, source="r.yaml") == (
-        "r.yaml: spec.progressDeadlineSeconds: 0 must be >= 1"
+        "r.yaml: Rollout web: spec.progressDeadlineSeconds: 0 must be >= 1"
     )
 
 
@@ -401,8 +404,11 @@ def test_progress_deadline_must_be_positive():
         (
             {"workload": "Deployment/web", "stpes": []},
             (
-                ".coalmine.yaml: apps[0].canary.stpes: unknown key (allowed: workload, steps, "
-                "analysis, progressDeadlineSeconds)"
+                ".coalmine.yaml: apps[0].canary.stpes: unknown key (allowed: workload, "
+                "progressDeadlineSeconds, steps, analysis, trafficRouting, canaryService, "
+                "stableService, dynamicStableScale, scaleDownDelaySeconds, "
+                "abortScaleDownDelaySeconds, maxSurge, maxUnavailable, canaryMetadata, "
+                "stableMetadata, minPodsPerReplicaSet)"
             ),
         ),
         (
@@ -418,7 +424,7 @@ def test_progress_deadline_must_be_positive():
         ),
         (
             "yes",
-            ".coalmine.yaml: apps[0].canary: must be a mapping with workload and steps, got 'yes'",
+            ".coalmine.yaml: apps[0].canary: must be a mapping with workload and the strategy's fields, got 'yes'",
         ),
     ],
 )
@@ -554,7 +560,7 @@ METRIC = "  metrics:\n  - name: m\n    provider: {prometheus: {query: up}}\n"
     ],
 )
 def test_template_errors_name_file_key_and_reason(spec, message):
-    assert template_error(spec) == f"deploy/web/analysis.yaml: {message}"
+    assert template_error(spec) == f"deploy/web/analysis.yaml: AnalysisTemplate t: {message}"
 
 
 def test_count_may_be_a_placeholder_or_a_string_number():

@@ -207,9 +207,10 @@ def test_content_rules_of_server_and_repository_both_hold() -> None:
                               cluster=FakePreviewCluster(),
                               server_rules=ContentRules(forbid_image_tags=("latest",)))
     [app] = found.apps
-    assert [(v.object, v.field, v.rule) for v in app.rules] == [
-        ("ConfigMap shop/cfg", "metadata.labels.team", "requireLabels"),
-        ("Deployment shop/web", "spec.template.spec.containers[0].image", "forbidImageTags"),
+    assert [(v.file, v.object, v.field, v.rule) for v in app.rules] == [
+        ("deploy/web/cfg.yaml", "ConfigMap shop/cfg", "metadata.labels.team", "requireLabels"),
+        ("deploy/web/web.yaml", "Deployment shop/web", "spec.template.spec.containers[0].image",
+         "forbidImageTags"),
     ]
     assert app.rules_in_force == ("forbidImageTags: latest", "requireLabels: team")
     assert found.state == "failure"
