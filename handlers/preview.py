@@ -50,7 +50,7 @@ from bot.rollout import traffic
 from bot.rollout.plan import split
 from bot.rollout.strategy import StrategyError
 from handlers import outbox, trust
-from handlers.deploy import _keep_traffic, _prune_scopes, _router_made, may_prune
+from handlers.deploy import keep_traffic, prune_scopes, router_made, may_prune
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -228,8 +228,8 @@ def preview_app(app: AppConfig, tree: Tree, *, policy: Policy, server_rules: con
             return dataclasses.replace(base, policy=tuple(str(v) for v in refused))
         live, held = None, []
         if plan is not None:  # as the merge applies them (handlers.deploy.deploy_app)
-            objects = _keep_traffic(cluster, plan, objects)
-            held = [*_router_made(plan, objects),
+            objects = keep_traffic(cluster, plan, objects)
+            held = [*router_made(plan, objects),
                     traffic.canary_ref(plan.deployment, plan.namespace)]
             live = cluster.get("apps/v1", "Deployment", plan.namespace, plan.name)
         desired = objects + ([traffic.as_stable(plan.deployment, plan.strategy.stable_metadata)]
@@ -241,7 +241,7 @@ def preview_app(app: AppConfig, tree: Tree, *, policy: Policy, server_rules: con
             keep = {result.ref for result in results} | set(held)  # the rollout's, not prune's
             doomed = cluster.prune_candidates(
                 app.name, keep, owner=owner, may_delete=lambda ref: may_prune(policy, ref),
-                namespaces=_prune_scopes(policy, app.namespace, keep))
+                namespaces=prune_scopes(policy, app.namespace, keep))
             changes += [ObjectChange(str(ref), "prune") for ref in doomed]
     except ClusterError as exc:
         return dataclasses.replace(base, error=str(exc), error_title="Cluster error")
