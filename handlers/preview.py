@@ -50,7 +50,7 @@ from bot.rollout import traffic
 from bot.rollout.plan import split
 from bot.rollout.strategy import StrategyError
 from handlers import outbox, trust
-from handlers.deploy import keep_traffic, prune_scopes, router_made, may_prune
+from handlers.deploy import keep_traffic, may_prune, prune_scopes, router_made
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
