@@ -100,7 +100,7 @@ def _chart(metrics: Sequence[JudgedMetric]) -> list[str]:
         "```mermaid",
         "xychart-beta",
         '    title "Canary mean as % of baseline (line: allowed)"',
-        f"    x-axis [{categories}]",
+        f'    x-axis "metric" [{categories}]',
         f'    y-axis "% of baseline" 0 --> {charts._number(top)}',
         f"    bar [{', '.join(charts._number(b) for b in bars)}]",
         f"    line [{', '.join(charts._number(limit) for limit in limits)}]",
