@@ -4,8 +4,10 @@ naming the file, the template and the key (bot.judge.kayenta via bot.rollout.arg
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
+import yaml
 
 from bot.judge import kayenta
 from bot.judge.model import Direction, Thresholds, Verdict
@@ -183,3 +185,14 @@ def test_the_time_range_is_the_scopes_own_or_one_window_back():
 ])
 def test_verdicts_map_to_argos_phases(verdict, phase):
     assert kayenta.phase_of(verdict) == phase
+
+
+def test_the_readme_example_is_accepted_as_written():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("### Judge in a rollout"):]
+    start = section.index("```yaml\n") + len("```yaml\n")
+    example = section[start:section.index("\n```", start)]
+    spec = provider(yaml.safe_load(example))
+    assert spec["window"] == 600.0
+    names = [m.settings.name for m in kayenta.parse_kayenta(spec).metrics]
+    assert names == ["p99 latency", "error rate"]
