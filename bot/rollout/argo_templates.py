@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from bot.analysis.templates import (
@@ -19,6 +20,7 @@ from bot.analysis.templates import (
     MetricSpec,
     TemplateArg,
 )
+from bot.judge import kayenta
 from bot.rollout.fields import (
     At,
     as_arg_text,
@@ -206,6 +208,8 @@ def _provider(raw: Any, at: At) -> dict[str, Any]:
         at.fail(f"must name exactly one provider (found: {found})")
     ((kind, spec),) = raw.items()
     where = at.key(str(kind))
+    if kind == "kayenta":  # read whole by _with_kayenta, which knows the metric's interval
+        return {kind: copy.deepcopy(as_mapping(spec, where))}
     if kind not in SUPPORTED_PROVIDERS:
         where.fail(
             f"provider '{kind}' is not supported (supported: {', '.join(SUPPORTED_PROVIDERS)})"
@@ -271,7 +275,30 @@ def _metric(raw: Any, at: At) -> MetricSpec:
         consecutive_success_limit=_limit(raw, "consecutiveSuccessLimit", at, 0, 0),
     )
     _check_limits(metric, at)
-    return metric
+    return _with_kayenta(metric, at)
+
+
+def _with_kayenta(metric: MetricSpec, at: At) -> MetricSpec:
+    """A kayenta provider, judged in-process (bot.judge.kayenta): its `window` in seconds,
+    by default the metric's interval, and the whole mapping checked. Its score against the
+    thresholds decides, so conditions would be ignored: they are refused instead."""
+    spec = metric.provider.get("kayenta")
+    if spec is None:
+        return metric
+    for key, text in (("successCondition", metric.success_condition),
+                      ("failureCondition", metric.failure_condition)):
+        if text:
+            at.key(key).fail("a kayenta metric is decided by its score against threshold "
+                             "pass/marginal; remove the condition")
+    where = at.key("provider.kayenta")
+    if spec.get("window") is not None:
+        spec = {**spec, "window": as_seconds(spec["window"], where.key("window"))}
+    spec = kayenta.with_window(spec, metric.interval)
+    try:
+        kayenta.parse_kayenta(spec)
+    except kayenta.KayentaError as error:
+        (where.key(error.key) if error.key else where).fail(error.reason)
+    return replace(metric, provider={"kayenta": spec})
 
 
 def _check_limits(metric: MetricSpec, at: At) -> None:

@@ -21,6 +21,7 @@ from bot.analysis.templates import (
     MetricSpec,
     TemplateArg,
 )
+from bot.judge.model import JudgedMetric, Judgement
 from bot.rollout import routers
 from bot.rollout.routers import HeaderRoute, MirrorRoute, TrafficRouting
 
@@ -592,6 +593,8 @@ _CLASSES: dict[str, type] = {
         ScheduleTick,
         CommandRejected,
         *routers.ALL_CLASSES,
+        Judgement,
+        JudgedMetric,
     )
 }
 
