@@ -103,6 +103,7 @@ from bot.rollout.model import (
     Resume,
     Retry,
     RolloutState,
+    RouteToStable,
     ScheduleTick,
     SetCanaryScaleStep,
     SetHeaderRouteStep,
@@ -851,6 +852,9 @@ def _on_start(t: _Transition, event: Start) -> None:
         t.log("step", "new pod template equals stable: steps skipped", reason=SAME_TEMPLATE)
         t.begin_completion()
         return
+    if t.state.strategy.routed:
+        # Before the canary takes this revision's template, no traffic may still reach it.
+        t.actions.append(RouteToStable())
     steps = t.state.strategy.steps
     first = steps[0] if steps else None
     resets_canary = isinstance(first, SetCanaryScaleStep | SetHeaderRouteStep | SetMirrorRouteStep)

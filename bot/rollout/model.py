@@ -459,6 +459,13 @@ class StopExperiment:
 
 
 @dataclass(frozen=True)
+class RouteToStable:
+    """Send all traffic to stable (router at 0, Services on the stable track, no managed
+    route) before a rollout starts: a superseded rollout may have left weight on a canary whose
+    template the new rollout is about to replace. No health report follows."""
+
+
+@dataclass(frozen=True)
 class RemoveCanary:
     """Delete the canary workload (a newer merge applied its template to stable directly)."""
 
@@ -520,7 +527,8 @@ class CommandRejected:
 
 
 Action = (
-    StartExperiment
+    RouteToStable
+    | StartExperiment
     | StopExperiment
     | SetWeight
     | RestoreStable
@@ -579,6 +587,7 @@ _CLASSES: dict[str, type] = {
         Pause,
         Resume,
         NewRevision,
+        RouteToStable,
         StartExperiment,
         StopExperiment,
         SetWeight,
