@@ -11,6 +11,7 @@ seconds and swaps its <main> when that changed.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +29,7 @@ from bot.dashboard.reader import FORGES, DashboardReader
 from bot.dashboard.session import COOKIE, SESSION_TTL_S, Gate
 from bot.redact import Redactor
 
+log = logging.getLogger(__name__)
 PREFIX = "/dashboard"
 POLL_S = 2  # how often an open page asks whether it changed (live.js keeps it within 1-60 s)
 MAX_LOGIN_BYTES = 4096
@@ -148,6 +150,12 @@ def blueprint(settings: Settings, redis: Redis, *, clock: Callable[[], float] = 
     @bp.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
         return _plain(exc.code or 400, exc.description or exc.name)
+
+    @bp.errorhandler(Exception)
+    def unexpected(_: Exception) -> Response:
+        # Not the edge's handler, which would log it as a webhook it failed to accept.
+        log.exception("dashboard: unexpected error on %s", request.path)
+        return _plain(500, "the dashboard failed to render this page; see the web log")
 
     return bp
 

@@ -12,7 +12,7 @@ import re
 import pytest
 from redis import Redis
 
-from bot import services
+from bot import keys, services
 from bot.config import load_settings
 from bot.dashboard.pages import CSP
 from bot.dashboard.session import COOKIE
@@ -236,3 +236,16 @@ def test_the_token_comes_from_a_file_and_a_short_one_is_refused(tmp_path, redis_
                               "COALMINE_DASHBOARD_SECRET": "a-server-secret"})
     assert {TOKEN, "a-server-secret"} <= set(settings.secrets())  # redacted from logs
 
+
+
+def test_a_record_another_version_wrote_is_named_not_fatal(client, redis_client):
+    save_rollout(redis_client)
+    odd = rollout_key("gitlab", "group/ops", "api")
+    redis_client.set(odd, '{"state": {"__type__": "FromTheFuture"}, "context": {}}')
+    redis_client.sadd(keys.ROLLOUTS_ACTIVE, odd)
+    resp = signed_in(client).get(LIST)
+    assert resp.status_code == 200
+    text = text_of(resp.get_data(as_text=True))
+    assert "The rollout of api in group/ops could not be read" in text
+    assert "acme/gitops github web #7" in text
+    assert client.get("/dashboard/rollouts/gitlab/group/ops/apps/api").status_code == 404
