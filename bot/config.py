@@ -77,6 +77,10 @@ class Settings:
     repos: Mapping[str, Policy] = field(default_factory=dict)  # entry key → policy
     own_namespace: str | None = None  # Coalmine's namespace: never deployable
     view_token: str | None = None  # bearer token of the JSON view; None turns the view off
+    # The operator dashboard (bot/dashboard): its login token (None turns it off) and the
+    # server secret its session cookies are signed with (derived from the token if unset).
+    dashboard_token: str | None = None
+    dashboard_secret: str | None = None
     egress: Egress = DENY_ALL  # where metric providers may connect
     github_min_permission: str = "write"
     gitlab_min_access: int = 30
@@ -104,6 +108,8 @@ class Settings:
             self.gitlab.webhook_token,
             self.gitlab.token,
             self.view_token,
+            self.dashboard_token,
+            self.dashboard_secret,
             urlsplit(self.redis_url).password if self.redis_url else None,
         ]
         return [v for v in values if v]
@@ -211,6 +217,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         repos=repos,
         own_namespace=own_namespace,
         view_token=_secret(env, "COALMINE_VIEW_TOKEN"),
+        dashboard_token=_dashboard_token(env),
+        dashboard_secret=_secret(env, "COALMINE_DASHBOARD_SECRET"),
         egress=parse_egress(file_data.get("egress"), src, env,
                             own_hosts=[url for url in (env.get("REDIS_URL"),) if url]),
         github_min_permission=gh_min,
@@ -223,6 +231,19 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             h.strip() for h in (env.get("COALMINE_GIT_HOSTS") or "").split(",") if h.strip()),
         rules=parse_rules(file_data.get("rules"), src),
     )
+
+
+DASHBOARD_TOKEN_MIN_LENGTH = 16
+
+
+def _dashboard_token(env: Mapping[str, str]) -> str | None:
+    """The dashboard's login token: long enough that guessing it is hopeless."""
+    token = _secret(env, "COALMINE_DASHBOARD_TOKEN")
+    if token and len(token) < DASHBOARD_TOKEN_MIN_LENGTH:
+        raise ConfigError("COALMINE_DASHBOARD_TOKEN", "",
+                          f"must be at least {DASHBOARD_TOKEN_MIN_LENGTH} characters "
+                          "(e.g. `openssl rand -hex 32`)")
+    return token
 
 
 def _number(env: Mapping[str, str], name: str, default: float) -> float:

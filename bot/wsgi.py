@@ -14,6 +14,7 @@ from flask import Flask
 
 from bot import metrics, services, web
 from bot.config import ConfigError, load_settings
+from bot.dashboard import pages as dashboard
 from bot.logs import setup_logging
 from bot.rollout.store import RolloutStore
 from handlers import registry
@@ -50,4 +51,7 @@ def app_for(svc: services.Services) -> Flask:
     if svc.embedded and not isinstance(svc.queue, metrics.MeteredQueue):
         svc.queue = metrics.MeteredQueue(svc.queue, registry.name_of)
     phases = metrics.RolloutPhases(RolloutStore(svc.redis).active_phases)
-    return web.create_app(svc, JOBS, collectors=[phases])
+    app = web.create_app(svc, JOBS, collectors=[phases])
+    # The operator dashboard beside the edge, not inside it (off without its token).
+    dashboard.register(app, svc.settings, svc.redis)
+    return app
