@@ -17,6 +17,7 @@ from bot.config import ConfigError, load_settings
 from bot.logs import setup_logging
 from bot.rollout.store import RolloutStore
 from handlers import registry
+from handlers.drift import drift_counts
 
 # The webhook jobs, from the table of every trigger and its use case (handlers/registry.py).
 JOBS = web.Jobs(merged=registry.job("merge"), command=registry.job("command"),
@@ -50,4 +51,5 @@ def app_for(svc: services.Services) -> Flask:
     if svc.embedded and not isinstance(svc.queue, metrics.MeteredQueue):
         svc.queue = metrics.MeteredQueue(svc.queue, registry.name_of)
     phases = metrics.RolloutPhases(RolloutStore(svc.redis).active_phases)
-    return web.create_app(svc, JOBS, collectors=[phases])
+    drifted = metrics.DriftObjects(lambda: drift_counts(svc.redis))
+    return web.create_app(svc, JOBS, collectors=[phases, drifted])
