@@ -12,8 +12,9 @@ scheduled (`handlers.merged.recheck`); nothing holds a worker or the lock while 
 
 The waiting slot survives a worker restart (the scheduled re-check is in Redis, and the worker
 sweep `gate_jobs.resume_waiting` re-schedules one that was lost). Coalmine's own `coalmine/*`
-statuses never count. Ports are Protocols, so tests/unit/test_usecase_gate.py drives `admit`
-with in-memory fakes.
+statuses never count. `MergeGate` takes its ports as Protocols (checks, commits, store, report,
+schedule); it is tested end to end in tests/e2e/test_gate.py, its rules in
+tests/unit/test_gate_rules.py.
 """
 
 from __future__ import annotations
