@@ -185,4 +185,6 @@ DRIFT_SWEEP = f"{PREFIX}drift:sweep"  # claim: one worker starts the periodic ch
 def drift_state(forge: str, repo: str, app: str) -> str:
     """The app's last drift result and its selfHeal backoff."""
     return f"{PREFIX}drift:{forge}:{repo}:{app}"
+
+
 DRIFT_COUNTS = f"{PREFIX}drift:counts"  # hash: "repo\napp" → drifted objects (the gauge)

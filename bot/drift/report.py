@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.preview.model import ObjectChange
-from bot.preview.render import _diff_block, _fence
+from bot.preview.render import diff_block, fence
 from bot.report.markdown import code, escape
 
 MARKER = "<!-- coalmine:drift -->"
@@ -112,7 +112,7 @@ def _app_block(app: AppDrift, left: int) -> tuple[list[str], int]:
     lines += [f"> {escape(n, 500)}" for n in app.notes]
     shown, omitted = [], 0
     for change in app.changes:
-        block = _diff_block(change)
+        block = diff_block(change)
         size = sum(len(line) + 1 for line in block)
         if block[1:] and size <= left:
             shown += block
@@ -120,9 +120,9 @@ def _app_block(app: AppDrift, left: int) -> tuple[list[str], int]:
         elif block[1:]:
             omitted += 1
     if shown:
-        fence = _fence(shown)
+        marks = fence(shown)
         lines += ["", ("<details open><summary>Field-level diff (- live, + this commit)"
-                      "</summary>"), "", f"{fence}diff", *shown, fence, "", "</details>"]
+                      "</summary>"), "", f"{marks}diff", *shown, marks, "", "</details>"]
     if omitted:
         lines += ["", f"> The diff of {omitted} more object(s) was left out to fit the comment."]
     return lines, left
