@@ -42,6 +42,6 @@ def kube_cluster(fake_kube: RunningFakeKube) -> Cluster:
 @pytest.fixture
 def router_crds(fake_kube: RunningFakeKube) -> RunningFakeKube:
     """`fake_kube` with the traffic routers' CRDs installed (Istio VirtualService and
-    DestinationRule, Gateway API HTTPRoute, SMI TrafficSplit; see tests/harness/crds/)."""
+    DestinationRule, Gateway API HTTPRoute, SMI TrafficSplit; see bot/sim/crds/)."""
     fake_kube.install_router_crds()
     return fake_kube

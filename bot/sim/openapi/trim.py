@@ -5,7 +5,7 @@ those (request side only: parameters and request bodies, plus the components the
 makes a file small enough to commit and read, while every check still comes from GitHub's text.
 
 Usage (see NOTICE.md for where the input comes from):
-    python tests/harness/openapi/trim.py /tmp/package/generated/api.github.com.json
+    python bot/sim/openapi/trim.py /tmp/package/generated/api.github.com.json
 """
 
 from __future__ import annotations
