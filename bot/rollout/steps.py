@@ -7,10 +7,11 @@ reads those parts once, so that both sources accept and refuse exactly the same 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from bot.analysis.templates import Arg
+from bot.analysis.templates import FIELD_REF, Arg
 from bot.rollout import routers
 from bot.rollout.fields import (
     At,
@@ -21,7 +22,8 @@ from bot.rollout.fields import (
     as_text,
     as_whole,
     key_names,
-    reject_dry_run,
+    parse_dry_run,
+    parse_retention,
     shown,
 )
 from bot.rollout.model import (
@@ -89,7 +91,6 @@ def parse_background(raw: Any, at: At, parsed: ParsedSteps) -> BackgroundAnalysi
     if raw is None:
         return None
     raw = as_mapping(raw, at, "a mapping with templates, args and startingStep")
-    reject_dry_run(raw, at)
     if "templates" not in raw:
         at.key("templates").fail("is required: [{templateName: ...}]")
     starting = 0
@@ -106,6 +107,8 @@ def parse_background(raw: Any, at: At, parsed: ParsedSteps) -> BackgroundAnalysi
         templates=_template_refs(raw["templates"], at.key("templates")),
         args=_args(raw.get("args"), at.key("args")),
         starting_step=starting,
+        dry_run=parse_dry_run(raw, at),
+        measurement_retention=parse_retention(raw, at),
     )
 
 
@@ -132,6 +135,14 @@ def _template_refs(raw: Any, at: At) -> tuple[TemplateRef, ...]:
     return tuple(refs)
 
 
+# Argo's podTemplateHashValue names a ReplicaSet's pod-template hash, a label on its pods.
+# Coalmine's pods carry no such hash (its fingerprint of a template is an annotation on the
+# Deployment); what tells the versions' pods apart is their `coalmine.dev/track` label, so the
+# argument's value is the track: what a query can select on (e.g. kube_pod_labels'
+# label_coalmine_dev_track). Latest is the new version, which runs as the canary (or preview).
+POD_TEMPLATE_HASH_TRACKS = {"Stable": "stable", "Latest": "canary"}
+
+
 def _args(raw: Any, at: At) -> tuple[Arg, ...]:
     if raw is None:
         return ()
@@ -140,27 +151,73 @@ def _args(raw: Any, at: At) -> tuple[Arg, ...]:
         where = at.index(i)
         item = as_mapping(item, where, "a mapping with name and value")
         name = as_text(item.get("name"), where.key("name"))
-        if "valueFrom" in item:
-            where.key("valueFrom").fail(
-                "valueFrom is not supported (podTemplateHashValue, fieldRef, secretKeyRef); "
-                "give a literal value"
-            )
+        if item.get("valueFrom") is not None:
+            if item.get("value") is not None:
+                where.fail(f"argument '{name}' has both value and valueFrom; give one")
+            args.append(_arg_value_from(name, item["valueFrom"], where.key("valueFrom")))
+            continue
         if item.get("value") is None:
             where.key("value").fail(f"argument '{name}' needs a value")
         args.append(Arg(name=name, value=as_arg_text(item["value"], where.key("value"))))
     return tuple(args)
 
 
+def _arg_value_from(name: str, raw: Any, at: At) -> Arg:
+    """A rollout argument's `valueFrom` (Argo's ArgumentValueFrom): `podTemplateHashValue`
+    becomes the track's label value; `fieldRef` is read from the workload when measured."""
+    raw = as_mapping(raw, at, "a mapping with podTemplateHashValue or fieldRef")
+    if "secretKeyRef" in raw:
+        at.key("secretKeyRef").fail(
+            "a Rollout's args cannot read secrets (Argo has no secretKeyRef here); declare the "
+            "argument with valueFrom.secretKeyRef in the AnalysisTemplate's args")
+    unknown = key_names(set(raw) - {"podTemplateHashValue", "fieldRef"})
+    if unknown:
+        at.key(unknown[0]).fail("unknown key (allowed: podTemplateHashValue, fieldRef)")
+    if len(raw) != 1:
+        at.fail("needs exactly one of podTemplateHashValue, fieldRef")
+    if "podTemplateHashValue" in raw:
+        which = raw["podTemplateHashValue"]
+        if which not in POD_TEMPLATE_HASH_TRACKS:
+            at.key("podTemplateHashValue").fail(f"{shown(which)} must be Stable or Latest")
+        return Arg(name=name, value=POD_TEMPLATE_HASH_TRACKS[which])
+    return Arg(name=name, value_from=(FIELD_REF, field_path(raw["fieldRef"], at.key("fieldRef"))))
+
+
+def field_path(raw: Any, at: At) -> str:
+    """`fieldRef.fieldPath`: `metadata.name|namespace|uid|labels|annotations`, one label or
+    annotation (`metadata.labels['app']`), or a path into the workload's spec. The Rollout's
+    `status` does not exist for Coalmine, which never applies the Rollout."""
+    raw = as_mapping(raw, at, "a mapping with fieldPath")
+    path = as_text(raw.get("fieldPath"), at.key("fieldPath")).strip()
+    where = at.key("fieldPath")
+    if path.startswith("metadata"):
+        if not _METADATA_PATH.fullmatch(path):
+            where.fail(f"{path!r}: supported metadata paths are metadata.name, "
+                       "metadata.namespace, metadata.uid, metadata.labels, "
+                       "metadata.annotations, metadata.labels['key'], "
+                       "metadata.annotations['key']")
+    elif not path.startswith("spec."):
+        where.fail(f"{path!r}: only metadata.* and spec.* paths can be read (the Rollout's "
+                   "status is not kept: Coalmine never applies the Rollout)")
+    return path
+
+
+_METADATA_PATH = re.compile(
+    r"metadata\.(name|namespace|uid|labels|annotations)"
+    r"|metadata\.(labels|annotations)\['[^']+'\]")
+
+
 def parse_analysis(raw: Any, at: At, label: str = "") -> AnalysisStep:
     """An analysis step's mapping (also blue-green's pre/postPromotionAnalysis)."""
     raw = as_mapping(raw, at, "a mapping with templates and args")
-    reject_dry_run(raw, at)
     if "templates" not in raw:
         at.key("templates").fail("is required: [{templateName: ...}]")
     return AnalysisStep(
         templates=_template_refs(raw["templates"], at.key("templates")),
         args=_args(raw.get("args"), at.key("args")),
         label=label,
+        dry_run=parse_dry_run(raw, at),
+        measurement_retention=parse_retention(raw, at),
     )
 
 
