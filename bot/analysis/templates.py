@@ -7,7 +7,7 @@ only when a run starts, as in Argo, so one template can serve many steps with di
 Arguments whose value comes from the cluster (`valueFrom.secretKeyRef`, `valueFrom.fieldRef`)
 cannot be known here: their placeholders stay in the resolved metric, which lists them in
 `MetricSpec.value_from`, and the shell fills them in just before each measurement
-(bot.analysis.valuefrom). So a secret is read as the repository's account when it is needed,
+(bot.analysis.providers.valuefrom). So a secret is read as the repository's account when it is needed,
 and never stored in the rollout's state (Argo likewise resolves secrets at each measurement).
 A run's `dryRun` and `measurementRetention` rules (the rollout's and the templates', merged as
 Argo merges them) become each metric's `dry_run` and `measurement_limit`.

@@ -18,6 +18,13 @@ impersonated user may write only in those namespaces (and cluster-scoped objects
 allowed); anything else answers 403 Forbidden with the real server's Status body. Reads are
 not restricted. DELETE honours `preconditions` (uid, resourceVersion) with a 409 Conflict.
 
+Jobs (batch/v1) are run by the same controller: on creation the server defaults the selector
+and the pod labels as a real one does (`batch.kubernetes.io/controller-uid`, `job-name`); after
+`ready_delay` a pod exists and the Job finishes with the real conditions, `Complete` (after
+`SuccessCriteriaMet`) unless `job_outcome(image, ...)` says its image fails (`Failed` with
+`BackoffLimitExceeded`, after `FailureTarget`), cannot be pulled (the pod waits in
+ImagePullBackOff, the Job stays active) or runs until deleted. Deleting a Job deletes its pods.
+
 Applying a CustomResourceDefinition serves its kind at every served version, preferred version
 first in discovery as a real server orders them; `install_router_crds()` installs the traffic
 routers' CRDs kept in tests/harness/crds/ (the `router_crds` fixture does it for a test).
@@ -611,6 +618,7 @@ class FakeKube:
         self._store: dict[tuple[str, str, str, str], Obj] = {}
         self._progress: dict[tuple[str, str, str, str], _Progress] = {}
         self._blocks: list[TemplatePredicate] = []
+        self._job_outcomes: dict[str, str] = {}  # image → Failed | ImagePullBackOff | Running
         self._faults: list[_Fault] = []
         self._rv = itertools.count(1)
         self._last_rv = 0
@@ -698,6 +706,13 @@ class FakeKube:
             return any(container.get("image") == image for container in containers)
 
         self.block(uses_image)
+
+    def job_outcome(self, image: str, outcome: str) -> None:
+        """Jobs running `image` end `Failed`, wait in `ImagePullBackOff`, or stay `Running`
+        (any other Job completes)."""
+        assert outcome in ("Failed", "ImagePullBackOff", "Running", "Complete"), outcome
+        with self._lock:
+            self._job_outcomes[image] = outcome
 
     def unblock_all(self) -> None:
         with self._lock:
@@ -933,7 +948,7 @@ class FakeKube:
         key = self._key(rt, meta.get("namespace"), name)
         self._store[key] = new
         self.stored.append(copy.deepcopy(new))
-        if rt.kind in WORKLOAD_KINDS:
+        if rt.kind in WORKLOAD_KINDS or rt.kind == "Job":
             self._note_progress(key, new)
         if rt.kind == "CustomResourceDefinition":
             self._register_crd(new)
@@ -993,6 +1008,8 @@ class FakeKube:
             spec.setdefault("updateStrategy", {"type": "RollingUpdate"})
         elif rt.kind == "DaemonSet":
             spec.setdefault("updateStrategy", {"type": "RollingUpdate"})
+        elif rt.kind == "Job":
+            self._default_job(obj)
         elif rt.kind == "CustomResourceDefinition":
             names = obj.get("spec", {}).get("names", {})
             obj["status"] = {
@@ -1071,6 +1088,11 @@ class FakeKube:
     def _delete(self, rt: ResourceType, key: tuple[str, str, str, str]) -> Obj:
         obj = self._store.pop(key)
         self._progress.pop(key, None)
+        if rt.kind == "Job":  # the garbage collector's part: the Job's pods go with it
+            for other in [k for k in self._store if k[:3] == ("", "pods", key[2])
+                          and self._store[k]["metadata"].get("labels", {}).get(
+                              "batch.kubernetes.io/job-name") == key[3]]:
+                self._store.pop(other)
         if rt.kind == "Namespace":
             for other in [
                 k for k, o in self._store.items() if o["metadata"].get("namespace") == key[3]
@@ -1713,6 +1735,82 @@ class FakeKube:
             status["unavailableReplicas"] = replicas - available
         return {k: v for k, v in status.items() if v != 0 or k == "observedGeneration"}
 
+    @staticmethod
+    def _default_job(obj: Obj) -> None:
+        """What the API server fills in a new Job: its selector on the controller uid and the
+        pod labels that match it; backoffLimit, completions and parallelism."""
+        meta, spec = obj["metadata"], obj.setdefault("spec", {})
+        spec.setdefault("backoffLimit", 6)
+        spec.setdefault("completions", 1)
+        spec.setdefault("parallelism", 1)
+        uid = meta.get("uid")
+        if uid and not spec.get("selector"):
+            spec["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
+            labels = spec.setdefault("template", {}).setdefault("metadata", {}).setdefault(
+                "labels", {})
+            labels.update({"batch.kubernetes.io/controller-uid": uid, "controller-uid": uid,
+                           "batch.kubernetes.io/job-name": meta["name"],
+                           "job-name": meta["name"]})
+
+    def _job_status(self, obj: Obj, progress: _Progress, blocked: bool) -> Obj:
+        """A Job `ready_delay` after creation: its pod exists, and it is over (or not) as
+        `job_outcome` says for its image."""
+        spec, old = obj.get("spec", {}), obj.get("status", {})
+        if any(c.get("type") in ("Complete", "Failed") for c in old.get("conditions", [])):
+            return old
+        containers = spec.get("template", {}).get("spec", {}).get("containers", [])
+        outcome = next((self._job_outcomes[c.get("image")] for c in containers
+                        if c.get("image") in self._job_outcomes), "Complete")
+        now = _now()
+        self._job_pod(obj, outcome)
+        status: Obj = {"startTime": old.get("startTime", now), "ready": 0, "terminating": 0,
+                       "uncountedTerminatedPods": {}}
+        if outcome in ("Running", "ImagePullBackOff"):
+            return {**status, "active": 1}
+        if outcome == "Complete":
+            reason, message = "CompletionsReached", "Reached expected number of succeeded pods"
+            return {**status, "succeeded": 1, "completionTime": now,
+                    "conditions": [_job_condition("SuccessCriteriaMet", reason, message, now),
+                                   _job_condition("Complete", reason, message, now)]}
+        reason, message = "BackoffLimitExceeded", "Job has reached the specified backoff limit"
+        return {**status, "failed": int(spec.get("backoffLimit", 6)) + 1,
+                "conditions": [_job_condition("FailureTarget", reason, message, now),
+                               _job_condition("Failed", reason, message, now)]}
+
+    def _job_pod(self, job: Obj, outcome: str) -> None:
+        """The Job's one pod, in the state its outcome implies."""
+        meta = job["metadata"]
+        name = f"{meta['name']}-{_hash(meta['uid'])[:5]}"
+        key = ("", "pods", meta["namespace"], name)
+        if key in self._store:
+            return
+        containers = job["spec"]["template"].get("spec", {}).get("containers", [])
+        if outcome == "ImagePullBackOff":
+            states = [{"name": c.get("name"), "ready": False, "image": c.get("image"),
+                       "state": {"waiting": {"reason": "ImagePullBackOff", "message":
+                                 f'Back-off pulling image "{c.get("image")}"'}}}
+                      for c in containers]
+            phase = "Pending"
+        else:
+            code = 1 if outcome == "Failed" else 0
+            running = {"running": {"startedAt": _now()}}
+            finished = {"terminated": {"exitCode": code, "reason": "Error" if code else
+                                       "Completed"}}
+            states = [{"name": c.get("name"), "ready": outcome == "Running",
+                       "image": c.get("image"),
+                       "state": running if outcome == "Running" else finished}
+                      for c in containers]
+            phase = {"Running": "Running", "Failed": "Failed"}.get(outcome, "Succeeded")
+        self._store[key] = {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": meta["namespace"], "uid": str(uuid.uuid4()),
+                         "resourceVersion": self._next_rv(), "creationTimestamp": _now(),
+                         "labels": dict(job["spec"]["template"].get("metadata", {}).get(
+                             "labels", {}))},
+            "spec": copy.deepcopy(job["spec"]["template"].get("spec", {})),
+            "status": {"phase": phase, "containerStatuses": states},
+        }
+
     def _statefulset_status(self, obj: Obj, progress: _Progress, blocked: bool) -> Obj:
         desired = int(obj.get("spec", {}).get("replicas", 1))
         name = obj["metadata"]["name"]
@@ -1756,6 +1854,7 @@ _STATUS_MAKERS = {
     "Deployment": FakeKube._deployment_status,
     "StatefulSet": FakeKube._statefulset_status,
     "DaemonSet": FakeKube._daemonset_status,
+    "Job": FakeKube._job_status,
 }
 
 
@@ -1774,6 +1873,11 @@ def _condition(
         if before.get("status") != status
         else before.get("lastTransitionTime", now),
     }
+
+
+def _job_condition(kind: str, reason: str, message: str, now: str) -> Obj:
+    return {"type": kind, "status": "True", "reason": reason, "message": message,
+            "lastProbeTime": now, "lastTransitionTime": now}
 
 
 def _hash(value: Any) -> str:
