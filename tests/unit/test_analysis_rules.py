@@ -9,6 +9,7 @@ from dataclasses import replace
 import pytest
 
 from bot.analysis import run as runs
+from bot.analysis.measurement import Measurement
 from bot.analysis.templates import (
     FIELD_REF,
     SECRET_KEY_REF,
@@ -20,8 +21,10 @@ from bot.analysis.templates import (
     resolve_metrics,
 )
 from bot.rollout.fields import At
+from bot.rollout.model import MeasurementTaken, SetWeightStep, Start
 from bot.rollout.steps import parse_analysis
 from tests.unit.test_analysis_run import feed
+from tests.unit.test_report_rollout import T0, Rollout, analysis, cells_of, spec
 
 PROM = {"prometheus": {"query": 'sum(x{token="{{args.token}}",app="{{args.app}}"})'}}
 
@@ -163,3 +166,25 @@ def test_pod_template_hash_value_is_the_tracks_label_value():
         At("f", "analysis"))
     assert step.args == (Arg("s", "stable"), Arg("l", "canary"),
                          Arg("f", value_from=(FIELD_REF, "metadata.labels['app']")))
+
+
+# ------------------------------------------------------------------ engine and PR report
+
+
+def test_a_failing_dry_run_metric_neither_aborts_the_rollout_and_is_marked_in_the_report():
+    step = replace(analysis(), dry_run=("latency",))
+    rollout = Rollout([SetWeightStep(50), step, SetWeightStep(100)],
+                      spec("success-rate"), spec("latency", success_condition="result[0] < 1"))
+    rollout.send(Start()).healthy()
+    run_id = rollout.state.step_run.id
+    rollout.send(MeasurementTaken(run_id, "latency", Measurement("Failed", "3", "bad", T0)))
+    assert rollout.state.phase == "Progressing"
+    rollout.send(MeasurementTaken(run_id, "success-rate", Measurement("Successful", "1", "", T0)))
+    assert rollout.state.phase != "Aborted"
+    assert rollout.state.step_index == 2  # moved past the analysis step
+    rows = [cells_of(line) for line in rollout.text().splitlines() if "latency" in line]
+    (row,) = [r for r in rows if len(r) == 6]
+    assert row[0] == "latency _(dry run: shown, never deciding)_" and "Failed" in row[1]
+    (ok,) = [cells_of(line) for line in rollout.text().splitlines()
+             if line.startswith("| success\\-rate")]
+    assert "(dry run" not in ok[0]
