@@ -9,7 +9,7 @@ import base64
 import pytest
 
 from tests.e2e import world as w
-from tests.e2e.test_canary import canary_config, traffic
+from tests.e2e.test_canary import ANALYSIS_TEMPLATE, canary_config, traffic
 
 pytestmark = pytest.mark.e2e
 
@@ -42,33 +42,32 @@ JOB_STEPS = """        - setWeight: 34
         - setWeight: 67
 """
 
-SECRET_TEMPLATE = """apiVersion: argoproj.io/v1alpha1
-kind: AnalysisTemplate
-metadata:
-  name: success-rate
-spec:
-  args:
-    - name: track
-      valueFrom:
-        secretKeyRef: {name: metrics-track, key: track}
-  metrics:
-    - name: success-rate
-      interval: 1s
-      count: 2
-      successCondition: result[0] >= 0.95
-      failureCondition: result[0] < 0.90
-      provider:
-        prometheus:
-          query: >-
-            sum(rate(http_requests_total{track="{{args.track}}",code!~"5.."}[30s]))
-            / sum(rate(http_requests_total{track="{{args.track}}"}[30s]))
-"""
+# The canary tests' template, its `track` argument read from a Secret instead of the step.
+SECRET_TEMPLATE = ANALYSIS_TEMPLATE.replace(
+    "    - name: track\n",
+    "    - name: track\n      valueFrom:\n        secretKeyRef: {name: metrics-track, key: track}\n")
+assert SECRET_TEMPLATE != ANALYSIS_TEMPLATE
 
 SECRET_STEPS = """        - setWeight: 34
         - analysis:
             templates: [{templateName: success-rate}]
         - setWeight: 67
 """
+
+
+
+def rate_metric(name: str, arg: str) -> str:
+    return f"""    - name: {name}
+      interval: 1s
+      count: 2
+      successCondition: result[0] >= 0.95
+      provider:
+        prometheus:
+          query: >-
+            sum(rate(http_requests_total{{track="{{{{args.{arg}}}}}",code!~"5.."}}[30s]))
+            / sum(rate(http_requests_total{{track="{{{{args.{arg}}}}}"}}[30s]))
+"""
+
 
 DRY_RUN_TEMPLATE = """apiVersion: argoproj.io/v1alpha1
 kind: AnalysisTemplate
@@ -79,25 +78,7 @@ spec:
     - name: good
     - name: bad
   metrics:
-    - name: success-rate
-      interval: 1s
-      count: 2
-      successCondition: result[0] >= 0.95
-      provider:
-        prometheus:
-          query: >-
-            sum(rate(http_requests_total{track="{{args.good}}",code!~"5.."}[30s]))
-            / sum(rate(http_requests_total{track="{{args.good}}"}[30s]))
-    - name: candidate-error-budget
-      interval: 1s
-      count: 2
-      successCondition: result[0] >= 0.95
-      provider:
-        prometheus:
-          query: >-
-            sum(rate(http_requests_total{track="{{args.bad}}",code!~"5.."}[30s]))
-            / sum(rate(http_requests_total{track="{{args.bad}}"}[30s]))
-"""
+""" + rate_metric("success-rate", "good") + rate_metric("candidate-error-budget", "bad")
 
 
 def dry_run_steps(good: str, bad: str) -> str:
