@@ -188,3 +188,12 @@ def test_a_failing_dry_run_metric_neither_aborts_the_rollout_and_is_marked_in_th
     (ok,) = [cells_of(line) for line in rollout.text().splitlines()
              if line.startswith("| success\\-rate")]
     assert "(dry run" not in ok[0]
+
+
+def test_a_job_metric_is_shown_judged_by_its_job():
+    job = {"spec": {"template": {"spec": {"containers": [{"name": "t", "image": "t:1"}]}}}}
+    rollout = Rollout([SetWeightStep(50), analysis()], MetricSpec(name="smoke",
+                                                                  provider={"job": job}))
+    rollout.send(Start()).healthy()
+    (row,) = [cells_of(line) for line in rollout.text().splitlines() if line.startswith("| smoke")]
+    assert row[3] == "the Job completes"
