@@ -21,7 +21,7 @@ from bot.analysis.templates import (
     resolve_metrics,
 )
 from bot.rollout.fields import At
-from bot.rollout.model import MeasurementTaken, SetWeightStep, Start
+from bot.rollout.model import MeasurementTaken, RolloutState, SetWeightStep, Start
 from bot.rollout.steps import parse_analysis
 from tests.unit.test_analysis_run import feed
 from tests.unit.test_report_rollout import T0, Rollout, analysis, cells_of, spec
@@ -197,3 +197,26 @@ def test_a_job_metric_is_shown_judged_by_its_job():
     rollout.send(Start()).healthy()
     (row,) = [cells_of(line) for line in rollout.text().splitlines() if line.startswith("| smoke")]
     assert row[3] == "the Job completes"
+
+
+def test_the_new_fields_survive_the_stored_state():
+    step = parse_analysis({"templates": [{"templateName": "success-rate"}],
+                           "args": [{"name": "app", "valueFrom": {
+                               "fieldRef": {"fieldPath": "metadata.name"}}}],
+                           "dryRun": [{"metricName": "lat"}],
+                           "measurementRetention": [{"metricName": "succ", "limit": 3}]},
+                          At("f", "analysis"))
+    metric = MetricSpec(name="latency", provider=PROM)
+    rollout = Rollout([SetWeightStep(50), step], spec("success-rate"), metric)
+    rollout.state = replace(rollout.state, templates=(AnalysisTemplate(
+        name="success-rate", metrics=(spec("success-rate"), metric),
+        args=(TemplateArg("app"), TemplateArg("token", value_from=(SECRET_KEY_REF, "s", "k"))),
+        dry_run=("^lat",), measurement_retention=(("latency", 1),)),))
+    rollout.send(Start()).healthy()
+    state = rollout.state
+    assert RolloutState.from_dict(state.to_dict()) == state
+    run = state.step_run
+    assert [(m.name, m.dry_run, m.measurement_limit) for m in run.metrics] == [
+        ("success-rate", False, 3), ("latency", True, 1)]
+    assert runs.metric(run, "latency").value_from == (
+        ("app", (FIELD_REF, "metadata.name")), ("token", (SECRET_KEY_REF, "s", "k")))
