@@ -20,6 +20,7 @@ ROLLOUT_PREFIX = f"{PREFIX}rollout:"
 ROLLOUTS_DUE = f"{PREFIX}rollouts:due"  # zset: rollout key → when it needs a tick
 ROLLOUTS_ACTIVE = f"{PREFIX}rollouts:active"  # set of unfinished rollout keys
 ROLLOUTS_UNREPORTED = f"{PREFIX}rollouts:unreported"  # zset: "key\nrevision\nseq" → saved at
+ROLLOUTS_RECENT = f"{PREFIX}rollouts:recent"  # zset: rollout key → last saved at (dashboard)
 
 
 def rollout(forge: str, repo: str, app: str) -> str:
@@ -123,6 +124,9 @@ def merge_lock(forge: str, repo_id: int, branch: str) -> str:
 
 def deployment(forge: str, repo: str, sha: str, app: str) -> str:
     return f"{PREFIX}deployment:{forge}:{repo}:{sha}:{app}"
+
+
+DEPLOYMENTS_RECENT = f"{PREFIX}deployments:recent"  # zset: deployment key → saved at
 
 
 # -- tenancy pins (bot/tenancy.py) ---------------------------------------------------------------

@@ -11,6 +11,7 @@ out once the lock is released, so slow I/O never holds a rollout.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -24,6 +25,7 @@ from bot.rollout import model as m
 from bot.rollout.context import RolloutContext
 from bot.rollout.store import RolloutRecord
 
+log = logging.getLogger(__name__)
 MAX_FOLLOW_UPS = 200  # a guard against an engine/shell loop, never reached in practice
 Obj = dict[str, Any]
 
@@ -102,6 +104,12 @@ class Shell:
     def execute(self, action: m.Action) -> list[m.Event]:
         if isinstance(action, m.SetWeight):
             return self.set_weight(action.weight)
+        if isinstance(action, m.RouteToStable):
+            return self.route_to_stable()
+        if isinstance(action, m.StartExperiment):
+            return self.start_experiment(action.step)
+        if isinstance(action, m.StopExperiment):
+            return self.stop_experiment(action.step)
         if isinstance(action, m.RestoreStable):
             return self.restore_stable(action.remove_canary)
         if isinstance(action, m.RemoveCanary):
@@ -140,8 +148,15 @@ class Shell:
         return traffic.canary_ref(self.context.deployment, self.context.namespace)
 
     def _delete_canary(self) -> None:
+        """The canary, and the baseline that lives and dies with it."""
         canary = self._canary()
         self.cluster.delete(canary.api_version, canary.kind, canary.namespace, canary.name)
+        if self.state.strategy.baseline:
+            self.cluster.delete("apps/v1", "Deployment", canary.namespace,
+                                self._baseline_name())
+
+    def _baseline_name(self) -> str:
+        return self.context.deployment["metadata"]["name"] + traffic.BASELINE_SUFFIX
 
     def _apply(self, obj: dict[str, Any], revision: str | None) -> None:
         ctx = self.context
@@ -159,6 +174,9 @@ class Shell:
             if canary_n > 0:
                 self._apply(traffic.canary_of(ctx.deployment, canary_n, self.state.revision,
                                               strategy.canary_metadata), self.state.revision)
+                if strategy.baseline:
+                    self._apply(traffic.baseline_of(ctx.stable, canary_n, self.state.revision),
+                                self.state.revision)
             elif not strategy.routed:
                 self._delete_canary()
             if not strategy.routed:
@@ -168,6 +186,49 @@ class Shell:
             # A passing API hiccup is no verdict on the release: retry; the deadline decides.
             return [m.WorkloadHealth(False, f"the cluster refused the change: {exc}", weight)]
         return [self.health_event(completing=False)]
+
+    def _experiment(self, index: int) -> tuple[m.ExperimentTemplate, ...]:
+        step = self.state.strategy.steps[index] if index < len(self.state.strategy.steps) \
+            else None
+        return step.templates if isinstance(step, m.ExperimentStep) else ()
+
+    def _experiment_objects(self, index: int) -> list[Obj]:
+        ctx = self.context
+        return [traffic.experiment_of(ctx.stable if t.spec_ref == "stable" else ctx.deployment,
+                                      t, self.state.revision)
+                for t in self._experiment(index)]
+
+    def start_experiment(self, index: int) -> list[m.Event]:
+        """The experiment's Deployments, then their health (the analyses start once ready)."""
+        try:
+            for obj in self._experiment_objects(index):
+                self._apply(obj, self.state.revision)
+        except ClusterError as exc:
+            return [m.WorkloadHealth(False, f"the cluster refused the experiment: {exc}",
+                                     self.state.weight)]
+        return [self.health_event(completing=False)]
+
+    def stop_experiment(self, index: int) -> list[m.Event]:
+        """Remove the experiment's Deployments; a refusal is left to the next removal (the
+        rollout's end removes them again) rather than failing the step that follows."""
+        for obj in self._experiment_objects(index):
+            try:
+                self.cluster.delete("apps/v1", "Deployment", self.context.namespace,
+                                    obj["metadata"]["name"])
+            except ClusterError as exc:
+                log.warning("experiment Deployment %s not removed yet: %s",
+                            obj["metadata"]["name"], exc)
+        return []
+
+    def route_to_stable(self) -> list[m.Event]:
+        """All traffic to stable before a new canary template is applied; a refusal is logged
+        and left to the health-gated routing of the first step, which writes the router again."""
+        try:
+            self._route(running=False)
+        except (ClusterError, routers.RouterError) as exc:
+            log.warning("rollout %s: traffic not yet back on stable before the start: %s",
+                        self.key, exc)
+        return []
 
     def restore_stable(self, remove_canary: bool | None = None) -> list[m.Event]:
         """Stable back to its own template at full size, traffic back to it, then the canary
@@ -224,6 +285,14 @@ class Shell:
             if not completing and canary_n > 0:
                 checks.append(("canary", self.cluster.get("apps/v1", "Deployment",
                                                           ctx.namespace, self._canary().name)))
+                if strategy.baseline:
+                    checks.append(("baseline", self.cluster.get(
+                        "apps/v1", "Deployment", ctx.namespace, self._baseline_name())))
+            if not completing and self.state.phase in ("Progressing", "Paused"):
+                for obj in self._experiment_objects(self.state.step_index):
+                    name = obj["metadata"]["name"]
+                    checks.append((f"experiment {name}", self.cluster.get(
+                        "apps/v1", "Deployment", ctx.namespace, name)))
         except ClusterError as exc:
             return m.WorkloadHealth(False, f"cluster unreachable: {exc}", self.state.weight)
         problems = []

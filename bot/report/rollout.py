@@ -25,7 +25,7 @@ from typing import Any
 from bot.analysis import run as runs
 from bot.analysis.run import AnalysisRun, MetricResult
 from bot.analysis.templates import MetricSpec
-from bot.report import charts
+from bot.report import charts, judgement
 from bot.report.markdown import code, escape
 from bot.rollout import engine
 from bot.rollout.durations import format_duration
@@ -99,6 +99,7 @@ def render_rollout(state: RolloutState, *, now: float | None = None,
     lines += _traffic(state, traffic)
     lines += ["", *_steps_table(state)]
     lines += _analysis(state)
+    lines += judgement.render_judgements(_runs_to_show(state))
     lines += _evidence(state)
     lines += _history(state)
     lines += charts.rollout_charts(state, at)

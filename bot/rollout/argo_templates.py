@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from bot.analysis.templates import (
@@ -20,6 +21,7 @@ from bot.analysis.templates import (
     MetricSpec,
     TemplateArg,
 )
+from bot.judge import kayenta
 from bot.rollout.fields import (
     At,
     as_arg_text,
@@ -34,7 +36,7 @@ from bot.rollout.fields import (
     parse_dry_run,
     parse_retention,
 )
-from bot.rollout.model import AnalysisStep, CanaryStrategy, TemplateRef
+from bot.rollout.model import AnalysisStep, CanaryStrategy, ExperimentStep, TemplateRef
 
 TEMPLATE_KINDS = ("AnalysisTemplate", "ClusterAnalysisTemplate")
 
@@ -165,29 +167,34 @@ def parse_analysis_templates(docs: Iterable[tuple[str, Any]]) -> tuple[AnalysisT
 
 def check_template_refs(strategy: CanaryStrategy, templates: Iterable[AnalysisTemplate],
                         document: str | None = None) -> None:
-    """Fail at load time when a step or the background analysis names a missing template.
-    `document` labels the strategy's document (`file: Rollout web`); the file by default."""
+    """Fail at load time when a step, the background analysis or an experiment names a
+    missing template. `document` labels the strategy's document (`file: Rollout web`); the file
+    by default."""
     known = {(t.name, t.cluster_scope) for t in templates}
     at = At(document or strategy.source, strategy.source_key)
-    uses: list[tuple[At, tuple[TemplateRef, ...]]] = []
+    uses: list[tuple[At, TemplateRef]] = []  # (the templateName key, what it names)
     for i, step in enumerate(strategy.steps):
-        if not isinstance(step, AnalysisStep):
-            continue
-        if strategy.blue_green is not None:  # compiled steps: name the YAML's own key
-            key = "prePromotionAnalysis" if step.label.startswith("pre") else \
-                "postPromotionAnalysis"
-            uses.append((at.key(f"{key}.templates"), step.templates))
-        else:
-            uses.append((at.key("steps").index(i).key("analysis.templates"), step.templates))
+        if isinstance(step, AnalysisStep):
+            if strategy.blue_green is not None:  # compiled steps: name the YAML's own key
+                key = "prePromotionAnalysis" if step.label.startswith("pre") else \
+                    "postPromotionAnalysis"
+                where = at.key(f"{key}.templates")
+            else:
+                where = at.key("steps").index(i).key("analysis.templates")
+            uses += [(where.index(j).key("templateName"), ref)
+                     for j, ref in enumerate(step.templates)]
+        elif isinstance(step, ExperimentStep):
+            where = at.key("steps").index(i).key("experiment.analyses")
+            uses += [(where.index(j).key("templateName"), analysis.template)
+                     for j, analysis in enumerate(step.analyses)]
     if strategy.analysis is not None:
-        uses.append((at.key("analysis.templates"), strategy.analysis.templates))
-    for where, refs in uses:
-        for j, ref in enumerate(refs):
-            if (ref.name, ref.cluster_scope) not in known:
-                kind = "ClusterAnalysisTemplate" if ref.cluster_scope else "AnalysisTemplate"
-                where.index(j).key("templateName").fail(
-                    f"{kind} '{ref.name}' not found among the app's manifests"
-                )
+        where = at.key("analysis.templates")
+        uses += [(where.index(j).key("templateName"), ref)
+                 for j, ref in enumerate(strategy.analysis.templates)]
+    for where, ref in uses:
+        if (ref.name, ref.cluster_scope) not in known:
+            kind = "ClusterAnalysisTemplate" if ref.cluster_scope else "AnalysisTemplate"
+            where.fail(f"{kind} '{ref.name}' not found among the app's manifests")
 
 
 # ------------------------------------------------------------------------------ metrics
@@ -223,6 +230,8 @@ def _provider(raw: Any, at: At) -> dict[str, Any]:
         at.fail(f"must name exactly one provider (found: {found})")
     ((kind, spec),) = raw.items()
     where = at.key(str(kind))
+    if kind == "kayenta":  # read whole by _with_kayenta, which knows the metric's interval
+        return {kind: copy.deepcopy(as_mapping(spec, where))}
     if kind not in SUPPORTED_PROVIDERS:
         where.fail(
             f"provider '{kind}' is not supported (supported: {', '.join(SUPPORTED_PROVIDERS)})"
@@ -318,7 +327,30 @@ def _metric(raw: Any, at: At) -> MetricSpec:
         consecutive_success_limit=_limit(raw, "consecutiveSuccessLimit", at, 0, 0),
     )
     _check_limits(metric, at)
-    return metric
+    return _with_kayenta(metric, at)
+
+
+def _with_kayenta(metric: MetricSpec, at: At) -> MetricSpec:
+    """A kayenta provider, judged in-process (bot.judge.kayenta): its `window` in seconds,
+    by default the metric's interval, and the whole mapping checked. Its score against the
+    thresholds decides, so conditions would be ignored: they are refused instead."""
+    spec = metric.provider.get("kayenta")
+    if spec is None:
+        return metric
+    for key, text in (("successCondition", metric.success_condition),
+                      ("failureCondition", metric.failure_condition)):
+        if text:
+            at.key(key).fail("a kayenta metric is decided by its score against threshold "
+                             "pass/marginal; remove the condition")
+    where = at.key("provider.kayenta")
+    if spec.get("window") is not None:
+        spec = {**spec, "window": as_seconds(spec["window"], where.key("window"))}
+    spec = kayenta.with_window(spec, metric.interval)
+    try:
+        kayenta.parse_kayenta(spec)
+    except kayenta.KayentaError as error:
+        (where.key(error.key) if error.key else where).fail(error.reason)
+    return replace(metric, provider={"kayenta": spec})
 
 
 def _check_limits(metric: MetricSpec, at: At) -> None:

@@ -94,6 +94,7 @@ from bot.rollout.model import (
     CommandRejected,
     Complete,
     Event,
+    ExperimentStep,
     HistoryEntry,
     Measure,
     MeasurementTaken,
@@ -110,6 +111,7 @@ from bot.rollout.model import (
     Resume,
     Retry,
     RolloutState,
+    RouteToStable,
     ScheduleTick,
     SetCanaryScaleStep,
     SetHeaderRouteStep,
@@ -117,7 +119,9 @@ from bot.rollout.model import (
     SetWeight,
     SetWeightStep,
     Start,
+    StartExperiment,
     Step,
+    StopExperiment,
     TemplateRef,
     Tick,
     UpdateComment,
@@ -321,6 +325,13 @@ def next_wakeup(state: RolloutState) -> float | None:
         and not background_inconclusive(state)
     ):
         times.append(state.pause_started_at + step.duration)
+    if (
+        isinstance(step, ExperimentStep)
+        and step.duration is not None
+        and state.experiment_ready_at is not None
+        and not state.paused_by
+    ):
+        times.append(state.experiment_ready_at + step.duration)
     for run in (state.step_run, state.background_run):
         if run is not None:
             due = runs.next_due(run)
@@ -405,6 +416,10 @@ def describe_step(step: Step) -> str:
     if isinstance(step, SetMirrorRouteStep):
         verb = "setMirrorRoute" if step.route.matches else "remove mirror route"
         return f"{verb} {step.route.name}"
+    if isinstance(step, ExperimentStep):
+        names = ", ".join(t.name for t in step.templates)
+        lasting = f" for {format_duration(step.duration)}" if step.duration is not None else ""
+        return f"experiment {names}{lasting}"
     if isinstance(step, SetWeightStep):
         return f"setWeight {step.weight}"
     if isinstance(step, PauseStep):
@@ -566,12 +581,15 @@ class _Transition:
     def enter_step(self, index: int) -> None:
         self.stop_run(self.state.step_run)
         self.stop_health_wait()
+        if index > self.state.step_index:
+            self.stop_experiment()
         self.update(
             step_index=index,
             step_started_at=self.now,
             pause_started_at=None,
             pause_reason=None,
             step_run=None,
+            experiment_ready_at=None,
         )
         self.start_background_if_due()
         steps = self.state.strategy.steps
@@ -589,9 +607,49 @@ class _Transition:
             self.set_weight(self.state.weight)
         elif isinstance(step, PauseStep):
             self.update(pause_started_at=self.now, pause_reason=PAUSE_STEP)
+        elif isinstance(step, ExperimentStep):
+            # Its pods first; its analyses start once they are healthy (`experiment_ready`).
+            self.actions.append(StartExperiment(index))
+            self.await_health()
         else:
             self.update(step_run=self.new_run(step.templates, step.args, f"step {index + 1}",
                                               _run_rules(step)))
+
+    def stop_experiment(self) -> None:
+        """Remove the current step's experiment pods, if it is an experiment."""
+        if isinstance(current_step(self.state), ExperimentStep):
+            self.actions.append(StopExperiment(self.state.step_index))
+
+    def experiment_ready(self, step: ExperimentStep) -> None:
+        """The experiment's pods are healthy: its clock starts and its analyses run."""
+        self.update(experiment_ready_at=self.now)
+        self.log("experiment", "experiment pods ready", step=self.state.step_index)
+        if step.analyses:
+            self.update(step_run=self.new_experiment_run(step))
+
+    def new_experiment_run(self, step: ExperimentStep) -> AnalysisRun:
+        """One run holding every analysis of the experiment, each resolved with its own args;
+        with several analyses a metric is named `<analysis>/<metric>`."""
+        seq = self.state.run_seq + 1
+        run_id = f"{self.state.revision[:7]}-a{self.state.attempt}-{seq}-exp"
+        self.update(run_seq=seq)
+        purpose = f"step {self.state.step_index + 1}"
+        metrics = []
+        for analysis in step.analyses:
+            ref = analysis.template
+            found = next((t for t in self.state.templates if t.name == ref.name
+                          and t.cluster_scope == ref.cluster_scope), None)
+            if found is None:
+                kind = "ClusterAnalysisTemplate" if ref.cluster_scope else "AnalysisTemplate"
+                return self._started(runs.errored_run(
+                    run_id, f"{kind} '{ref.name}' not found", self.now, purpose))
+            try:
+                resolved = resolve_metrics([found], analysis.args)
+            except (UnresolvedArgument, ValueError) as error:
+                return self._started(runs.errored_run(run_id, str(error), self.now, purpose))
+            prefix = f"{analysis.name}/" if len(step.analyses) > 1 else ""
+            metrics += [replace(metric, name=prefix + metric.name) for metric in resolved]
+        return self._started(runs.start_run(run_id, metrics, self.now, purpose))
 
     def step_done(self, step: Step) -> bool:
         if isinstance(
@@ -605,8 +663,29 @@ class _Transition:
                 and started is not None
                 and self.now >= started + step.duration
             )
+        if isinstance(step, ExperimentStep):
+            return self.experiment_done(step)
         run = self.state.step_run
         return run is not None and runs.phase(run) == "Successful"
+
+    def experiment_done(self, step: ExperimentStep) -> bool:
+        """Argo's rule: after `duration`, once the analyses required for completion finished;
+        without a duration, once every analysis finished (at once when there is none)."""
+        ready = self.state.experiment_ready_at
+        if self.state.awaiting_health or ready is None:
+            return False
+        run = self.state.step_run
+        if run is None or runs.phase(run) == "Successful":
+            return True
+        if step.duration is None or self.now < ready + step.duration:
+            return False
+        required = {a.name for a in step.analyses if a.required_for_completion}
+
+        def analysis_of(metric: str) -> str:
+            return metric.split("/", 1)[0] if len(step.analyses) > 1 else step.analyses[0].name
+
+        return all(r.phase in runs.COMPLETED for r in run.results
+                   if analysis_of(r.name) in required)
 
     def judge_runs(self) -> None:
         """Abort on a Failed/Error run; hold on an Inconclusive step run."""
@@ -652,6 +731,7 @@ class _Transition:
             self.enter_step(self.state.step_index + 1)
 
     def begin_completion(self) -> None:
+        self.stop_experiment()
         self.stop_run(self.state.step_run)
         self.stop_run(self.state.background_run)
         self.update(
@@ -668,6 +748,7 @@ class _Transition:
         self.log("completing", "all steps done: stable takes the new version")
 
     def abort(self, reason: str, evidence: tuple[str, ...] = (), actor: str | None = None) -> None:
+        self.stop_experiment()
         self.stop_run(self.state.step_run)
         self.stop_run(self.state.background_run)
         self.stop_health_wait()
@@ -787,6 +868,9 @@ def _on_start(t: _Transition, event: Start) -> None:
         t.log("step", "new pod template equals stable: steps skipped", reason=SAME_TEMPLATE)
         t.begin_completion()
         return
+    if t.state.strategy.routed:
+        # Before the canary takes this revision's template, no traffic may still reach it.
+        t.actions.append(RouteToStable())
     steps = t.state.strategy.steps
     first = steps[0] if steps else None
     resets_canary = isinstance(first, SetCanaryScaleStep | SetHeaderRouteStep | SetMirrorRouteStep)
@@ -884,6 +968,10 @@ def _on_health(t: _Transition, event: WorkloadHealth) -> None:
         return
     t.stop_health_wait()
     t.update(health_message=event.message)
+    step = current_step(t.state)
+    if (state.phase in _ACTIVE and isinstance(step, ExperimentStep)
+            and t.state.experiment_ready_at is None):
+        t.experiment_ready(step)
     if state.phase == "Completing":
         t.update(phase="Promoted", finished_at=t.now)
         delay = scale_down_delay(t.state)
@@ -1023,6 +1111,8 @@ def _on_new_revision(t: _Transition, event: NewRevision) -> None:
     state = t.state
     if event.sha == state.revision or state.phase in ("Promoted", "Superseded"):
         return
+    if state.phase != "Aborted":
+        t.stop_experiment()
     t.stop_run(state.step_run)
     t.stop_run(state.background_run)
     t.stop_health_wait()

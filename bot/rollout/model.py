@@ -21,6 +21,7 @@ from bot.analysis.templates import (
     MetricSpec,
     TemplateArg,
 )
+from bot.judge.model import JudgedMetric, Judgement
 from bot.rollout import routers
 from bot.rollout.routers import HeaderRoute, MirrorRoute, TrafficRouting
 
@@ -87,8 +88,39 @@ class SetMirrorRouteStep:
     route: MirrorRoute
 
 
+@dataclass(frozen=True)
+class ExperimentTemplate:
+    """One set of pods an experiment runs: the stable's or the canary's pod template
+    (`spec_ref`), as Deployment `<workload>-exp-<name>` with `replicas` pods, its pods labelled
+    `coalmine.dev/track: experiment` and `coalmine.dev/experiment: <name>`."""
+
+    name: str
+    spec_ref: Literal["stable", "canary"]
+    replicas: int = 1
+    labels: tuple[tuple[str, str], ...] = ()  # the template's extra pod labels (metadata)
+
+
+@dataclass(frozen=True)
+class ExperimentAnalysis:
+    name: str
+    template: TemplateRef
+    args: tuple[Arg, ...] = ()
+    required_for_completion: bool = False
+
+
+@dataclass(frozen=True)
+class ExperimentStep:
+    """Argo's experiment step: pods beside the canary (a baseline from the stable template,
+    say) judged by analyses; the step ends after `duration`, or when the analyses finish."""
+
+    templates: tuple[ExperimentTemplate, ...]
+    analyses: tuple[ExperimentAnalysis, ...] = ()
+    duration: float | None = None  # seconds
+
+
 Step = (
-    SetWeightStep
+    ExperimentStep
+    | SetWeightStep
     | PauseStep
     | AnalysisStep
     | SetCanaryScaleStep
@@ -165,6 +197,9 @@ class CanaryStrategy:
     max_surge: int | str | None = None  # the Deployments' rollingUpdate, as Argo's IntOrString
     max_unavailable: int | str | None = None
     min_pods_per_replica_set: int | None = None  # floor of a routed track's non-zero count
+    # `.coalmine.yaml` only: a baseline Deployment `<name>-baseline` from the stable template,
+    # as many pods as the canary at every step, so the judge compares like with like.
+    baseline: bool = False
     canary_metadata: PodMetadata | None = None  # blue-green: the preview's
     stable_metadata: PodMetadata | None = None  # blue-green: the active's
 
@@ -252,6 +287,7 @@ class RolloutState:
     # A finished rollout's canary waiting out its scale-down delay (Argo's
     # scaleDownDelaySeconds / abortScaleDownDelaySeconds): RemoveCanary is due then.
     scale_down_at: float | None = None
+    experiment_ready_at: float | None = None  # when the current experiment's pods were ready
     step_started_at: float | None = None
     pause_started_at: float | None = None
     awaiting_health: bool = False  # SetWeight/Complete issued, WorkloadHealth not yet ok
@@ -412,6 +448,28 @@ class RestoreStable:
 
 
 @dataclass(frozen=True)
+class StartExperiment:
+    """Run the current experiment step's pods (Deployments `<workload>-exp-<template>`), then
+    report WorkloadHealth for them like SetWeight."""
+
+    step: int
+
+
+@dataclass(frozen=True)
+class StopExperiment:
+    """Delete the pods of the experiment step `step` (it ended, or the rollout did)."""
+
+    step: int
+
+
+@dataclass(frozen=True)
+class RouteToStable:
+    """Send all traffic to stable (router at 0, Services on the stable track, no managed
+    route) before a rollout starts: a superseded rollout may have left weight on a canary whose
+    template the new rollout is about to replace. No health report follows."""
+
+
+@dataclass(frozen=True)
 class RemoveCanary:
     """Delete the canary workload (a newer merge applied its template to stable directly)."""
 
@@ -473,7 +531,10 @@ class CommandRejected:
 
 
 Action = (
-    SetWeight
+    RouteToStable
+    | StartExperiment
+    | StopExperiment
+    | SetWeight
     | RestoreStable
     | RemoveCanary
     | Measure
@@ -500,6 +561,9 @@ _CLASSES: dict[str, type] = {
         SetCanaryScaleStep,
         SetHeaderRouteStep,
         SetMirrorRouteStep,
+        ExperimentTemplate,
+        ExperimentAnalysis,
+        ExperimentStep,
         BackgroundAnalysis,
         WorkloadRef,
         PodMetadata,
@@ -527,6 +591,9 @@ _CLASSES: dict[str, type] = {
         Pause,
         Resume,
         NewRevision,
+        RouteToStable,
+        StartExperiment,
+        StopExperiment,
         SetWeight,
         RestoreStable,
         RemoveCanary,
@@ -539,6 +606,8 @@ _CLASSES: dict[str, type] = {
         ScheduleTick,
         CommandRejected,
         *routers.ALL_CLASSES,
+        Judgement,
+        JudgedMetric,
     )
 }
 

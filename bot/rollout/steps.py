@@ -30,6 +30,9 @@ from bot.rollout.model import (
     DEFAULT_PROGRESS_DEADLINE_SECONDS,
     AnalysisStep,
     BackgroundAnalysis,
+    ExperimentAnalysis,
+    ExperimentStep,
+    ExperimentTemplate,
     PauseStep,
     SetCanaryScaleStep,
     SetHeaderRouteStep,
@@ -42,13 +45,18 @@ from bot.rollout.routers import TrafficRouting
 
 # An Argo step holds one main action, optionally with modifiers Argo allows beside it (its
 # validation refuses only two of setWeight/pause/experiment/analysis together).
-_MAIN_KINDS = ("setWeight", "pause", "analysis")
+_MAIN_KINDS = ("setWeight", "pause", "analysis", "experiment")
 _MODIFIER_KINDS = ("setCanaryScale", "setHeaderRoute", "setMirrorRoute")
 _STEP_KINDS = _MAIN_KINDS + _MODIFIER_KINDS
 _UNSUPPORTED_STEPS = {
-    "experiment": "experiment steps are not supported by Coalmine",
     "plugin": "step plugins are not supported by Coalmine",
 }
+_EXPERIMENT_KEYS = ("templates", "analyses", "duration", "analysisRunMetadata",
+                    "scaleDownDelaySeconds")
+_EXPERIMENT_TEMPLATE_KEYS = ("name", "specRef", "replicas", "metadata", "selector")
+_EXPERIMENT_ANALYSIS_KEYS = ("name", "templateName", "clusterScope", "args",
+                             "requiredForCompletion")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 
 # The routers Argo's validation lets each managed-route step use (of those Coalmine drives).
@@ -293,6 +301,95 @@ def _step(raw: Any, at: At, traffic: TrafficRouting | None, routed: bool) -> lis
             steps.append(SetWeightStep(weight=as_whole(value, at.key(kind), 0, 100)))
         elif kind == "pause":
             steps.append(_pause_step(value, at.key(kind)))
+        elif kind == "experiment":
+            steps.append(_experiment(value, at.key(kind)))
         else:
             steps.append(parse_analysis(value, at.key(kind)))
     return steps
+
+
+def _experiment(raw: Any, at: At) -> ExperimentStep:
+    """Argo's experiment step. Traffic `weight`s and per-template Services need a router to
+    send the experiment traffic, which Coalmine does not do: refused with the reason."""
+    raw = as_mapping(raw, at, "a mapping with templates, analyses and duration")
+    _reject_experiment_rules(raw, at)
+    for key in key_names(raw):
+        if key not in _EXPERIMENT_KEYS:
+            at.key(key).fail(f"unknown key (allowed: {', '.join(_EXPERIMENT_KEYS)})")
+    items = as_list(raw.get("templates"), at.key("templates"), "a list of templates")
+    if not items:
+        at.key("templates").fail("needs at least one template")
+    templates: list[ExperimentTemplate] = []
+    for i, item in enumerate(items):
+        templates.append(_experiment_template(item, at.key("templates").index(i)))
+        if [t.name for t in templates].count(templates[-1].name) > 1:
+            at.key("templates").index(i).key("name").fail(
+                f"duplicate template name '{templates[-1].name}'")
+    analyses: list[ExperimentAnalysis] = []
+    for i, item in enumerate(as_list(raw.get("analyses") or [], at.key("analyses"))):
+        analyses.append(_experiment_analysis(item, at.key("analyses").index(i)))
+        if [a.name for a in analyses].count(analyses[-1].name) > 1:
+            at.key("analyses").index(i).key("name").fail(
+                f"duplicate analysis name '{analyses[-1].name}'")
+    duration = None
+    if raw.get("duration") is not None:
+        duration = as_seconds(raw["duration"], at.key("duration"))
+    return ExperimentStep(templates=tuple(templates), analyses=tuple(analyses),
+                          duration=duration)
+
+
+def _reject_experiment_rules(raw: dict[str, Any], at: At) -> None:
+    """dryRun and measurementRetention work on analysis steps and background analysis; an
+    experiment's analyses do not take them yet."""
+    for key in ("dryRun", "measurementRetention"):
+        if raw.get(key):
+            at.key(key).fail(f"{key} is not supported on an experiment step yet; put the "
+                             "rule in the AnalysisTemplate's spec instead")
+
+
+def _experiment_template(raw: Any, at: At) -> ExperimentTemplate:
+    raw = as_mapping(raw, at, "a mapping with name and specRef")
+    for key in ("weight", "service"):
+        if key in raw:
+            at.key(key).fail(f"experiment {key} needs Coalmine to route traffic to the "
+                             "experiment's pods, which it does not; leave it out (the pods "
+                             "then get the traffic of the app's Service if its selector "
+                             "matches them, as in Argo without a router)")
+    for key in key_names(raw):
+        if key not in _EXPERIMENT_TEMPLATE_KEYS:
+            at.key(key).fail(f"unknown key (allowed: {', '.join(_EXPERIMENT_TEMPLATE_KEYS)})")
+    name = as_text(raw.get("name"), at.key("name"))
+    if not _DNS_LABEL.fullmatch(name) or len(name) > 40:
+        at.key("name").fail(f"{name!r} must be a DNS label of at most 40 characters "
+                            "(it names the experiment's Deployment)")
+    spec_ref = raw.get("specRef")
+    if spec_ref not in ("stable", "canary"):
+        at.key("specRef").fail(f"must be stable or canary, got {shown(spec_ref)}")
+    replicas = 1 if raw.get("replicas") is None else as_whole(raw["replicas"],
+                                                              at.key("replicas"), 0)
+    labels: tuple[tuple[str, str], ...] = ()
+    metadata = raw.get("metadata")
+    if metadata is not None:
+        metadata = as_mapping(metadata, at.key("metadata"), "a mapping with labels")
+        raw_labels = as_mapping(metadata.get("labels") or {}, at.key("metadata.labels"))
+        labels = tuple(sorted((str(k), as_arg_text(v, at.key(f"metadata.labels.{k}")))
+                              for k, v in raw_labels.items()))
+    return ExperimentTemplate(name=name, spec_ref=spec_ref, replicas=replicas, labels=labels)
+
+
+def _experiment_analysis(raw: Any, at: At) -> ExperimentAnalysis:
+    raw = as_mapping(raw, at, "a mapping with name and templateName")
+    for key in key_names(raw):
+        if key not in _EXPERIMENT_ANALYSIS_KEYS:
+            at.key(key).fail(f"unknown key (allowed: {', '.join(_EXPERIMENT_ANALYSIS_KEYS)})")
+    name = as_text(raw.get("name"), at.key("name"))
+    template = as_text(raw.get("templateName"), at.key("templateName"))
+    scope = raw.get("clusterScope", False)
+    if not isinstance(scope, bool):
+        at.key("clusterScope").fail(f"must be true or false, got {shown(scope)}")
+    required = raw.get("requiredForCompletion", False)
+    if not isinstance(required, bool):
+        at.key("requiredForCompletion").fail(f"must be true or false, got {shown(required)}")
+    return ExperimentAnalysis(name=name, template=TemplateRef(template, scope),
+                              args=_args(raw.get("args"), at.key("args")),
+                              required_for_completion=required)

@@ -9,9 +9,10 @@ config reader catch it from here, as the error this module raises.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-from bot.rollout import specs
+from bot.rollout import options, specs
 from bot.rollout.fields import At, StrategyError, as_mapping, as_text
 from bot.rollout.model import CanaryStrategy, WorkloadRef
 from bot.rollout.steps import parse_deadline
@@ -23,8 +24,19 @@ _WORKLOAD_KEYS = ("workload", "progressDeadlineSeconds")
 
 def parse_canary_config(raw: Any, *, source: str, key: str) -> CanaryStrategy:
     """The `canary:` mapping of one app in `.coalmine.yaml` (`key` is e.g. "apps[0].canary"):
-    Argo's canary fields, with `workload: Deployment/<name>` and the progress deadline."""
-    return _parse(raw, source=source, key=key, parse=specs.parse_canary)
+    Argo's canary fields, with `workload: Deployment/<name>` and the progress deadline, and
+    Coalmine's `baseline: true` (a baseline Deployment beside the canary, see the model)."""
+    at = At(source, key)
+    baseline = False
+    if isinstance(raw, dict) and "baseline" in raw:
+        baseline = options.flag(raw["baseline"], at.key("baseline"), False)
+        raw = {k: v for k, v in raw.items() if k != "baseline"}
+    strategy = _parse(raw, source=source, key=key, parse=specs.parse_canary,
+                      own_keys=("baseline",))
+    if baseline and strategy.traffic is not None:
+        at.key("baseline").fail("a baseline gets its traffic share from the app's Service, "
+                                "which a traffic router bypasses; use an experiment step")
+    return dataclasses.replace(strategy, baseline=baseline)
 
 
 def parse_blue_green_config(raw: Any, *, source: str, key: str) -> CanaryStrategy:
@@ -33,7 +45,8 @@ def parse_blue_green_config(raw: Any, *, source: str, key: str) -> CanaryStrateg
     return _parse(raw, source=source, key=key, parse=specs.parse_blue_green)
 
 
-def _parse(raw: Any, *, source: str, key: str, parse: Any) -> CanaryStrategy:
+def _parse(raw: Any, *, source: str, key: str, parse: Any,
+           own_keys: tuple[str, ...] = ()) -> CanaryStrategy:
     at = At(source, key)
     raw = as_mapping(raw, at, "a mapping with workload and the strategy's fields")
     workload_text = as_text(raw.get("workload"), at.key("workload"))
@@ -44,4 +57,4 @@ def _parse(raw: Any, *, source: str, key: str, parse: Any) -> CanaryStrategy:
                               at.key("progressDeadlineSeconds"))
     body = {k: v for k, v in raw.items() if k not in _WORKLOAD_KEYS}
     return parse(body, at, workload=WorkloadRef(kind=kind, name=name), deadline=deadline,
-                 source=source, extra_keys=_WORKLOAD_KEYS)
+                 source=source, extra_keys=_WORKLOAD_KEYS + own_keys)

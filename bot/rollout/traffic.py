@@ -16,10 +16,14 @@ from typing import Any
 
 from bot.refs import REVISION_LABEL, ObjectRef
 from bot.rollout import routers
-from bot.rollout.model import CanaryStrategy, PodMetadata
+from bot.rollout.model import CanaryStrategy, ExperimentTemplate, PodMetadata
 
 Obj = dict[str, Any]
 TRACK_LABEL = "coalmine.dev/track"
+EXPERIMENT_LABEL = "coalmine.dev/experiment"  # the experiment template's name, on its pods
+# Experiment Deployments are `<name>-exp-<template>`: a template named "canary" (as in Argo's
+# own examples) must not land on the canary track's `<name>-canary`.
+EXPERIMENT_INFIX = "-exp-"
 TEMPLATE_HASH_ANNOTATION = "coalmine.dev/template-hash"
 CANARY_SUFFIX = "-canary"
 
@@ -108,6 +112,47 @@ def canary_of(deployment: Obj, replicas: int, revision: str,
         meta.pop(key, None)
     obj["spec"]["replicas"] = replicas
     obj.pop("status", None)
+    return obj
+
+
+def experiment_of(deployment: Obj, template: ExperimentTemplate, revision: str) -> Obj:
+    """The Deployment `<name>-exp-<template>` running `deployment`'s pod template (the stable's or
+    the canary's) for an experiment step. Its pods carry `coalmine.dev/track: experiment` and
+    `coalmine.dev/experiment: <template>`, so neither track's Deployment adopts them and
+    queries tell a baseline from a canary by the template's name."""
+    obj = _with_track(deployment, "experiment")
+    spec = obj["spec"]
+    spec["selector"]["matchLabels"][EXPERIMENT_LABEL] = template.name
+    pod_labels = spec["template"]["metadata"]["labels"]
+    pod_labels.update({k: v for k, v in template.labels
+                       if k not in (TRACK_LABEL, EXPERIMENT_LABEL)})
+    pod_labels[EXPERIMENT_LABEL] = template.name
+    meta = obj["metadata"]
+    meta["name"] = f"{meta['name']}{EXPERIMENT_INFIX}{template.name}"
+    meta.setdefault("labels", {}).update({TRACK_LABEL: "experiment",
+                                          EXPERIMENT_LABEL: template.name,
+                                          REVISION_LABEL: revision})
+    for key in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"):
+        meta.pop(key, None)
+    (meta.get("annotations") or {}).pop(TEMPLATE_HASH_ANNOTATION, None)
+    spec["replicas"] = template.replicas
+    obj.pop("status", None)
+    return obj
+
+
+BASELINE_SUFFIX = "-baseline"
+
+
+def baseline_of(stable: Obj, replicas: int, revision: str) -> Obj:
+    """The baseline Deployment `<name>-baseline`: the stable's pod template at `replicas` pods,
+    labelled `coalmine.dev/track: baseline` (a fresh copy of the old version, so the judge
+    compares the canary with pods as young as it is)."""
+    obj = canary_of(stable, replicas, revision)
+    obj = _with_track(obj, "baseline")
+    meta = obj["metadata"]
+    meta["name"] = stable["metadata"]["name"] + BASELINE_SUFFIX
+    meta["labels"][TRACK_LABEL] = "baseline"
+    (meta.get("annotations") or {}).pop(TEMPLATE_HASH_ANNOTATION, None)
     return obj
 
 

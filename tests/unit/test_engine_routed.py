@@ -155,7 +155,7 @@ def test_a_combined_step_runs_as_consecutive_steps_and_starting_step_follows():
 
 @pytest.mark.parametrize(("change", "message"), [
     ("{setWeight: 10, pause: {}}", ("steps[0]: a step may have only one of setWeight, pause, "
-                                   "analysis (found: setWeight, pause)")),
+                                   "analysis, experiment (found: setWeight, pause)")),
     ("{setCanaryScale: {replicas: 1, weight: 5}}", ("steps[0].setCanaryScale: needs exactly one "
                                                    "of replicas, weight, matchTrafficWeight")),
     ("{setCanaryScale: {matchTrafficWeight: false}}",

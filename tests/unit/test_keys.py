@@ -21,6 +21,8 @@ def test_key_formats_are_unchanged():
     assert keys.rollout_reported(ROLLOUT, "abc") == f"{ROLLOUT}:reported:abc"
     assert (keys.ROLLOUTS_DUE, keys.ROLLOUTS_ACTIVE, keys.ROLLOUTS_UNREPORTED) == (
         "coalmine:rollouts:due", "coalmine:rollouts:active", "coalmine:rollouts:unreported")
+    assert (keys.ROLLOUTS_RECENT, keys.DEPLOYMENTS_RECENT) == (
+        "coalmine:rollouts:recent", "coalmine:deployments:recent")
     assert keys.report_lock("github", "acme/gitops", 7) == "coalmine:report:github:acme/gitops:7"
     assert keys.pr_rollouts("github", "acme/gitops", 7) == \
         "coalmine:pr-rollouts:github:acme/gitops:7"

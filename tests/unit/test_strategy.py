@@ -232,8 +232,8 @@ def rollout_error(steps_yaml: str) -> str:
         (
             "        - experiment: {templates: []}",
             (
-                "deploy/web/rollout.yaml: Rollout web: spec.strategy.canary.steps[0].experiment: experiment "
-                "steps are not supported by Coalmine"
+                "deploy/web/rollout.yaml: Rollout web: spec.strategy.canary.steps[0].experiment."
+                "templates: needs at least one template"
             ),
         ),
         (
@@ -271,7 +271,8 @@ def rollout_error(steps_yaml: str) -> str:
             "        - {setWeight: 10, pause: {}}",
             (
                 "deploy/web/rollout.yaml: Rollout web: spec.strategy.canary.steps[0]: a step may "
-                "have only one of setWeight, pause, analysis (found: setWeight, pause); split it "
+                "have only one of setWeight, pause, analysis, experiment (found: setWeight, pause); "
+                "split it "
                 "into several steps"
             ),
         ),
@@ -279,7 +280,7 @@ def rollout_error(steps_yaml: str) -> str:
             "        - wait: 10",
             (
                 "deploy/web/rollout.yaml: Rollout web: spec.strategy.canary.steps[0].wait: unknown step "
-                "(supported: setWeight, pause, analysis, setCanaryScale, setHeaderRoute, "
+                "(supported: setWeight, pause, analysis, experiment, setCanaryScale, setHeaderRoute, "
                 "setMirrorRoute)"
             ),
         ),
@@ -446,7 +447,7 @@ def test_progress_deadline_must_be_positive():
             {"workload": "Deployment/web", "stpes": []},
             (
                 ".coalmine.yaml: apps[0].canary.stpes: unknown key (allowed: workload, "
-                "progressDeadlineSeconds, steps, analysis, trafficRouting, canaryService, "
+                "progressDeadlineSeconds, baseline, steps, analysis, trafficRouting, canaryService, "
                 "stableService, dynamicStableScale, scaleDownDelaySeconds, "
                 "abortScaleDownDelaySeconds, maxSurge, maxUnavailable, canaryMetadata, "
                 "stableMetadata, minPodsPerReplicaSet)"

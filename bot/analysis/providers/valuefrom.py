@@ -26,6 +26,7 @@ import binascii
 import json
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any, Protocol
 
 from bot.analysis.measurement import Measurement
@@ -142,4 +143,4 @@ def mask(measurement: Measurement, secrets: Iterable[str]) -> Measurement:
         value = value.replace(secret, MASK) if value is not None else None
     if (message, value) == (measurement.message, measurement.value):
         return measurement
-    return Measurement(measurement.phase, value, message, measurement.at)
+    return replace(measurement, value=value, message=message)
