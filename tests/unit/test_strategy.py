@@ -237,6 +237,14 @@ def rollout_error(steps_yaml: str) -> str:
             ),
         ),
         (
+            "        - experiment: {templates: [], dryRun: [{metricName: x}]}",
+            (
+                "deploy/web/rollout.yaml: Rollout web: spec.strategy.canary.steps[0].experiment."
+                "dryRun: dryRun is not supported on an experiment step yet; put the rule in the "
+                "AnalysisTemplate's spec instead"
+            ),
+        ),
+        (
             "        - setWeight: 5\n        - setCanaryScale: {replicas: 3}",
             (
                 "deploy/web/rollout.yaml: Rollout web: spec.strategy.canary.steps[1]."
