@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from bot import gate as ci_gate
 from bot import repos as repo_entries
 from bot.content_rules import NO_RULES, ContentRules, parse_rules, tighten
+from bot.drift.ignore import IgnoreRule, parse_ignore
 from bot.egress import DENY_ALL, Egress, parse_egress
 from bot.errors import ConfigError, ManifestError
 from bot.policy import Policy
@@ -90,6 +92,9 @@ class Settings:
     log_level: str = "INFO"
     extra_git_hosts: tuple[str, ...] = ()
     rules: ContentRules = NO_RULES  # the server's content rules; repositories only add to them
+    gate: ci_gate.GateSpec = ci_gate.NO_GATE  # the server's CI gate; repositories only add
+    gate_poll_s: float = 15.0  # how often a waiting merge's checks are read again
+    drift_interval_s: float = 300.0  # how often deployed apps are compared with the cluster
 
     @property
     def github_enabled(self) -> bool:
@@ -230,6 +235,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         extra_git_hosts=tuple(
             h.strip() for h in (env.get("COALMINE_GIT_HOSTS") or "").split(",") if h.strip()),
         rules=parse_rules(file_data.get("rules"), src),
+        gate=ci_gate.parse_gate(file_data.get("gate"), src),
+        gate_poll_s=_number(env, "COALMINE_GATE_POLL", 15.0),
+        drift_interval_s=_number(env, "COALMINE_DRIFT_INTERVAL", 300.0),
     )
 
 
@@ -314,19 +322,22 @@ class AppConfig:
     health_timeout_s: float | None = None
     canary: Any = None  # bot.rollout.model strategy, parsed by bot.rollout.strategy
     rules: ContentRules = NO_RULES  # the repository's `rules:` tightened by the app's own
+    ignore_differences: tuple[IgnoreRule, ...] = ()  # fields drift detection leaves out
+    self_heal: bool = False  # re-apply the deployed commit when the cluster drifts from it
 
 
 @dataclass(frozen=True)
 class RepoConfig:
     apps: tuple[AppConfig, ...]
     rules: ContentRules = NO_RULES  # the file's top-level `rules:` (each app holds its own too)
+    gate: ci_gate.GateSpec = ci_gate.NO_GATE  # the file's `gate:` (before the server's is added)
 
     def app(self, name: str) -> AppConfig | None:
         return next((a for a in self.apps if a.name == name), None)
 
 
 _APP_KEYS = {"name", "path", "namespace", "cluster", "prune", "healthTimeoutSeconds", "canary",
-             "blueGreen", "rules"}
+             "blueGreen", "rules", "ignoreDifferences", "selfHeal"}
 
 
 def parse_repo_config(
@@ -341,11 +352,12 @@ def parse_repo_config(
     data = docs[0] if docs else None
     if not isinstance(data, dict):
         raise ConfigError(source, "", "the top level must be a mapping with an `apps` list")
-    unknown = set(data) - {"apps", "rules"}
+    unknown = set(data) - {"apps", "rules", "gate"}
     if unknown:
         raise ConfigError(source, str(min(unknown, key=str)),
-                          "unknown key (expected `apps`, `rules`)")
+                          "unknown key (expected `apps`, `rules`, `gate`)")
     repo_rules = parse_rules(data.get("rules"), source)
+    gate = ci_gate.parse_gate(data.get("gate"), source)
     apps_raw = data.get("apps")
     if not isinstance(apps_raw, list) or not apps_raw:
         raise ConfigError(source, "apps", "must be a non-empty list of apps")
@@ -392,9 +404,13 @@ def parse_repo_config(
         elif raw.get("blueGreen") is not None:
             canary = _parse_canary(raw["blueGreen"], source, f"{key}.blueGreen", blue_green=True)
         rules = tighten(repo_rules, parse_rules(raw.get("rules"), source, f"{key}.rules"))
+        self_heal = raw.get("selfHeal", False)
+        if not isinstance(self_heal, bool):
+            raise ConfigError(source, f"{key}.selfHeal", "must be true or false")
+        ignore = parse_ignore(raw.get("ignoreDifferences"), source, f"{key}.ignoreDifferences")
         apps.append(AppConfig(name, path.strip("/") or ".", namespace, cluster, prune, timeout,
-                              canary, rules))
-    return RepoConfig(tuple(apps), repo_rules)
+                              canary, rules, ignore, self_heal))
+    return RepoConfig(tuple(apps), repo_rules, gate)
 
 
 def _parse_canary(raw: Any, source: str, key: str, *, blue_green: bool = False) -> Any:

@@ -156,3 +156,35 @@ def lease_alive(lease_id: str) -> str:
 
 def lease_attempts(payload: str) -> str:
     return f"{PREFIX}lease-attempts:{hashlib.sha256(payload.encode()).hexdigest()}"
+
+
+# -- the CI gate (handlers/gate.py) --------------------------------------------------------------
+GATES_WAITING = f"{PREFIX}gates:waiting"  # hash: gate_slot key → the waiting merge (JSON)
+
+
+def gate_slot(forge: str, repo_id: int, branch: str) -> str:
+    """The one merge of a deploy branch waiting for its CI checks (a newer one replaces it)."""
+    return f"{PREFIX}gate:{forge}:{repo_id}:{branch}"
+
+
+def gate_pr(forge: str, repo: str, number: int) -> str:
+    """The gated merge of a PR (waiting, failed or timed out), for `/deploy`."""
+    return f"{PREFIX}gate-pr:{forge}:{repo}:{number}"
+
+
+def gate_override(forge: str, repo_id: int, sha: str) -> str:
+    """Who overrode the gate of a merge commit with `/deploy`, and when."""
+    return f"{PREFIX}gate-override:{forge}:{repo_id}:{sha}"
+
+
+# -- drift detection (handlers/drift.py) ---------------------------------------------------------
+DRIFT_WATCH = f"{PREFIX}drift:watch"  # hash: "forge:repo id:branch" → the last deployed merge
+DRIFT_SWEEP = f"{PREFIX}drift:sweep"  # claim: one worker starts the periodic checks
+
+
+def drift_state(forge: str, repo: str, app: str) -> str:
+    """The app's last drift result and its selfHeal backoff."""
+    return f"{PREFIX}drift:{forge}:{repo}:{app}"
+
+
+DRIFT_COUNTS = f"{PREFIX}drift:counts"  # hash: "repo\napp" → drifted objects (the gauge)

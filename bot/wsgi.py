@@ -18,6 +18,7 @@ from bot.dashboard import pages as dashboard
 from bot.logs import setup_logging
 from bot.rollout.store import RolloutStore
 from handlers import registry
+from handlers.drift import drift_counts
 
 # The webhook jobs, from the table of every trigger and its use case (handlers/registry.py).
 JOBS = web.Jobs(merged=registry.job("merge"), command=registry.job("command"),
@@ -51,7 +52,8 @@ def app_for(svc: services.Services) -> Flask:
     if svc.embedded and not isinstance(svc.queue, metrics.MeteredQueue):
         svc.queue = metrics.MeteredQueue(svc.queue, registry.name_of)
     phases = metrics.RolloutPhases(RolloutStore(svc.redis).active_phases)
-    app = web.create_app(svc, JOBS, collectors=[phases])
+    drifted = metrics.DriftObjects(lambda: drift_counts(svc.redis))
+    app = web.create_app(svc, JOBS, collectors=[phases, drifted])
     # The operator dashboard beside the edge, not inside it (off without its token).
     dashboard.register(app, svc.settings, svc.redis)
     return app

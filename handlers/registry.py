@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from handlers import commands, merged, outbox, preview, revert, rollout
+from handlers import commands, drift, merged, outbox, preview, revert, rollout
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,14 @@ TRIGGERS: tuple[Trigger, ...] = (
     Trigger("merge", "webhook: a PR/MR merged into the deploy branch", merged.run,
             "verify through the forge API, then deploy in order under the branch lock: render, "
             "policy, apply, prune, health, start a canary where a strategy asks (handlers.deploy)"),
+    Trigger("gate re-check", "the schedule: a merge held by the CI gate (every "
+            "COALMINE_GATE_POLL s; the worker sweep re-schedules a lost one)", merged.recheck,
+            "read the merge commit's CI results again; once passed, failed or timed out, run "
+            "the merge again so the gate decides under the lock (handlers.gate)"),
+    Trigger("drift check", "the worker sweep (every COALMINE_DRIFT_INTERVAL s), /status",
+            drift.check, "compare the branch's last deployed commit with the cluster: "
+                         "coalmine/drift, the gauge, the drift comment; selfHeal re-applies "
+                         "(handlers.drift)"),
     Trigger("preview", "webhook: a PR/MR into the deploy branch opened, reopened or pushed to",
             preview.run, "verify through the forge API, render the head, check policy and "
             "content rules, dry-run and diff against the cluster, plan; coalmine/preview status "

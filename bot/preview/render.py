@@ -164,7 +164,7 @@ def _diff_section(app: AppPreview, left: int) -> tuple[list[str], int]:
     omitted = 0
     changed = [c for c in app.changes if c.fields]
     for change in changed:
-        block = _diff_block(change)
+        block = diff_block(change)
         size = _size(block)
         if size <= left:
             shown += block
@@ -176,8 +176,8 @@ def _diff_section(app: AppPreview, left: int) -> tuple[list[str], int]:
     lines = ["", (f"<details><summary>Field-level diff of {len(changed) - omitted} "
                  f"object(s)</summary>"), ""]
     if shown:
-        fence = _fence(shown)
-        lines += [f"{fence}diff", *shown, fence]
+        marks = fence(shown)
+        lines += [f"{marks}diff", *shown, marks]
     lines += ["", "</details>"]
     if omitted:
         lines += ["", (f"> The diff of {omitted} more changed object(s) was left out to fit "
@@ -185,7 +185,7 @@ def _diff_section(app: AppPreview, left: int) -> tuple[list[str], int]:
     return lines, left
 
 
-def _diff_block(change: ObjectChange) -> list[str]:
+def diff_block(change: ObjectChange) -> list[str]:
     lines = [f"@@ {_one_line(change.ref)} @@"]
     for field in change.fields:
         lines += _field_lines(field)
@@ -231,7 +231,7 @@ def _no_marker(text: str) -> str:
     return text.replace("<!--", "<!\u200b--")
 
 
-def _fence(lines: list[str]) -> str:
+def fence(lines: list[str]) -> str:
     """A code fence no line of the block can close early."""
     fence = "```"
     while any(fence in line for line in lines):
