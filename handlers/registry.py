@@ -47,6 +47,9 @@ TRIGGERS: tuple[Trigger, ...] = (
             "feed Tick to the engine under the rollout's lock; carry out its actions"),
     Trigger("measurement", "a background measuring thread", rollout.measured,
             "feed MeasurementTaken to the engine (a result of a replaced run is dropped)"),
+    Trigger("analysis Job poll", "a `job` metric's Job still running (growing delays)",
+            rollout.job_poll, "read the Job once: hand its verdict back, poll again later, or "
+            "delete it when its run stopped (handlers.rollout_measure)"),
     Trigger("restore", "a restore after an abort that the cluster refused (every 5 s)",
             rollout.restore, "put stable back at full size and remove the canary"),
     Trigger("revert PR", "the shell, on the engine's OpenRevertPR", revert.open_revert,

@@ -444,10 +444,21 @@ def _metric_row(spec: MetricSpec, result: MetricResult) -> str:
     if last is not None and last.message and last.message not in result.message:
         messages.append(last.message)
     return (
-        f"| {escape(result.name, _NAME)} | {_RUN_ICON[result.phase]} {result.phase} | {latest} "
-        f"| {' · '.join(conditions) or 'none (any value passes)'} | {counts} "
+        f"| {escape(result.name, _NAME)}{_dry_run_mark(spec)} | {_RUN_ICON[result.phase]} "
+        f"{result.phase} | {latest} "
+        f"| {' · '.join(conditions) or _no_condition(spec)} | {counts} "
         f"| {escape(' · '.join(messages), _TEXT) if messages else ''} |"
     )
+
+
+def _no_condition(spec: MetricSpec) -> str:
+    """A job metric is judged by its Job, not by a condition."""
+    return "the Job completes" if "job" in spec.provider else "none (any value passes)"
+
+
+def _dry_run_mark(spec: MetricSpec) -> str:
+    """A dry-run metric (Argo's dryRun) is measured and shown, but never decides the run."""
+    return " _(dry run: shown, never deciding)_" if spec.dry_run else ""
 
 
 # ---------------------------------------------------------------------- evidence, history

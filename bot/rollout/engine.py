@@ -68,7 +68,13 @@ from dataclasses import replace
 
 from bot.analysis import run as runs
 from bot.analysis.run import AnalysisRun
-from bot.analysis.templates import AnalysisTemplate, Arg, UnresolvedArgument, resolve_metrics
+from bot.analysis.templates import (
+    AnalysisTemplate,
+    Arg,
+    RunRules,
+    UnresolvedArgument,
+    resolve_metrics,
+)
 from bot.rollout.durations import format_duration
 from bot.rollout.model import (
     DEFAULT_SCALE_DOWN_DELAY_SECONDS,
@@ -82,6 +88,8 @@ from bot.rollout.model import (
     TERMINAL_PHASES,
     Abort,
     Action,
+    AnalysisStep,
+    BackgroundAnalysis,
     CheckHealth,
     CommandRejected,
     Complete,
@@ -492,7 +500,8 @@ class _Transition:
     # -- analysis runs --------------------------------------------------------------------
 
     def new_run(
-        self, refs: tuple[TemplateRef, ...], args: tuple[Arg, ...], purpose: str
+        self, refs: tuple[TemplateRef, ...], args: tuple[Arg, ...], purpose: str,
+        rules: RunRules | None = None,
     ) -> AnalysisRun:
         seq = self.state.run_seq + 1
         label = "bg" if purpose == "background" else purpose.replace(" ", "")
@@ -515,7 +524,7 @@ class _Transition:
                 )
             templates.append(found)
         try:
-            metrics = resolve_metrics(templates, args)
+            metrics = resolve_metrics(templates, args, rules)
         except (UnresolvedArgument, ValueError) as error:
             return self._started(runs.errored_run(run_id, str(error), self.now, purpose))
         return self._started(runs.start_run(run_id, metrics, self.now, purpose))
@@ -543,7 +552,8 @@ class _Transition:
             or self.state.phase not in _ACTIVE
         ):
             return
-        run = self.new_run(background.templates, background.args, "background")
+        run = self.new_run(background.templates, background.args, "background",
+                           _run_rules(background))
         self.update(background_run=run)
 
     def measure_due(self) -> None:
@@ -602,7 +612,8 @@ class _Transition:
             self.actions.append(StartExperiment(index))
             self.await_health()
         else:
-            self.update(step_run=self.new_run(step.templates, step.args, f"step {index + 1}"))
+            self.update(step_run=self.new_run(step.templates, step.args, f"step {index + 1}",
+                                              _run_rules(step)))
 
     def stop_experiment(self) -> None:
         """Remove the current step's experiment pods, if it is an experiment."""
@@ -820,6 +831,11 @@ class _Transition:
             if wake is not None:
                 actions.append(ScheduleTick(at=max(wake, self.now), version=state.version))
         return state, actions
+
+
+def _run_rules(analysis: AnalysisStep | BackgroundAnalysis) -> RunRules:
+    """The rollout's dryRun and measurementRetention for a run of `analysis`."""
+    return RunRules(analysis.dry_run, analysis.measurement_retention)
 
 
 def _evidence(run: AnalysisRun) -> tuple[str, ...]:

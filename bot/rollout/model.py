@@ -57,6 +57,8 @@ class AnalysisStep:
     templates: tuple[TemplateRef, ...]
     args: tuple[Arg, ...] = ()
     label: str = ""
+    dry_run: tuple[str, ...] = ()  # Argo's dryRun metricName regexes
+    measurement_retention: tuple[tuple[str, int], ...] = ()  # (metricName regex, limit)
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,8 @@ class BackgroundAnalysis:
     templates: tuple[TemplateRef, ...]
     args: tuple[Arg, ...] = ()
     starting_step: int = 0
+    dry_run: tuple[str, ...] = ()
+    measurement_retention: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
