@@ -16,7 +16,7 @@ from pathlib import Path
 
 # An entry point of the composition root: adapters and use cases are imported at the top like
 # anywhere else, so the import graph that import-linter checks is the one that runs.
-from bot import checks, metrics, services, tenancy
+from bot import checks, demo, metrics, services, tenancy
 from bot.config import ConfigError, load_settings, parse_repo_config
 from bot.leases import requeue_lapsed
 from bot.logs import log_format, setup_logging
@@ -62,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
                       "verdict line per case out (README: Judge)")
     judge.add_argument("--cases", required=True, metavar="FILE",
                        help="JSON Lines file of cases, or - for standard input")
+    sub.add_parser("demo", help="run a good and a bad release end to end on simulators, with no "
+                   "outside service (README: Quick start)").add_argument(
+        "--keep", action="store_true", help="keep serving the dashboard when done, until Ctrl-C")
     args = parser.parse_args(argv)
     if args.version or args.command == "version":
         print(_version_text())
@@ -84,6 +87,8 @@ def _run(args: argparse.Namespace) -> int:
         from bot.judge_cli import judge
 
         return judge(args.cases)
+    if args.command == "demo":
+        return demo.run(keep=args.keep)
     if args.command == "unpin-repo":
         return _unpin(args.forge, args.repo_id)
     if args.command == "serve":

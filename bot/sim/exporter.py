@@ -9,6 +9,13 @@ each test should use its own track name (`fresh_track`).
 
 Gauges (`set_gauge`) are exposed exactly as set, for quick deterministic checks.
 
+The exporter also answers Prometheus's instant-query API (`/api/v1/query`, GET or form POST;
+`query_url` is a PROMETHEUS_URL) for one recorded-rule style series,
+`http_requests:success_ratio{track="..."}`: the track's share of non-5xx requests since its
+rates were last set (`success_ratio`). Any other query is refused as Prometheus refuses a bad
+one (400, `bad_data`). `coalmine demo` uses it where no Prometheus runs: no scrape interval or
+rate window to wait for, and no package to install.
+
 `set_latency` gives a track a request-duration summary, `http_request_duration_seconds_sum` and
 `_count`: whole requests arrive at the set rate, each taking the set mean times a noise factor
 within +-`noise` (a pseudo-random sequence seeded by the track name, so a run is repeatable).
@@ -19,15 +26,20 @@ and NaN (0/0) over a window in which no request finished: what low traffic looks
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import random
+import re
 import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
 
 REQUESTS_METRIC = "http_requests_total"
 LATENCY_METRIC = "http_request_duration_seconds"
+SUCCESS_RATIO_SERIES = "http_requests:success_ratio"
+_SUCCESS_RATIO_QUERY = re.compile(r'\s*http_requests:success_ratio\{track="([^"]+)"\}\s*')
 
 
 @dataclass
@@ -37,6 +49,8 @@ class _Traffic:
     successes: float = 0.0
     errors: float = 0.0
     since: float = 0.0  # monotonic time up to which the counters are accounted
+    set_successes: float = 0.0  # the counters when the rates were last set
+    set_errors: float = 0.0
 
     def advance(self, now: float) -> None:
         elapsed = max(0.0, now - self.since)
@@ -106,6 +120,11 @@ class Exporter:
     def url(self) -> str:
         return f"http://{self.address}/metrics"
 
+    @property
+    def query_url(self) -> str:
+        """Where the query API is served: a Prometheus base URL."""
+        return f"http://{self.address}"
+
     def start(self) -> Exporter:
         self._thread.start()
         return self
@@ -127,6 +146,20 @@ class Exporter:
             traffic.advance(now)
             traffic.requests_per_second = requests_per_second
             traffic.error_ratio = error_ratio
+            traffic.set_successes, traffic.set_errors = traffic.successes, traffic.errors
+
+    def success_ratio(self, track: str) -> float | None:
+        """The share of `track`'s requests that did not answer 5xx since its rates were last
+        set, from its counters, to 6 decimals (a track set to 25% errors reads 0.75, not
+        0.7500000000000001); None before any request of it was counted."""
+        with self._lock:
+            traffic = self._traffic.get(track)
+            if traffic is None:
+                return None
+            traffic.advance(time.monotonic())
+            good = traffic.successes - traffic.set_successes
+            total = good + traffic.errors - traffic.set_errors
+        return round(good / total, 6) if total > 0 else None
 
     def set_request_rate(self, track: str, requests_per_second: float) -> None:
         with self._lock:
@@ -183,17 +216,49 @@ class Exporter:
                         lines.append(f"{name}{_labels(dict(labels))} {_number(value)}")
         return "\n".join(lines) + "\n"
 
+    def answer_query(self, query: str) -> tuple[int, dict[str, object]]:
+        """(HTTP status, Prometheus API body) for an instant query."""
+        match = _SUCCESS_RATIO_QUERY.fullmatch(query)
+        if match is None:
+            return 400, {"status": "error", "errorType": "bad_data",
+                         "error": f"this endpoint only answers "
+                                  f'{SUCCESS_RATIO_SERIES}{{track="..."}}, not {query!r}'}
+        ratio = self.success_ratio(match.group(1))
+        result = [] if ratio is None else [{
+            "metric": {"__name__": SUCCESS_RATIO_SERIES, "track": match.group(1)},
+            "value": [round(time.time(), 3), _number(ratio)],
+        }]
+        return 200, {"status": "success", "data": {"resultType": "vector", "result": result}}
+
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         exporter = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                if self.path.split("?")[0] != "/metrics":
+                path, _, form = self.path.partition("?")
+                if path == "/metrics":
+                    self._send(200, "text/plain; version=0.0.4", exporter.render())
+                elif path == "/api/v1/query":
+                    self._query(form)
+                else:
                     self.send_error(404)
-                    return
-                body = exporter.render().encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                form = self.rfile.read(length).decode("utf-8", "replace")
+                if self.path.split("?")[0] == "/api/v1/query":
+                    self._query(form)
+                else:
+                    self.send_error(404)
+
+            def _query(self, form: str) -> None:
+                status, answer = exporter.answer_query((parse_qs(form).get("query") or [""])[0])
+                self._send(status, "application/json", json.dumps(answer))
+
+            def _send(self, status: int, content_type: str, text: str) -> None:
+                body = text.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -202,3 +267,4 @@ class Exporter:
                 """Scrapes every second would drown the test output."""
 
         return Handler
+
