@@ -184,6 +184,7 @@ class World:
             GitHttpServer(root / "repos", username="x-access-token", password=self.token))
         late = _LateApp()
         self.server: BaseWSGIServer = make_server("127.0.0.1", 0, late, threaded=True)
+        stack.callback(self.server.server_close)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         settings = load_settings({
             "GITHUB_WEBHOOK_SECRET": self.secret,
@@ -199,8 +200,8 @@ class World:
         })
         self.services = services.install(services.build(settings))
         stack.callback(services.uninstall)
+        stack.callback(self.services.queue.stop)  # the embedded queue's thread
         late.app = app_for(self.services)
-        stack.callback(self.services.queue.stop)
         serving = threading.Thread(target=self.server.serve_forever, name="coalmine-demo-web",
                                    kwargs={"poll_interval": 0.1}, daemon=True)
         serving.start()
@@ -208,8 +209,7 @@ class World:
         self.store = RolloutStore(self.services.redis)
 
     def _stop_server(self, serving: threading.Thread) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.shutdown()  # its socket is closed next (registered before)
         serving.join(timeout=10)
 
     def merge(self, files: dict[str, str | None], title: str) -> tuple[int, str]:
