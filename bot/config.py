@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bot import repos as repo_entries
+from bot.content_rules import NO_RULES, ContentRules, parse_rules, tighten
 from bot.egress import DENY_ALL, Egress, parse_egress
 from bot.errors import ConfigError, ManifestError
 from bot.policy import Policy
@@ -84,6 +85,7 @@ class Settings:
     delivery_ttl_s: int = 7 * 24 * 3600
     log_level: str = "INFO"
     extra_git_hosts: tuple[str, ...] = ()
+    rules: ContentRules = NO_RULES  # the server's content rules; repositories only add to them
 
     @property
     def github_enabled(self) -> bool:
@@ -219,6 +221,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_level=(env.get("COALMINE_LOG_LEVEL") or "INFO").upper(),
         extra_git_hosts=tuple(
             h.strip() for h in (env.get("COALMINE_GIT_HOSTS") or "").split(",") if h.strip()),
+        rules=parse_rules(file_data.get("rules"), src),
     )
 
 
@@ -289,18 +292,20 @@ class AppConfig:
     prune: bool = False
     health_timeout_s: float | None = None
     canary: Any = None  # bot.rollout.model strategy, parsed by bot.rollout.strategy
+    rules: ContentRules = NO_RULES  # the repository's `rules:` tightened by the app's own
 
 
 @dataclass(frozen=True)
 class RepoConfig:
     apps: tuple[AppConfig, ...]
+    rules: ContentRules = NO_RULES  # the file's top-level `rules:` (each app holds its own too)
 
     def app(self, name: str) -> AppConfig | None:
         return next((a for a in self.apps if a.name == name), None)
 
 
 _APP_KEYS = {"name", "path", "namespace", "cluster", "prune", "healthTimeoutSeconds", "canary",
-             "blueGreen"}
+             "blueGreen", "rules"}
 
 
 def parse_repo_config(
@@ -315,9 +320,11 @@ def parse_repo_config(
     data = docs[0] if docs else None
     if not isinstance(data, dict):
         raise ConfigError(source, "", "the top level must be a mapping with an `apps` list")
-    unknown = set(data) - {"apps"}
+    unknown = set(data) - {"apps", "rules"}
     if unknown:
-        raise ConfigError(source, str(min(unknown, key=str)), "unknown key (expected `apps`)")
+        raise ConfigError(source, str(min(unknown, key=str)),
+                          "unknown key (expected `apps`, `rules`)")
+    repo_rules = parse_rules(data.get("rules"), source)
     apps_raw = data.get("apps")
     if not isinstance(apps_raw, list) or not apps_raw:
         raise ConfigError(source, "apps", "must be a non-empty list of apps")
@@ -363,8 +370,10 @@ def parse_repo_config(
             canary = _parse_canary(raw["canary"], source, f"{key}.canary")
         elif raw.get("blueGreen") is not None:
             canary = _parse_canary(raw["blueGreen"], source, f"{key}.blueGreen", blue_green=True)
-        apps.append(AppConfig(name, path.strip("/") or ".", namespace, cluster, prune, timeout, canary))
-    return RepoConfig(tuple(apps))
+        rules = tighten(repo_rules, parse_rules(raw.get("rules"), source, f"{key}.rules"))
+        apps.append(AppConfig(name, path.strip("/") or ".", namespace, cluster, prune, timeout,
+                              canary, rules))
+    return RepoConfig(tuple(apps), repo_rules)
 
 
 def _parse_canary(raw: Any, source: str, key: str, *, blue_green: bool = False) -> Any:

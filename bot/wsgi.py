@@ -19,7 +19,8 @@ from bot.rollout.store import RolloutStore
 from handlers import registry
 
 # The webhook jobs, from the table of every trigger and its use case (handlers/registry.py).
-JOBS = web.Jobs(merged=registry.job("merge"), command=registry.job("command"))
+JOBS = web.Jobs(merged=registry.job("merge"), command=registry.job("command"),
+                preview=registry.job("preview"))
 # Gunicorn's code for a worker that could not boot: the arbiter then stops instead of starting
 # workers that fail the same way forever.
 WORKER_BOOT_ERROR = 3

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot import services, tenancy
+from bot import content_rules, services, tenancy
 from bot.cluster.model import ClusterError, ObjectRef, Owner
 from bot.config import REPO_CONFIG_FILE, AppConfig, ConfigError, parse_repo_config
 from bot.deployments import deployment_path, save_deployment
@@ -145,6 +145,15 @@ def deploy_app(
         return AppOutcome(
             "failure", f"policy forbids {len(listed)} object(s); nothing applied: {listed[0]}",
             error="; ".join(listed), error_title="Refused by the repository's policy"), None
+    broken = content_rules.check(content_rules.tighten(svc.settings.rules, app.rules),
+                                 objects + ([plan.deployment] if plan else []),
+                                 source=app.path, default_namespace=app.namespace,
+                                 files=content_rules.file_index(sourced))
+    if broken:
+        return AppOutcome(
+            "failure", f"content rules: {len(broken)} violation(s), nothing applied: "
+                       f"{broken[0].rule} ({broken[0].object})",
+            error="; ".join(map(str, broken)), error_title="Refused by the content rules"), None
     try:
         if plan is not None:
             objects = _keep_traffic(cluster, plan, objects)

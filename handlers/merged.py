@@ -29,11 +29,12 @@ from redis.exceptions import RedisError
 from bot import services, tenancy
 from bot.config import REPO_CONFIG_FILE, ConfigError, Settings, parse_repo_config
 from bot.events import MergedPullRequest
-from bot.forge.base import ForgeError, PullRequestFacts, RepoFacts
+from bot.forge.base import PullRequestFacts, RepoFacts
 from bot.gitrepo import GitError, repo_key
 from bot.leases import GivenUp, leased
 from bot.logs import job_context
 from bot.refs import RepoRef
+from handlers import trust
 from handlers.deploy import REPO_SECTION, AdapterDeployer, AppOutcome
 
 log = logging.getLogger(__name__)
@@ -180,20 +181,10 @@ def verify(event: MergedPullRequest, *, forge: MergeFacts,
         log.warning("merge of %s #%s refused (delivery %s): %s", event.repo.full_name,
                     event.number, event.delivery or "-", why)
 
-    try:
-        facts = forge.repository_facts(event.repo)
-    except ForgeError as exc:
-        return refuse(f"the forge does not confirm the repository: {exc}")
-    tenant = tenants.resolve(event.repo.forge, facts.id, facts.full_name)
-    if isinstance(tenant, str):
-        return refuse(tenant)
-    repo = dataclasses.replace(event.repo, full_name=facts.full_name, repo_id=facts.id,
-                               default_branch=facts.default_branch)
-    branch = tenant.policy.deploy_branch or facts.default_branch
-    try:
-        pull = forge.pull_request_facts(repo, event.number)
-    except ForgeError as exc:
-        return refuse(f"the forge does not confirm the pull request: {exc}")
+    confirmed = trust.confirm(event.repo, event.number, forge=forge, tenants=tenants)
+    if isinstance(confirmed, str):
+        return refuse(confirmed)
+    repo, tenant, branch, pull = confirmed
     if not pull.merged or pull.merge_sha != event.merge_sha:
         return refuse(f"the forge says the PR is {pull.state} with merge commit "
                       f"{(pull.merge_sha or 'none')[:12]}, not {event.merge_sha[:12]}")

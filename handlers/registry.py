@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from handlers import commands, merged, outbox, revert, rollout
+from handlers import commands, merged, outbox, preview, revert, rollout
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,10 @@ TRIGGERS: tuple[Trigger, ...] = (
     Trigger("merge", "webhook: a PR/MR merged into the deploy branch", merged.run,
             "verify through the forge API, then deploy in order under the branch lock: render, "
             "policy, apply, prune, health, start a canary where a strategy asks (handlers.deploy)"),
+    Trigger("preview", "webhook: a PR/MR into the deploy branch opened, reopened or pushed to",
+            preview.run, "verify through the forge API, render the head, check policy and "
+            "content rules, dry-run and diff against the cluster, plan; coalmine/preview status "
+            "and the preview comment (handlers.preview)"),
     Trigger("command", "webhook: a PR/MR comment holding a command", commands.run,
             "read the comment through the API, check the author's permission, act (COMMANDS)"),
     Trigger("operator command", "the CLI: coalmine promote/abort/retry/pause/resume "

@@ -60,6 +60,7 @@ class PullRequestFacts:
     url: str
     head_repo_id: int | None = None  # where the source branch lives; differs for forks
     author: str = ""
+    head_sha: str | None = None  # the source branch's newest commit, as the forge sees it
 
 
 @dataclass(frozen=True)

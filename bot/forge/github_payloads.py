@@ -40,6 +40,7 @@ def pull_facts(data: dict[str, Any]) -> PullRequestFacts:
         url=data.get("html_url") or "",
         head_repo_id=int_or_none(source.get("id")),
         author=str((data.get("user") or {}).get("login") or ""),
+        head_sha=(data.get("head") or {}).get("sha") or None,
     )
 
 

@@ -345,6 +345,7 @@ def _mr_facts(data: dict[str, Any]) -> PullRequestFacts:
         url=pull.url,
         head_repo_id=source if isinstance(source, int) else None,
         author=str((data.get("author") or {}).get("username") or ""),
+        head_sha=data.get("sha") or None,
     )
 
 

@@ -540,6 +540,7 @@ class FakeGitHub(JsonFakeServer):
         author: str = "alice",
         merge_sha: str | None = None,
         head_repo: str | None = None,
+        head_sha: str | None = None,
     ) -> int:
         """An existing PR (state open, closed or merged); returns its number.
 
@@ -551,6 +552,8 @@ class FakeGitHub(JsonFakeServer):
             if head_repo is not None and ":" not in head:
                 head = f"{head_repo.split('/')[0]}:{head}"
             pull = self._new_pull(repo, self.url, head, base, title, body, author, head_repo)
+            if head_sha is not None:
+                pull["head"]["sha"] = head_sha
             if state != "open":
                 pull["state"] = "closed"
                 pull["closed_at"] = now_iso()
@@ -559,6 +562,11 @@ class FakeGitHub(JsonFakeServer):
                 pull["merged_at"] = now_iso()
                 pull["merge_commit_sha"] = merge_sha or secrets.token_hex(20)
             return pull["number"]
+
+    def set_head_sha(self, full_name: str, number: int, sha: str) -> None:
+        """What a push to the PR's branch leaves: its head is `sha`."""
+        with self._lock:
+            self._repo(full_name).issues[number]["head"]["sha"] = sha
 
     def add_comment(self, full_name: str, number: int, body: str, *, login: str = "alice") -> int:
         """A comment by someone else (a human, another bot); returns its id."""

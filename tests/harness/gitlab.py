@@ -145,6 +145,7 @@ class FakeGitLab(JsonFakeServer):
         merge_sha: str | None = None,
         merge_method: Literal["merge", "squash", "ff"] = "merge",
         source_project_id: int | None = None,
+        head_sha: str | None = None,
     ) -> int:
         """An existing MR; returns its iid.
 
@@ -158,6 +159,8 @@ class FakeGitLab(JsonFakeServer):
             mr = self._new_mr(project, source_branch, target_branch, title, "", author)
             if source_project_id is not None:
                 mr["source_project_id"] = source_project_id
+            if head_sha is not None:
+                mr["sha"] = head_sha
             mr["state"] = state
             if state == "merged":
                 mr["merged_at"] = now_iso()
@@ -169,6 +172,11 @@ class FakeGitLab(JsonFakeServer):
                 else:
                     mr["sha"] = landed
             return int(mr["iid"])
+
+    def set_head_sha(self, path: str, iid: int, sha: str) -> None:
+        """What a push to the MR's source branch leaves: its head is `sha`."""
+        with self._lock:
+            self._mr(self._project(path), iid)["sha"] = sha
 
     def add_note(
         self, path: str, iid: int, body: str, *, username: str = "alice", system: bool = False

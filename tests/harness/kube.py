@@ -24,7 +24,13 @@ routers' CRDs kept in tests/harness/crds/ (the `router_crds` fixture does it for
 
 A SelfSubjectAccessReview is answered by the same rules (`coalmine doctor` asks them).
 
-Deliberate simplifications: no watch history beyond a polling stream, no dry-run, no field
+Dry-run: a server-side apply with `dryRun=All` runs every check and answers what would be
+stored, storing nothing (its write is recorded with `dry_run=True`); `fieldValidation=Strict`
+refuses fields the fake's small schema (STRICT_FIELDS: the workload, pod and container fields,
+ConfigMaps, Secrets, Services) does not know, with the real server's 400 "strict decoding error".
+Other verbs refuse `dryRun`.
+
+Deliberate simplifications: no watch history beyond a polling stream, no field
 conflicts on server-side apply (every apply behaves as if forced), no garbage collection by
 owner references, no admission beyond a few validations that real servers also enforce.
 """
@@ -535,6 +541,7 @@ class Write:
     user: str | None  # the impersonated user; None when the request impersonated no one
     groups: tuple[str, ...]
     allowed: bool
+    dry_run: bool = False  # dryRun=All: checked and answered, never stored
 
     @property
     def target(self) -> str:
@@ -895,8 +902,10 @@ class FakeKube:
         *,
         applied: Obj | None = None,
         status_write: bool = False,
+        dry_run: bool = False,
     ) -> Obj:
-        """Validates, fills system metadata and stores `new`; a no-op keeps the old version."""
+        """Validates, fills system metadata and stores `new`; a no-op keeps the old version.
+        `dry_run` answers what would be stored and stores nothing."""
         new = copy.deepcopy(new)
         new["apiVersion"], new["kind"] = rt.api_version, rt.kind
         meta = new.setdefault("metadata", {})
@@ -932,6 +941,8 @@ class FakeKube:
         meta["managedFields"] = self._managed_fields(rt, old, new, manager, applied, status_write)
         if old is not None and _without_times(old) == _without_times(new):
             return old
+        if dry_run:
+            return new  # resourceVersion stays the live one's (none for a create)
         meta["resourceVersion"] = self._next_rv()
         key = self._key(rt, meta.get("namespace"), name)
         self._store[key] = new
@@ -1111,7 +1122,12 @@ class FakeKube:
                 return 201, self._access_review(self._parse(body, content_type), user)
             route = self._route(path)
             rt = route.rt
-            self._authorize_write(method, route, user, groups)
+            dry_run = query.get("dryRun") == "All"
+            self._authorize_write(method, route, user, groups, dry_run)
+            if dry_run and not (
+                method == "PATCH" and content_type.startswith("application/apply-patch")
+            ):
+                raise ApiError(400, "BadRequest", "the fake supports dryRun only on apply")
             if route.name is None:
                 if method == "GET":
                     return 200, self._list(route, query)
@@ -1191,7 +1207,12 @@ class FakeKube:
                 "metadata": {}, "spec": review.get("spec") or {}, "status": status}
 
     def _authorize_write(
-        self, method: str, route: _Route, user: str | None, groups: tuple[str, ...]
+        self,
+        method: str,
+        route: _Route,
+        user: str | None,
+        groups: tuple[str, ...],
+        dry_run: bool = False,
     ) -> None:
         """Records a write and answers 403 like the real RBAC authorizer when `user` (as
         impersonated) has no grant for where it writes. Reads are not recorded."""
@@ -1205,7 +1226,9 @@ class FakeKube:
         namespace = route.namespace if rt.namespaced else None
         grant = self._grants.get(user) if user is not None else None
         allowed = grant is None or grant.allows(rt.namespaced, namespace)
-        self.writes.append(Write(verb, resource, namespace, route.name, user, groups, allowed))
+        self.writes.append(
+            Write(verb, resource, namespace, route.name, user, groups, allowed, dry_run)
+        )
         if allowed:
             return
         subject = f'{rt.qualified} "{route.name}"' if route.name else rt.qualified
@@ -1322,6 +1345,9 @@ class FakeKube:
                 raise ApiError(
                     422, "Invalid", "PATCH requests with an apply patch require a fieldManager"
                 )
+            if query.get("fieldValidation") == "Strict":
+                _strict_check(rt, applied)
+            dry_run = query.get("dryRun") == "All"
             config = copy.deepcopy(applied)
             config.setdefault("metadata", {})["name"] = route.name
             if live is None:
@@ -1333,6 +1359,7 @@ class FakeKube:
                     ("Apply", manager_name),
                     applied=applied,
                     status_write=status_write,
+                    dry_run=dry_run,
                 )
                 return 201, self._view(rt, stored)
             self._check_precondition(
@@ -1347,6 +1374,7 @@ class FakeKube:
                 ("Apply", manager_name),
                 applied=applied,
                 status_write=status_write,
+                dry_run=dry_run,
             )
             return 200, self._view(rt, stored)
         if live is None:
@@ -1782,6 +1810,80 @@ _STATUS_MAKERS = {
     "StatefulSet": FakeKube._statefulset_status,
     "DaemonSet": FakeKube._daemonset_status,
 }
+
+
+_POD_FIELDS = frozenset(
+    [
+        "volumes", "initContainers", "containers", "ephemeralContainers",
+        "restartPolicy", "terminationGracePeriodSeconds", "activeDeadlineSeconds",
+        "dnsPolicy", "nodeSelector", "serviceAccountName", "serviceAccount",
+        "automountServiceAccountToken", "nodeName", "hostNetwork", "hostPID", "hostIPC",
+        "shareProcessNamespace", "securityContext", "imagePullSecrets", "hostname",
+        "subdomain", "affinity", "schedulerName", "tolerations", "hostAliases",
+        "priorityClassName", "priority", "dnsConfig", "readinessGates",
+        "runtimeClassName", "enableServiceLinks", "preemptionPolicy", "overhead",
+        "topologySpreadConstraints", "setHostnameAsFQDN", "os", "hostUsers",
+        "schedulingGates", "resourceClaims", "resources"
+    ]
+)
+_CONTAINER_FIELDS = frozenset(
+    [
+        "name", "image", "command", "args", "workingDir", "ports", "envFrom", "env",
+        "resources", "resizePolicy", "restartPolicy", "volumeMounts", "volumeDevices",
+        "livenessProbe", "readinessProbe", "startupProbe", "lifecycle",
+        "terminationMessagePath", "terminationMessagePolicy", "imagePullPolicy",
+        "securityContext", "stdin", "stdinOnce", "tty"
+    ]
+)
+_OBJECT = frozenset({"apiVersion", "kind", "metadata", "spec", "status"})
+# kind → {dotted path ("" the object, "[]" each item of a list) → the fields allowed there}
+STRICT_FIELDS: dict[str, dict[str, frozenset[str]]] = {
+    "Deployment": {
+        "": _OBJECT,
+        "spec": frozenset(
+            [
+                "replicas", "selector", "template", "strategy",
+                "minReadySeconds", "revisionHistoryLimit", "paused",
+                "progressDeadlineSeconds"
+            ]
+        ),
+        "spec.template": frozenset({"metadata", "spec"}),
+        "spec.template.spec": _POD_FIELDS,
+        "spec.template.spec.containers[]": _CONTAINER_FIELDS,
+        "spec.template.spec.initContainers[]": _CONTAINER_FIELDS,
+    },
+    "ConfigMap": {"": frozenset({"apiVersion", "kind", "metadata", "data", "binaryData",
+                                 "immutable"})},
+    "Secret": {"": frozenset({"apiVersion", "kind", "metadata", "data", "stringData", "type",
+                              "immutable"})},
+    "Service": {"": _OBJECT},
+}
+
+
+def _strict_check(rt: ResourceType, obj: Obj) -> None:
+    """fieldValidation=Strict: a field the schema does not declare is a 400, as on a real
+    server (`strict decoding error: unknown field "spec.replica"`)."""
+    schema = STRICT_FIELDS.get(rt.kind)
+    if schema is None or rt not in BUILTIN_TYPES:
+        return
+    unknown = []
+    for path, allowed in schema.items():
+        parts = path.replace("[]", "").split(".") if path else []
+        node: Any = obj
+        for part in parts:
+            node = node.get(part) if isinstance(node, dict) else None
+        items = node if path.endswith("[]") and isinstance(node, list) else [node]
+        for index, item in enumerate(items):
+            if not isinstance(item, dict):
+                continue
+            where = path.replace("[]", f"[{index}]") if path.endswith("[]") else path
+            unknown += [f"{where}.{k}" if where else k for k in item if k not in allowed]
+    if unknown:
+        raise ApiError(
+            400,
+            "BadRequest",
+            "strict decoding error: " + ", ".join(f'unknown field "{u}"' for u in unknown),
+        )
 
 
 def _condition(
