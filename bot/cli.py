@@ -1,6 +1,7 @@
 """The `coalmine` command: serve webhooks, run a worker, check or render a repository, look at
 and steer rollouts, check the set-up (doctor), or judge cases. A thin parser: each command's
-logic lives in its own module (bot.checks, bot.cli_render, bot.cli_rollouts, bot.doctor)."""
+logic lives in its own module (bot.checks, bot.cli_render, bot.cli_diff, bot.cli_rollouts,
+bot.doctor)."""
 
 from __future__ import annotations
 
@@ -18,16 +19,21 @@ from pathlib import Path
 
 # An entry point of the composition root: adapters and use cases are imported at the top like
 # anywhere else, so the import graph that import-linter checks is the one that runs.
-from bot import checks, cli_render, cli_rollouts, doctor, metrics, services, tenancy
+from bot import checks, cli_diff, cli_render, cli_rollouts, doctor, metrics, services, tenancy
+from bot.cluster.model import Owner
 from bot.commands import Command
 from bot.config import ConfigError, Settings, load_settings, parse_repo_config
 from bot.errors import ManifestError
+from bot.forge.base import ForgeError
 from bot.leases import requeue_lapsed
 from bot.logs import log_format, setup_logging
 from bot.queue import QUEUE_NAME, MeteredWorker, run_ticker
+from bot.refs import RepoRef
 from bot.rollout.fields import StrategyError
 from bot.rollout.store import RolloutStore
 from handlers.commands import event_for
+from handlers.preview import AdapterClusters, preview_app
+from handlers.preview import _CheckedOut as CheckedOut  # its Tree over a worktree on disk
 from handlers.registry import name_of
 from handlers.rollout import dispatch, rearm_final_reports, resume_all
 
@@ -93,6 +99,17 @@ def _add_operator_commands(sub: argparse._SubParsersAction) -> None:
     render.add_argument("--repo", default=".", metavar="PATH",
                         help="the checkout's root, where .coalmine.yaml is (default: .)")
     render.add_argument("--output", choices=("yaml", "json"), default="yaml")
+    diff = sub.add_parser(
+        "diff", help="what applying APP of the checkout would change in the live cluster: a "
+                     "server-side dry run, field by field (exit 0 none, 1 changes, 2 the merge "
+                     "would fail or an error)")
+    diff.add_argument("app", metavar="APP")
+    diff.add_argument("--repo", default=".", metavar="PATH",
+                      help="the checkout's root, where .coalmine.yaml is (default: .)")
+    diff.add_argument("--as", dest="as_repo", required=True, metavar="[FORGE:]OWNER/NAME",
+                      help="the repository, whose repos: entry (policy, ServiceAccount) and "
+                           "forge id (object ownership) the dry run uses")
+    diff.add_argument("--output", choices=("text", "json"), default="text")
     get = sub.add_parser("get", help="show rollouts from Redis (read only; needs REDIS_URL)")
     what = get.add_subparsers(dest="what", required=True)
     listing = what.add_parser("rollouts", help="every active rollout: repository, app, PR, "
@@ -129,7 +146,7 @@ def _add_operator_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.command in ("render", "get", "doctor", *cli_rollouts.ACTIONS):
+    if args.command in ("render", "diff", "get", "doctor", *cli_rollouts.ACTIONS):
         try:
             return _operator(args)
         except cli_rollouts.CliError as exc:
@@ -156,6 +173,12 @@ def _operator(args: argparse.Namespace) -> int:
     if args.command == "render":
         return _render(Path(args.repo), args.app, args.output)
     settings = load_settings()
+    if not settings.redis_url:
+        # The embedded store's start-up warning is about a bot process; these commands say
+        # what Redis means to them themselves (doctor skips it, get and the steering refuse).
+        logging.getLogger(services.__name__).setLevel(logging.ERROR)
+    if args.command == "diff":
+        return _diff(settings, Path(args.repo), args.app, args.as_repo, args.output)
     if args.command == "doctor":
         found = doctor.run(services.build(settings))
         if args.output == "json":
@@ -197,6 +220,32 @@ def _get(args: argparse.Namespace, store: RolloutStore) -> int:
                               timeout_s=args.timeout_seconds,
                               tty=sys.stdout.isatty() and not as_json,
                               between="" if as_json else "\n")
+
+
+def _diff(settings: Settings, root: Path, name: str, as_repo: str, output: str) -> int:
+    """The PR preview's engine (handlers.preview.preview_app) on a local checkout."""
+    try:
+        target = checks.Target.parse(as_repo)
+    except ValueError as exc:
+        raise cli_rollouts.CliError(f"--as {exc}", 2) from None
+    entry = settings.entry_for(target.forge, target.full_name)
+    if entry is None:
+        raise cli_rollouts.CliError(f"{target.forge} repository {target.full_name} is not "
+                                    "served: no repos: entry of the server config names it", 2)
+    try:
+        app = cli_render.app_of(root, name, settings)
+        svc = services.build(settings)
+        facts = svc.forge_of(target.forge).repository_facts(
+            RepoRef(target.forge, target.full_name, ""))
+    except (ConfigError, ForgeError) as exc:
+        raise cli_rollouts.CliError(str(exc), 2) from None
+    owner = Owner(target.forge, facts.id, facts.full_name, app.name)
+    found = preview_app(app, CheckedOut(root), policy=entry.policy,
+                        server_rules=settings.rules, clusters=AdapterClusters(svc),
+                        owner=owner, sha=cli_diff.revision(root))
+    print(cli_rollouts.dumps(cli_diff.as_dict(found)) if output == "json"
+          else cli_diff.text(found))
+    return cli_diff.exit_code(found)
 
 
 def _render(root: Path, name: str, output: str) -> int:
