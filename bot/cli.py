@@ -156,6 +156,10 @@ def _operator(args: argparse.Namespace) -> int:
     if args.command == "render":
         return _render(Path(args.repo), args.app, args.output)
     settings = load_settings()
+    if not settings.redis_url:
+        # The embedded store's start-up warning is about a bot process; these commands say
+        # what Redis means to them themselves (doctor skips it, get and the steering refuse).
+        logging.getLogger(services.__name__).setLevel(logging.ERROR)
     if args.command == "doctor":
         found = doctor.run(services.build(settings))
         if args.output == "json":
