@@ -136,6 +136,7 @@ def test_without_redis_or_forges_those_checks_are_skipped(tmp_path, fake_kube):
     assert done.returncode == 0, done.stdout + done.stderr
     assert [found[n]["result"] for n in ("redis", "github", "gitlab", "prometheus")] == \
         ["skip"] * 4
+    assert "embedded" not in done.stderr  # no bot start-up warning about the embedded store
 
 
 def test_a_webhook_secret_without_an_api_credential_fails(tmp_path, fake_kube):
