@@ -63,10 +63,21 @@ def key_of(repo: str, app: str) -> str:
 
 
 def load(store: RolloutStore, repo: str, app: str) -> RolloutRecord:
-    record = store.load(key_of(repo, app))
+    """The app's rollout; an active one is also found when `repo`'s case differs from the
+    forge's spelling (which the key holds)."""
+    key = key_of(repo, app)
+    record = store.load(key)
+    if record is None:
+        spelled = next((k for k in store.active_keys() if k.casefold() == key.casefold()), None)
+        record = store.load(spelled) if spelled else None
     if record is None:
         raise CliError(f"no rollout of {app!r} in {repo} (finished ones are kept 30 days)")
     return record
+
+
+def record_key(record: RolloutRecord) -> str:
+    repo = record.context.repo
+    return rollout_key(repo.forge, repo.full_name, record.state.app)
 
 
 def summary(record: RolloutRecord, now: float) -> dict[str, Any]:
@@ -276,8 +287,8 @@ def steer(redis: Redis, queue: JobQueue, job: Callable[..., Any], repo: str, app
     would, then wait up to `wait_s` for a worker to run it. A job no worker took by then is
     cancelled: nothing happened."""
     store = RolloutStore(redis)
-    key = key_of(repo, app)
     before = load(store, repo, app)
+    key = record_key(before)
     why = refusal(before, event, time.time())
     if why is not None:
         raise CliError(f"{_name(event)} changed nothing: {why}")

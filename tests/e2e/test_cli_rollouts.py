@@ -97,7 +97,8 @@ def test_pause_resume_abort_retry_and_a_refusal(github_world, fake_kube):
     number, sha = paused_release(world, "registry.example/web:8.0")
     repo = w.REPO  # github: is assumed
 
-    assert coalmine(world, "pause", repo, "web", "--as", "carol").returncode == 0
+    # The repository as an operator may type it: github: assumed, any case.
+    assert coalmine(world, "pause", "Acme/GitOps", "web", "--as", "carol").returncode == 0
     assert rollout(world)["paused_by"] == "carol (CLI)"
     assert coalmine(world, "resume", repo, "web", "--as", "carol").returncode == 0
     assert rollout(world)["paused_by"] is None
