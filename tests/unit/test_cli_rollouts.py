@@ -7,7 +7,22 @@ import io
 
 import pytest
 
-from bot.cli_rollouts import CliError, actor, age, key_of, list_text, watch
+from bot.cli_rollouts import (
+    CliError,
+    actor,
+    age,
+    detail,
+    detail_text,
+    key_of,
+    list_text,
+    refusal,
+    watch,
+)
+from bot.refs import RepoRef
+from bot.rollout.context import RolloutContext
+from bot.rollout.model import Pause, Resume, SetWeightStep, Start
+from bot.rollout.store import RolloutRecord
+from tests.unit.test_engine import Sim, analysis
 
 
 class Clock:
@@ -91,3 +106,50 @@ def test_the_list_has_aligned_columns():
         "gitlab:g/p          api-server  -    Progressing  1/2   0%      -",
     ]
     assert list_text([]) == "No active rollouts."
+
+
+# --------------------------------------------------------------------------- one rollout
+
+
+def engine_record() -> RolloutRecord:
+    """A rollout the real engine moved: weight 10, a step analysis with one measurement in,
+    then a user's pause."""
+    sim = Sim([SetWeightStep(10), analysis(), SetWeightStep(50)])
+    sim.send(Start())
+    sim.healthy()
+    sim.now += 30
+    sim.answer("Successful", "0.97")
+    sim.send(Pause("alice (CLI)"))
+    context = RolloutContext(repo=RepoRef("github", "acme/gitops", ""), number=42, app="web",
+                             namespace="shop", deployment={}, stable={}, replicas=3,
+                             template_hash="h", url="https://pr/42")
+    return RolloutRecord(sim.state, context, seq=7)
+
+
+def test_one_rollout_shows_steps_weights_runs_and_history():
+    record = engine_record()
+    now = record.state.started_at + 90
+    info = detail(record, now)
+    assert (info["phase"], info["step"], info["steps"], info["weight"]) == ("Paused", 3, 3, 50)
+    assert info["paused_by"] == "alice (CLI)" and info["age_seconds"] == 90
+    assert [s["state"] for s in info["steps_detail"]] == ["done", "done", "paused"]
+    [run] = info["analysis_runs"]
+    assert run["purpose"] == "step 2" and run["phase"] == "Successful"
+    assert run["metrics"][0]["successful"] == 1 and run["metrics"][0]["latest"] == "0.97"
+    assert info["history"][-1]["actor"] == "alice (CLI)"
+    assert [p["weight"] for p in info["weights"]] == [10, 50]
+
+    shown = detail_text(record, now)
+    assert "Rollout:   github:acme/gitops web" in shown
+    assert "Step:      3/3   Weight: 50%   Age: 1m" in shown
+    assert "   2. analysis success-rate" in shown
+    assert "success-rate: Successful, 1 ok, 0 failed, 0 inconclusive, 0 error; latest 0.97" \
+        in shown
+    assert shown.rstrip().endswith("paused by user — by alice (CLI)")
+
+
+def test_the_engine_is_asked_first_whether_it_would_refuse():
+    record = engine_record()
+    assert refusal(record, Pause("bob (CLI)"), record.state.started_at + 100) == \
+        "already paused by @alice (CLI)"
+    assert refusal(record, Resume("bob (CLI)"), record.state.started_at + 100) is None
