@@ -268,6 +268,9 @@ def now_iso(at: float | None = None) -> str:
 # ---------------------------------------------------------------------------------------------
 
 # Endpoints an App calls as itself (RS256 JWT), not with an installation token.
+# The permissions a GitHub App for Coalmine asks for (deploy/README.md), as GET /app lists them.
+APP_PERMISSIONS = {"contents": "write", "pull_requests": "write", "issues": "write",
+                   "statuses": "write", "metadata": "read"}
 JWT_OPERATIONS = frozenset(
     {
         "apps/get-authenticated",
@@ -421,6 +424,7 @@ class _App:
     app_id: int
     slug: str
     public_key: str
+    permissions: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -461,6 +465,7 @@ class FakeGitHub(JsonFakeServer):
         self.token_ttl_s = token_ttl_s
         self._repos: dict[str, _Repo] = {}
         self._tokens: dict[str, tuple[str, float | None]] = {}  # token → (login, expires)
+        self._scopes: dict[str, str] = {}  # classic token → its X-OAuth-Scopes header
         self._users: dict[str, int] = {}
         self._apps: dict[int, _App] = {}
         self._installations: dict[int, tuple[int, set[str]]] = {}  # id → (app, repos)
@@ -497,15 +502,22 @@ class FakeGitHub(JsonFakeServer):
         with self._lock:
             self._repos[full_name] = _Repo(self.next_id(), full_name, default_branch, private)
 
-    def add_token(self, token: str, login: str) -> None:
-        """A personal/bot access token acting as `login`."""
+    def add_token(self, token: str, login: str, scopes: str | None = None) -> None:
+        """A personal/bot access token acting as `login`; `scopes` ("repo, read:org") makes it
+        a classic token, whose GET /user answer carries them in `X-OAuth-Scopes` as GitHub
+        does (None: a fine-grained token, which GitHub sends no such header for)."""
         with self._lock:
             self._tokens[token] = (login, None)
             self._user_id(login)
+            if scopes is not None:
+                self._scopes[token] = scopes
 
-    def add_app(self, app_id: int, public_key_pem: str, *, slug: str = "coalmine") -> None:
+    def add_app(self, app_id: int, public_key_pem: str, *, slug: str = "coalmine",
+                permissions: dict[str, str] | None = None) -> None:
+        """An App; `permissions` as GET /app lists them (default: what Coalmine needs)."""
         with self._lock:
-            self._apps[app_id] = _App(app_id, slug, public_key_pem)
+            self._apps[app_id] = _App(app_id, slug, public_key_pem, dict(
+                APP_PERMISSIONS if permissions is None else permissions))
 
     def add_installation(self, installation_id: int, app_id: int, repos: list[str]) -> None:
         with self._lock:
@@ -733,7 +745,8 @@ class FakeGitHub(JsonFakeServer):
     # -- Apps and users -------------------------------------------------------------------
     def _get_app(self, request: Request, repo: _Repo | None, p: dict[str, Any]) -> Reply:
         app = self._apps[int(p["_login"].removeprefix("app:"))]
-        return Reply(200, {"id": app.app_id, "slug": app.slug, "name": app.slug})
+        return Reply(200, {"id": app.app_id, "slug": app.slug, "name": app.slug,
+                           "permissions": app.permissions})
 
     def _create_installation_token(
         self, request: Request, repo: _Repo | None, p: dict[str, Any]
@@ -750,7 +763,10 @@ class FakeGitHub(JsonFakeServer):
         return Reply(201, body)
 
     def _get_user(self, request: Request, repo: _Repo | None, p: dict[str, Any]) -> Reply:
-        return Reply(200, self._user(p["_login"]))
+        token = request.headers.get("authorization", "").partition(" ")[2]
+        scopes = self._scopes.get(token)
+        return Reply(200, self._user(p["_login"]),
+                     {} if scopes is None else {"X-OAuth-Scopes": scopes})
 
     def _get_repo(self, request: Request, repo: _Repo | None, p: dict[str, Any]) -> Reply:
         assert repo is not None

@@ -29,6 +29,8 @@ Applying a CustomResourceDefinition serves its kind at every served version, pre
 first in discovery as a real server orders them; `install_router_crds()` installs the traffic
 routers' CRDs kept in tests/harness/crds/ (the `router_crds` fixture does it for a test).
 
+A SelfSubjectAccessReview is answered by the same rules (`coalmine doctor` asks them).
+
 Dry-run: a server-side apply with `dryRun=All` runs every check and answers what would be
 stored, storing nothing (its write is recorded with `dry_run=True`); `fieldValidation=Strict`
 refuses fields the fake's small schema (STRICT_FIELDS: the workload, pod and container fields,
@@ -83,6 +85,7 @@ ROUTER_CRDS_DIR = Path(__file__).parent / "crds"
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
 WRITE_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+ACCESS_REVIEWS = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
 
 
 @dataclass(frozen=True)
@@ -1137,6 +1140,8 @@ class FakeKube:
         with self._lock:
             if (document := self._discovery(path)) is not None:
                 return 200, document
+            if method == "POST" and path == ACCESS_REVIEWS:
+                return 201, self._access_review(self._parse(body, content_type), user)
             route = self._route(path)
             rt = route.rt
             dry_run = query.get("dryRun") == "All"
@@ -1202,6 +1207,26 @@ class FakeKube:
             if method == "PATCH":
                 return self._patch(route, key, live, content_type, body, query, status_write)
             raise ApiError(405, "MethodNotAllowed", f"{method} is not supported")
+
+    def _access_review(self, review: Obj, user: str | None) -> Obj:
+        """A SelfSubjectAccessReview answered by the same minimal RBAC as the writes: reads
+        are allowed, writes follow `restrict`, and only the bot's own credential (no
+        impersonation) may impersonate."""
+        attrs = (review.get("spec") or {}).get("resourceAttributes") or {}
+        verb, namespace = attrs.get("verb", ""), attrs.get("namespace") or None
+        grant = self._grants.get(user) if user is not None else None
+        if verb == "impersonate":
+            allowed, reason = user is None, "" if user is None else "no impersonation rights"
+        elif verb in WRITE_VERBS.values() or verb == "deletecollection":
+            allowed = grant is None or grant.allows(namespace is not None, namespace)
+            reason = "" if allowed else f'no grant for {verb} in "{namespace}"'
+        else:
+            allowed, reason = True, ""
+        status: Obj = {"allowed": allowed}
+        if reason:
+            status["reason"] = reason
+        return {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                "metadata": {}, "spec": review.get("spec") or {}, "status": status}
 
     def _authorize_write(
         self,
