@@ -16,7 +16,7 @@ from pathlib import Path
 
 # An entry point of the composition root: adapters and use cases are imported at the top like
 # anywhere else, so the import graph that import-linter checks is the one that runs.
-from bot import checks, metrics, services, tenancy
+from bot import checks, embedded_guard, metrics, services, tenancy
 from bot.config import ConfigError, load_settings, parse_repo_config
 from bot.leases import requeue_lapsed
 from bot.logs import log_format, setup_logging
@@ -154,7 +154,9 @@ def _serve(bind: str, workers: int | None) -> int:
     log_format(os.environ, sys.stderr)
     embedded = not os.environ.get("REDIS_URL")
     # The embedded queue lives in one process, so it must be exactly one gunicorn worker.
-    count = 1 if embedded else (workers or 2)
+    count, note = embedded_guard.web_workers(workers, os.environ, embedded)
+    if note:
+        print(note, file=sys.stderr, flush=True)
     gunicorn = shutil.which("gunicorn") or str(Path(sys.executable).with_name("gunicorn"))
     argv = [gunicorn, "--bind", bind, "--workers", str(count), "--threads", "8",
             "--access-logfile", "-", "bot.wsgi:create_app()"]
