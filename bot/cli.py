@@ -16,7 +16,7 @@ from pathlib import Path
 
 # An entry point of the composition root: adapters and use cases are imported at the top like
 # anywhere else, so the import graph that import-linter checks is the one that runs.
-from bot import checks, embedded_guard, metrics, services, tenancy
+from bot import checks, embedded_guard, metrics, probes, services, tenancy
 from bot.config import ConfigError, load_settings, parse_repo_config
 from bot.leases import requeue_lapsed
 from bot.logs import log_format, setup_logging
@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
                       "verdict line per case out (README: Judge)")
     judge.add_argument("--cases", required=True, metavar="FILE",
                        help="JSON Lines file of cases, or - for standard input")
+    probes.add_arguments(sub.add_parser("probe", help="container health (exit 0/1): the web "
+                                        "process answers, or this host's worker is alive"))
     args = parser.parse_args(argv)
     if args.version or args.command == "version":
         print(_version_text())
@@ -83,6 +85,8 @@ def _run(args: argparse.Namespace) -> int:
         from bot.judge_cli import judge
 
         return judge(args.cases)
+    if args.command == "probe":
+        return probes.run(args)
     if args.command == "unpin-repo":
         return _unpin(args.forge, args.repo_id)
     if args.command == "serve":
