@@ -15,6 +15,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -198,3 +199,11 @@ def test_bootstrap_installs_the_test_venv_with_the_constraints():
     (install,) = [line for line in bootstrap.splitlines() if "pip install -q -e" in line]
     assert "-c constraints.txt" in install
     assert "[ constraints.txt -nt \"$stamp\" ]" in bootstrap  # a refresh reinstalls
+
+
+def test_the_license_file_is_the_license_pyproject_names():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["license"] == {"text": "Apache-2.0"}
+    text = (ROOT / "LICENSE").read_text()
+    assert text.split()[:4] == ["Apache", "License", "Version", "2.0,"]
+    assert "END OF TERMS AND CONDITIONS" in text
