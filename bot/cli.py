@@ -21,6 +21,7 @@ from bot.config import ConfigError, load_settings, parse_repo_config
 from bot.leases import requeue_lapsed
 from bot.logs import log_format, setup_logging
 from bot.queue import QUEUE_NAME, MeteredWorker, run_ticker
+from handlers import drift, gate, merged
 from handlers.registry import name_of
 from handlers.rollout import rearm_final_reports, resume_all
 
@@ -197,6 +198,7 @@ def _worker(burst: bool = False) -> int:
         (lambda: resume_all(svc, overdue_by=30.0), 30.0),
         (lambda: rearm_final_reports(svc), 10.0),
         (svc.queue.requeue_stranded, 5.0),
+        (lambda: (gate.resume_waiting(svc, merged.recheck), drift.sweep(svc)), 1.0),
     )
     ticker = threading.Thread(target=run_ticker, args=(svc.queue, stop),
                               kwargs={"sweeps": sweeps}, daemon=True)

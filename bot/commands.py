@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-NAMES = ("promote", "abort", "retry", "pause", "resume", "status", "help")
+NAMES = ("promote", "abort", "retry", "pause", "resume", "status", "help", "deploy")
 TAKES_APP = {"promote", "abort", "retry", "pause", "resume"}
 _COMMAND = re.compile(r"^/(?P<name>[a-z]+)(?P<rest>(?:[ \t]+\S+)*)[ \t]*$")
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")

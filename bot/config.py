@@ -15,7 +15,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from bot import gate as ci_gate
 from bot import repos as repo_entries
+from bot.content_rules import NO_RULES, ContentRules, parse_rules, tighten
+from bot.drift.ignore import IgnoreRule, parse_ignore
 from bot.egress import DENY_ALL, Egress, parse_egress
 from bot.errors import ConfigError, ManifestError
 from bot.policy import Policy
@@ -76,6 +79,10 @@ class Settings:
     repos: Mapping[str, Policy] = field(default_factory=dict)  # entry key → policy
     own_namespace: str | None = None  # Coalmine's namespace: never deployable
     view_token: str | None = None  # bearer token of the JSON view; None turns the view off
+    # The operator dashboard (bot/dashboard): its login token (None turns it off) and the
+    # server secret its session cookies are signed with (derived from the token if unset).
+    dashboard_token: str | None = None
+    dashboard_secret: str | None = None
     egress: Egress = DENY_ALL  # where metric providers may connect
     github_min_permission: str = "write"
     gitlab_min_access: int = 30
@@ -84,6 +91,10 @@ class Settings:
     delivery_ttl_s: int = 7 * 24 * 3600
     log_level: str = "INFO"
     extra_git_hosts: tuple[str, ...] = ()
+    rules: ContentRules = NO_RULES  # the server's content rules; repositories only add to them
+    gate: ci_gate.GateSpec = ci_gate.NO_GATE  # the server's CI gate; repositories only add
+    gate_poll_s: float = 15.0  # how often a waiting merge's checks are read again
+    drift_interval_s: float = 300.0  # how often deployed apps are compared with the cluster
 
     @property
     def github_enabled(self) -> bool:
@@ -102,6 +113,8 @@ class Settings:
             self.gitlab.webhook_token,
             self.gitlab.token,
             self.view_token,
+            self.dashboard_token,
+            self.dashboard_secret,
             urlsplit(self.redis_url).password if self.redis_url else None,
         ]
         return [v for v in values if v]
@@ -209,6 +222,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         repos=repos,
         own_namespace=own_namespace,
         view_token=_secret(env, "COALMINE_VIEW_TOKEN"),
+        dashboard_token=_dashboard_token(env),
+        dashboard_secret=_secret(env, "COALMINE_DASHBOARD_SECRET"),
         egress=parse_egress(file_data.get("egress"), src, env,
                             own_hosts=[url for url in (env.get("REDIS_URL"),) if url]),
         github_min_permission=gh_min,
@@ -219,7 +234,24 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_level=(env.get("COALMINE_LOG_LEVEL") or "INFO").upper(),
         extra_git_hosts=tuple(
             h.strip() for h in (env.get("COALMINE_GIT_HOSTS") or "").split(",") if h.strip()),
+        rules=parse_rules(file_data.get("rules"), src),
+        gate=ci_gate.parse_gate(file_data.get("gate"), src),
+        gate_poll_s=_number(env, "COALMINE_GATE_POLL", 15.0),
+        drift_interval_s=_number(env, "COALMINE_DRIFT_INTERVAL", 300.0),
     )
+
+
+DASHBOARD_TOKEN_MIN_LENGTH = 16
+
+
+def _dashboard_token(env: Mapping[str, str]) -> str | None:
+    """The dashboard's login token: long enough that guessing it is hopeless."""
+    token = _secret(env, "COALMINE_DASHBOARD_TOKEN")
+    if token and len(token) < DASHBOARD_TOKEN_MIN_LENGTH:
+        raise ConfigError("COALMINE_DASHBOARD_TOKEN", "",
+                          f"must be at least {DASHBOARD_TOKEN_MIN_LENGTH} characters "
+                          "(e.g. `openssl rand -hex 32`)")
+    return token
 
 
 def _number(env: Mapping[str, str], name: str, default: float) -> float:
@@ -289,18 +321,23 @@ class AppConfig:
     prune: bool = False
     health_timeout_s: float | None = None
     canary: Any = None  # bot.rollout.model strategy, parsed by bot.rollout.strategy
+    rules: ContentRules = NO_RULES  # the repository's `rules:` tightened by the app's own
+    ignore_differences: tuple[IgnoreRule, ...] = ()  # fields drift detection leaves out
+    self_heal: bool = False  # re-apply the deployed commit when the cluster drifts from it
 
 
 @dataclass(frozen=True)
 class RepoConfig:
     apps: tuple[AppConfig, ...]
+    rules: ContentRules = NO_RULES  # the file's top-level `rules:` (each app holds its own too)
+    gate: ci_gate.GateSpec = ci_gate.NO_GATE  # the file's `gate:` (before the server's is added)
 
     def app(self, name: str) -> AppConfig | None:
         return next((a for a in self.apps if a.name == name), None)
 
 
 _APP_KEYS = {"name", "path", "namespace", "cluster", "prune", "healthTimeoutSeconds", "canary",
-             "blueGreen"}
+             "blueGreen", "rules", "ignoreDifferences", "selfHeal"}
 
 
 def parse_repo_config(
@@ -315,9 +352,12 @@ def parse_repo_config(
     data = docs[0] if docs else None
     if not isinstance(data, dict):
         raise ConfigError(source, "", "the top level must be a mapping with an `apps` list")
-    unknown = set(data) - {"apps"}
+    unknown = set(data) - {"apps", "rules", "gate"}
     if unknown:
-        raise ConfigError(source, str(min(unknown, key=str)), "unknown key (expected `apps`)")
+        raise ConfigError(source, str(min(unknown, key=str)),
+                          "unknown key (expected `apps`, `rules`, `gate`)")
+    repo_rules = parse_rules(data.get("rules"), source)
+    gate = ci_gate.parse_gate(data.get("gate"), source)
     apps_raw = data.get("apps")
     if not isinstance(apps_raw, list) or not apps_raw:
         raise ConfigError(source, "apps", "must be a non-empty list of apps")
@@ -363,8 +403,14 @@ def parse_repo_config(
             canary = _parse_canary(raw["canary"], source, f"{key}.canary")
         elif raw.get("blueGreen") is not None:
             canary = _parse_canary(raw["blueGreen"], source, f"{key}.blueGreen", blue_green=True)
-        apps.append(AppConfig(name, path.strip("/") or ".", namespace, cluster, prune, timeout, canary))
-    return RepoConfig(tuple(apps))
+        rules = tighten(repo_rules, parse_rules(raw.get("rules"), source, f"{key}.rules"))
+        self_heal = raw.get("selfHeal", False)
+        if not isinstance(self_heal, bool):
+            raise ConfigError(source, f"{key}.selfHeal", "must be true or false")
+        ignore = parse_ignore(raw.get("ignoreDifferences"), source, f"{key}.ignoreDifferences")
+        apps.append(AppConfig(name, path.strip("/") or ".", namespace, cluster, prune, timeout,
+                              canary, rules, ignore, self_heal))
+    return RepoConfig(tuple(apps), repo_rules, gate)
 
 
 def _parse_canary(raw: Any, source: str, key: str, *, blue_green: bool = False) -> Any:

@@ -12,6 +12,7 @@ from redis import Redis
 from bot import keys
 
 TTL_S = 30 * 24 * 3600
+RECENT_KEPT = 500  # deployments listed by the dashboard (keys.DEPLOYMENTS_RECENT)
 
 
 def _key(forge: str, repo: str, sha: str, app: str) -> str:
@@ -29,7 +30,11 @@ def deployment_path(forge: str, repo: str, sha: str, app: str) -> str:
 def save_deployment(redis: Redis, record: dict[str, Any]) -> None:
     record = {**record, "updated_at": time.time()}
     key = _key(record["forge"], record["repo"], record["sha"], record["app"])
-    redis.set(key, json.dumps(record, sort_keys=True), ex=TTL_S)
+    pipe = redis.pipeline()
+    pipe.set(key, json.dumps(record, sort_keys=True), ex=TTL_S)
+    pipe.zadd(keys.DEPLOYMENTS_RECENT, {key: record["updated_at"]})
+    pipe.zremrangebyrank(keys.DEPLOYMENTS_RECENT, 0, -RECENT_KEPT - 1)
+    pipe.execute()
 
 
 def load_deployment(redis: Redis, forge: str, repo: str, sha: str, app: str) -> dict | None:

@@ -29,6 +29,19 @@ class MergedPullRequest:
 
 
 @dataclass(frozen=True)
+class PullRequestUpdated:
+    """A PR/MR opened, reopened or pushed to: what its merge would do is previewed."""
+
+    repo: RepoRef
+    number: int
+    head_sha: str  # the payload's claim; the job compares it with the forge API's
+    base_branch: str
+    head_branch: str
+    action: str  # the forge's word: opened, synchronize, reopened / open, update, reopen
+    delivery: str = ""  # the forge's delivery id, set by the edge, for log lines
+
+
+@dataclass(frozen=True)
 class PullRequestComment:
     repo: RepoRef
     number: int
@@ -55,7 +68,9 @@ class Malformed:
     reason: str
 
 
-Event = MergedPullRequest | PullRequestComment | Ping | Ignored | Malformed
+Event = MergedPullRequest | PullRequestUpdated | PullRequestComment | Ping | Ignored | Malformed
+GITHUB_PREVIEW_ACTIONS = ("opened", "synchronize", "reopened")
+GITLAB_PREVIEW_ACTIONS = ("open", "update", "reopen")
 
 
 class _Missing(Exception):
@@ -136,6 +151,15 @@ def _github_repo(payload: Mapping[str, Any]) -> RepoRef:
 def _github_pull_request(payload: Mapping[str, Any]) -> Event:
     action = _opt(payload, "action")
     pr = _get(payload, "pull_request")
+    if action in GITHUB_PREVIEW_ACTIONS:
+        return PullRequestUpdated(
+            repo=_github_repo(payload),
+            number=_int(pr, "number"),
+            head_sha=_str(pr, "head", "sha"),
+            base_branch=_str(pr, "base", "ref"),
+            head_branch=_opt_str(pr, "head", "ref"),
+            action=str(action),
+        )
     if action != "closed":
         return Ignored(f"pull_request action {action!r} is not acted on")
     if _opt(pr, "merged") is not True:
@@ -207,6 +231,8 @@ def _gitlab_repo(payload: Mapping[str, Any]) -> RepoRef:
 def _gitlab_merge(payload: Mapping[str, Any]) -> Event:
     attrs = _get(payload, "object_attributes")
     action = _opt(attrs, "action")
+    if action in GITLAB_PREVIEW_ACTIONS:
+        return _gitlab_preview(payload, attrs, str(action))
     if action != "merge":
         return Ignored(f"merge request action {action!r} is not acted on")
     # A fast-forward merge has no merge commit; the MR's last commit is what landed.
@@ -227,6 +253,23 @@ def _gitlab_merge(payload: Mapping[str, Any]) -> Event:
         head_branch=_opt_str(attrs, "source_branch"),
         author=_opt_str(attrs, "last_commit", "author", "name"),
         merged_by=_opt_str(payload, "user", "username"),
+    )
+
+
+def _gitlab_preview(payload: Mapping[str, Any], attrs: Mapping[str, Any], action: str) -> Event:
+    # An update without `oldrev` changed the title, labels or reviewers, not the code; one that
+    # moved the target branch changes what the merge would do.
+    changes = _opt(payload, "changes")
+    retargeted = isinstance(changes, Mapping) and "target_branch" in changes
+    if action == "update" and not _opt(attrs, "oldrev") and not retargeted:
+        return Ignored("merge request update without new commits")
+    return PullRequestUpdated(
+        repo=_gitlab_repo(payload),
+        number=_int(attrs, "iid"),
+        head_sha=_str(attrs, "last_commit", "id"),
+        base_branch=_str(attrs, "target_branch"),
+        head_branch=_opt_str(attrs, "source_branch"),
+        action=action,
     )
 
 

@@ -20,6 +20,7 @@ ROLLOUT_PREFIX = f"{PREFIX}rollout:"
 ROLLOUTS_DUE = f"{PREFIX}rollouts:due"  # zset: rollout key → when it needs a tick
 ROLLOUTS_ACTIVE = f"{PREFIX}rollouts:active"  # set of unfinished rollout keys
 ROLLOUTS_UNREPORTED = f"{PREFIX}rollouts:unreported"  # zset: "key\nrevision\nseq" → saved at
+ROLLOUTS_RECENT = f"{PREFIX}rollouts:recent"  # zset: rollout key → last saved at (dashboard)
 
 
 def rollout(forge: str, repo: str, app: str) -> str:
@@ -125,6 +126,9 @@ def deployment(forge: str, repo: str, sha: str, app: str) -> str:
     return f"{PREFIX}deployment:{forge}:{repo}:{sha}:{app}"
 
 
+DEPLOYMENTS_RECENT = f"{PREFIX}deployments:recent"  # zset: deployment key → saved at
+
+
 # -- tenancy pins (bot/tenancy.py) ---------------------------------------------------------------
 
 
@@ -152,3 +156,35 @@ def lease_alive(lease_id: str) -> str:
 
 def lease_attempts(payload: str) -> str:
     return f"{PREFIX}lease-attempts:{hashlib.sha256(payload.encode()).hexdigest()}"
+
+
+# -- the CI gate (handlers/gate.py) --------------------------------------------------------------
+GATES_WAITING = f"{PREFIX}gates:waiting"  # hash: gate_slot key → the waiting merge (JSON)
+
+
+def gate_slot(forge: str, repo_id: int, branch: str) -> str:
+    """The one merge of a deploy branch waiting for its CI checks (a newer one replaces it)."""
+    return f"{PREFIX}gate:{forge}:{repo_id}:{branch}"
+
+
+def gate_pr(forge: str, repo: str, number: int) -> str:
+    """The gated merge of a PR (waiting, failed or timed out), for `/deploy`."""
+    return f"{PREFIX}gate-pr:{forge}:{repo}:{number}"
+
+
+def gate_override(forge: str, repo_id: int, sha: str) -> str:
+    """Who overrode the gate of a merge commit with `/deploy`, and when."""
+    return f"{PREFIX}gate-override:{forge}:{repo_id}:{sha}"
+
+
+# -- drift detection (handlers/drift.py) ---------------------------------------------------------
+DRIFT_WATCH = f"{PREFIX}drift:watch"  # hash: "forge:repo id:branch" → the last deployed merge
+DRIFT_SWEEP = f"{PREFIX}drift:sweep"  # claim: one worker starts the periodic checks
+
+
+def drift_state(forge: str, repo: str, app: str) -> str:
+    """The app's last drift result and its selfHeal backoff."""
+    return f"{PREFIX}drift:{forge}:{repo}:{app}"
+
+
+DRIFT_COUNTS = f"{PREFIX}drift:counts"  # hash: "repo\napp" → drifted objects (the gauge)

@@ -160,6 +160,27 @@ class RolloutPhases(Collector):
         yield family
 
 
+class DriftObjects(Collector):
+    """`coalmine_drift_objects{repo,app}`: how many objects of each deployed app differ from its
+    last deployed commit at the last drift check, read from Redis at scrape time."""
+
+    def __init__(self, counts: Callable[[], Mapping[tuple[str, str], int]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            counts = self._counts()
+        except RedisError:
+            log.warning("/metrics: Redis unreachable; coalmine_drift_objects left out")
+            return
+        family = GaugeMetricFamily("coalmine_drift_objects", "Objects that drifted from the "
+                                   "last deployed commit, per repository and app, at the last "
+                                   "drift check", labels=["repo", "app"])
+        for (repo, app), count in sorted(counts.items()):
+            family.add_metric([repo, app], count)
+        yield family
+
+
 def serve_worker_metrics(env: Mapping[str, str]) -> int | None:
     """Serve the worker's own registry on its port (0 turns it off); returns the port, or
     None when it is off or taken. A taken port (a second worker on the host with the same

@@ -65,6 +65,7 @@ class Jobs:
 
     merged: Callable[..., Any]
     command: Callable[..., Any]
+    preview: Callable[..., Any] | None = None  # None: open PRs are not previewed
 
 
 def create_app(svc: EdgePorts, jobs: Jobs,
@@ -293,6 +294,11 @@ def _job_for(jobs: Jobs, event: events.Event,
         if event.base_branch != deploy_branch:
             return None, f"merged into {event.base_branch!r}, not the deploy branch {deploy_branch!r}"
         return jobs.merged, ""
+    if isinstance(event, events.PullRequestUpdated):
+        deploy_branch = (entry and entry.policy.deploy_branch) or event.repo.default_branch
+        if event.base_branch != deploy_branch:
+            return None, f"targets {event.base_branch!r}, not the deploy branch {deploy_branch!r}"
+        return jobs.preview, "" if jobs.preview else "previews are not enabled"
     if isinstance(event, events.PullRequestComment):
         if event.author_is_bot or not mentions_command(event.body):
             return None, "comment holds no command"

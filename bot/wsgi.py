@@ -14,12 +14,15 @@ from flask import Flask
 
 from bot import embedded_guard, metrics, services, web
 from bot.config import ConfigError, load_settings
+from bot.dashboard import pages as dashboard
 from bot.logs import setup_logging
 from bot.rollout.store import RolloutStore
 from handlers import registry
+from handlers.drift import drift_counts
 
 # The webhook jobs, from the table of every trigger and its use case (handlers/registry.py).
-JOBS = web.Jobs(merged=registry.job("merge"), command=registry.job("command"))
+JOBS = web.Jobs(merged=registry.job("merge"), command=registry.job("command"),
+                preview=registry.job("preview"))
 # Gunicorn's code for a worker that could not boot: the arbiter then stops instead of starting
 # workers that fail the same way forever.
 WORKER_BOOT_ERROR = 3
@@ -55,4 +58,8 @@ def app_for(svc: services.Services) -> Flask:
     if svc.embedded and not isinstance(svc.queue, metrics.MeteredQueue):
         svc.queue = metrics.MeteredQueue(svc.queue, registry.name_of)
     phases = metrics.RolloutPhases(RolloutStore(svc.redis).active_phases)
-    return web.create_app(svc, JOBS, collectors=[phases])
+    drifted = metrics.DriftObjects(lambda: drift_counts(svc.redis))
+    app = web.create_app(svc, JOBS, collectors=[phases, drifted])
+    # The operator dashboard beside the edge, not inside it (off without its token).
+    dashboard.register(app, svc.settings, svc.redis)
+    return app

@@ -26,6 +26,7 @@ from typing import Protocol, cast
 
 from bot import services
 from bot.commands import Command, CommandError, parse
+from bot.drift.report import drift_lines
 from bot.events import PullRequestComment
 from bot.forge.base import AccessLevels, CommentFacts, NotFound, Permission, gitlab_role
 from bot.logs import job_context
@@ -34,7 +35,7 @@ from bot.report.markdown import code, escape
 from bot.rollout import engine
 from bot.rollout import model as m
 from bot.rollout.store import RolloutStore
-from handlers import rollout
+from handlers import drift, gate, merged, rollout
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,10 @@ COMMANDS: dict[str, CommandSpec] = {
                          m.Retry),
     "pause": CommandSpec("/pause [app]", "hold the rollout at its current step", m.Pause),
     "resume": CommandSpec("/resume [app]", "release a `/pause`", m.Resume),
-    "status": CommandSpec("/status", "reply with the state of this PR's rollouts"),
+    "status": CommandSpec("/status", "reply with the state of this PR's rollouts, and check "
+                                     "the cluster for drift from the last deployed commit"),
+    "deploy": CommandSpec("/deploy", "deploy this PR's merge now without waiting for the CI "
+                                     "gate (recorded in the comment: who and when)"),
     "help": CommandSpec("/help", "this text"),
 }
 
@@ -116,6 +120,16 @@ class RolloutPort(Protocol):
         """(state, description) of the stored rollout, None when it is gone."""
 
 
+class GatePort(Protocol):
+    """The CI gate a `/deploy` overrides, and the drift check `/status` runs."""
+
+    def override(self, repo: RepoRef, number: int, user: str) -> str:
+        """Record `user`'s override of the PR's gated merge and deploy it; the reply."""
+
+    def drift(self, repo: RepoRef) -> list[str]:
+        """Check the repository's deployed apps for drift now; a line per app."""
+
+
 @dataclass(frozen=True)
 class CommandSettings:
     """The settings a command reads: who the bot is and who may steer a rollout."""
@@ -139,7 +153,8 @@ def run(event: PullRequestComment) -> None:
         github_min_permission=svc.settings.github_min_permission,
         gitlab_min_access=svc.settings.gitlab_min_access,
     )
-    on_command(event, forge=forge, rollouts=EngineRollouts(svc), settings=settings)
+    on_command(event, forge=forge, rollouts=EngineRollouts(svc), settings=settings,
+               gates=MergeGates(svc))
 
 
 @dataclass(frozen=True)
@@ -159,11 +174,28 @@ class EngineRollouts:
         return None if record is None else engine.status(record.state)
 
 
+@dataclass(frozen=True)
+class MergeGates:
+    """`GatePort` over handlers.gate and handlers.drift."""
+
+    svc: services.Services
+
+    def override(self, repo: RepoRef, number: int, user: str) -> str:
+        reply, held = gate.override(self.svc, repo, number, user)
+        if held is not None:
+            self.svc.queue.enqueue(merged.run, held)
+        return reply
+
+    def drift(self, repo: RepoRef) -> list[str]:
+        return [f"{code(a.app)}: {escape(line)}"
+                for a, line in drift_lines(drift.check_repo(self.svc, repo))]
+
+
 # --------------------------------------------------------------------------- the use case
 
 
 def on_command(event: PullRequestComment, *, forge: CommandForge, rollouts: RolloutPort,
-               settings: CommandSettings) -> None:
+               settings: CommandSettings, gates: GatePort | None = None) -> None:
     """Run the commands of the comment the forge confirms, as its real author, if permitted."""
     # Skipping on the payload's word is safe (nothing happens); acting on it is not.
     if _is_bot(settings, event.author) or not parse(event.body):
@@ -189,7 +221,7 @@ def on_command(event: PullRequestComment, *, forge: CommandForge, rollouts: Roll
                           f"@{trusted.author} {code(command.line)}: {escape(command.reason)}. "
                           "Comment `/help` for the commands.")
             continue
-        _execute(forge, rollouts, trusted, command)
+        _execute(forge, rollouts, trusted, command, gates)
 
 
 def verified(forge: CommandForge, event: PullRequestComment) -> PullRequestComment | None:
@@ -239,14 +271,23 @@ def _permitted_gitlab(forge: AccessLevels, event: PullRequestComment,
 
 
 def _execute(forge: CommandForge, rollouts: RolloutPort, event: PullRequestComment,
-             command: Command) -> None:
+             command: Command, gates: GatePort | None = None) -> None:
     repo, number = event.repo, event.number
     if command.name == "help":
         forge.comment(repo, number, HELP)
         return
+    if command.name == "deploy":
+        forge.comment(repo, number, gates.override(repo, number, event.author) if gates else
+                      f"@{event.author} the CI gate is not available here.")
+        return
     apps = rollouts.rollouts_of_pr(repo, number)
     if command.name == "status":
-        forge.comment(repo, number, _status_text(rollouts, apps))
+        text = _status_text(rollouts, apps)
+        drifted = gates.drift(repo) if gates else []
+        if drifted:
+            text += "\n\n**Drift** (checked now against the last deployed commit):\n\n" + \
+                "\n".join(f"- {line}" for line in drifted)
+        forge.comment(repo, number, text)
         return
     if not apps:
         forge.comment(repo, number, f"@{event.author} no canary rollout was started by this "

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot import services, tenancy
+from bot import content_rules, services, tenancy
 from bot.cluster.model import ClusterError, ObjectRef, Owner
 from bot.config import REPO_CONFIG_FILE, AppConfig, ConfigError, parse_repo_config
 from bot.deployments import deployment_path, save_deployment
@@ -145,10 +145,19 @@ def deploy_app(
         return AppOutcome(
             "failure", f"policy forbids {len(listed)} object(s); nothing applied: {listed[0]}",
             error="; ".join(listed), error_title="Refused by the repository's policy"), None
+    broken = content_rules.check(content_rules.tighten(svc.settings.rules, app.rules),
+                                 objects + ([plan.deployment] if plan else []),
+                                 source=app.path, default_namespace=app.namespace,
+                                 files=content_rules.file_index(sourced))
+    if broken:
+        return AppOutcome(
+            "failure", f"content rules: {len(broken)} violation(s), nothing applied: "
+                       f"{broken[0].rule} ({broken[0].object})",
+            error="; ".join(map(str, broken)), error_title="Refused by the content rules"), None
     try:
         if plan is not None:
-            objects = _keep_traffic(cluster, plan, objects)
-            held += _router_made(plan, objects)
+            objects = keep_traffic(cluster, plan, objects)
+            held += router_made(plan, objects)
             live = cluster.get("apps/v1", "Deployment", plan.namespace, plan.name)
             if traffic.needs_canary(plan.deployment, live):
                 held += [ObjectRef.of(plan.deployment),
@@ -185,7 +194,7 @@ def deploy_app(
             kept = set(applied.refs) | set(held)
             pruned = cluster.prune(app.name, kept, owner=owner,
                                    may_delete=lambda ref: may_prune(policy, ref),
-                                   namespaces=_prune_scopes(policy, app.namespace, kept))
+                                   namespaces=prune_scopes(policy, app.namespace, kept))
     except ClusterError as exc:
         return AppOutcome("failure", "apply failed", error=str(exc), error_title="Apply failed",
                           notes=notes), None
@@ -213,7 +222,7 @@ def deploy_app(
     return AppOutcome("success", summary, listing, health_dict, notes=notes), None
 
 
-def _keep_traffic(cluster: Any, plan: CanaryPlan, objects: list[dict[str, Any]]
+def keep_traffic(cluster: Any, plan: CanaryPlan, objects: list[dict[str, Any]]
                   ) -> list[dict[str, Any]]:
     """Git's objects as a later merge applies them without undoing a rollout: the Services
     the strategy pins keep the track they select live (stable when new), and the router's
@@ -242,7 +251,7 @@ def _keep_traffic(cluster: Any, plan: CanaryPlan, objects: list[dict[str, Any]]
     return kept
 
 
-def _router_made(plan: CanaryPlan, objects: list[dict[str, Any]]) -> list[ObjectRef]:
+def router_made(plan: CanaryPlan, objects: list[dict[str, Any]]) -> list[ObjectRef]:
     """Objects the router creates beside Git's (NGINX's canary Ingress, an SMI TrafficSplit):
     prune must leave them to the rollout."""
     router_ctx = traffic.router_context(plan.strategy, plan.name, plan.namespace)
@@ -322,7 +331,7 @@ def _report(svc: services.Services, event: MergedPullRequest, app: str,
     outbox.post_comment(svc, event.repo, event.number, event.merge_sha)
 
 
-def _prune_scopes(policy: Policy, namespace: str, kept: set[ObjectRef]) -> set[str] | None:
+def prune_scopes(policy: Policy, namespace: str, kept: set[ObjectRef]) -> set[str] | None:
     """Where prune lists: everywhere with Coalmine's own rights; with an impersonated
     ServiceAccount, which holds a Role per namespace, only the namespaces it can be granted."""
     if policy.impersonate_user is None:

@@ -29,11 +29,12 @@ from redis.exceptions import RedisError
 from bot import services, tenancy
 from bot.config import REPO_CONFIG_FILE, ConfigError, Settings, parse_repo_config
 from bot.events import MergedPullRequest
-from bot.forge.base import ForgeError, PullRequestFacts, RepoFacts
+from bot.forge.base import PullRequestFacts, RepoFacts
 from bot.gitrepo import GitError, repo_key
 from bot.leases import GivenUp, leased
 from bot.logs import job_context
 from bot.refs import RepoRef
+from handlers import gate, trust
 from handlers.deploy import REPO_SECTION, AdapterDeployer, AppOutcome
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,17 @@ class Deployer(Protocol):
         """Record the outcome, set the app's commit status and refresh the PR's comment."""
 
 
+class Gate(Protocol):
+    """The CI gate (handlers.gate): asked under the lock before a deploy, told after one."""
+
+    def admit(self, event: MergedPullRequest, repo_id: int, branch: str,
+              clone_url: str) -> bool:
+        """Deploy now? False: held for CI (a re-check is scheduled) or stopped; reported."""
+
+    def deployed(self, event: MergedPullRequest, repo_id: int, branch: str) -> None:
+        """The merge deployed completely (drift detection watches it)."""
+
+
 class Verified(NamedTuple):
     """A merge as the forge API confirms it, the tenant it deploys as, and its deploy branch."""
 
@@ -131,7 +143,8 @@ def run(event: MergedPullRequest) -> None:
                 return
             deploy_in_order(verified, forge=forge, mirrors=svc.mirrors,
                             markers=svc.deployed_markers, lock=svc.merge_locks,
-                            deployer=deployer, settings=svc.settings)
+                            deployer=deployer, settings=svc.settings,
+                            gate=gate.adapter(svc, forge, deployer, recheck))
     except GivenUp as exc:
         _report_given_up(event, exc, forge=forge, tenants=svc.tenants, deployer=deployer)
     except RedisError:
@@ -149,6 +162,16 @@ def run(event: MergedPullRequest) -> None:
                 "error", "Coalmine failed before finishing", error=reason,
                 error_title="Internal error"))
         raise
+
+
+@job_context(lambda forge, repo_id, branch, sha: {"forge": forge, "sha": sha})
+def recheck(forge: str, repo_id: int, branch: str, sha: str) -> None:
+    """RQ job: read a merge's CI checks again (handlers.gate); once they decide, the merge
+    runs again and the gate, under the lock, lets it deploy or stops it."""
+    svc = services.current()
+    decided = gate.read_again(svc, forge, repo_id, branch, sha, recheck)
+    if decided is not None:
+        svc.queue.enqueue(run, decided)
 
 
 def _report_given_up(event: MergedPullRequest, given_up: GivenUp, *, forge: MergeFacts,
@@ -180,20 +203,10 @@ def verify(event: MergedPullRequest, *, forge: MergeFacts,
         log.warning("merge of %s #%s refused (delivery %s): %s", event.repo.full_name,
                     event.number, event.delivery or "-", why)
 
-    try:
-        facts = forge.repository_facts(event.repo)
-    except ForgeError as exc:
-        return refuse(f"the forge does not confirm the repository: {exc}")
-    tenant = tenants.resolve(event.repo.forge, facts.id, facts.full_name)
-    if isinstance(tenant, str):
-        return refuse(tenant)
-    repo = dataclasses.replace(event.repo, full_name=facts.full_name, repo_id=facts.id,
-                               default_branch=facts.default_branch)
-    branch = tenant.policy.deploy_branch or facts.default_branch
-    try:
-        pull = forge.pull_request_facts(repo, event.number)
-    except ForgeError as exc:
-        return refuse(f"the forge does not confirm the pull request: {exc}")
+    confirmed = trust.confirm(event.repo, event.number, forge=forge, tenants=tenants)
+    if isinstance(confirmed, str):
+        return refuse(confirmed)
+    repo, tenant, branch, pull = confirmed
     if not pull.merged or pull.merge_sha != event.merge_sha:
         return refuse(f"the forge says the PR is {pull.state} with merge commit "
                       f"{(pull.merge_sha or 'none')[:12]}, not {event.merge_sha[:12]}")
@@ -206,7 +219,7 @@ def verify(event: MergedPullRequest, *, forge: MergeFacts,
 
 def deploy_in_order(verified: Verified, *, forge: MergeFacts, mirrors: Ancestry,
                     markers: DeployedMarkers, lock: BranchLock, deployer: Deployer,
-                    settings: Settings) -> None:
+                    settings: Settings, gate: Gate | None = None) -> None:
     """Deploy unless the commit is off the branch or not newer than what is deployed.
 
     The branch's merge lock is held throughout, so this read-check-deploy-write is atomic
@@ -239,10 +252,14 @@ def deploy_in_order(verified: Verified, *, forge: MergeFacts, mirrors: Ancestry,
             _report_superseded(event, deployed, mirrors=mirrors, clone_url=clone_url,
                                deployer=deployer, settings=settings)
             return
+        if gate is not None and not gate.admit(event, tenant.repo_id, branch, clone_url):
+            return  # held for CI (re-checked later, not under this lock) or stopped by it
         done = deployer.deploy(event, tenant)
         # A commit that failed to deploy stays the newest attempted (nothing older may follow
         # it), but a redelivery of that same commit may try again.
         markers.record(event.repo.forge, tenant.repo_id, branch, sha, complete=done)
+        if gate is not None and done:
+            gate.deployed(event, tenant.repo_id, branch)
 
 
 def _report_superseded(event: MergedPullRequest, deployed: str, *, mirrors: Ancestry,

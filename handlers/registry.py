@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from handlers import commands, merged, outbox, revert, rollout
+from handlers import commands, drift, merged, outbox, preview, revert, rollout
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,18 @@ TRIGGERS: tuple[Trigger, ...] = (
     Trigger("merge", "webhook: a PR/MR merged into the deploy branch", merged.run,
             "verify through the forge API, then deploy in order under the branch lock: render, "
             "policy, apply, prune, health, start a canary where a strategy asks (handlers.deploy)"),
+    Trigger("gate re-check", "the schedule: a merge held by the CI gate (every "
+            "COALMINE_GATE_POLL s; the worker sweep re-schedules a lost one)", merged.recheck,
+            "read the merge commit's CI results again; once passed, failed or timed out, run "
+            "the merge again so the gate decides under the lock (handlers.gate)"),
+    Trigger("drift check", "the worker sweep (every COALMINE_DRIFT_INTERVAL s), /status",
+            drift.check, "compare the branch's last deployed commit with the cluster: "
+                         "coalmine/drift, the gauge, the drift comment; selfHeal re-applies "
+                         "(handlers.drift)"),
+    Trigger("preview", "webhook: a PR/MR into the deploy branch opened, reopened or pushed to",
+            preview.run, "verify through the forge API, render the head, check policy and "
+            "content rules, dry-run and diff against the cluster, plan; coalmine/preview status "
+            "and the preview comment (handlers.preview)"),
     Trigger("command", "webhook: a PR/MR comment holding a command", commands.run,
             "read the comment through the API, check the author's permission, act (COMMANDS)"),
     Trigger("tick", "the schedule: a rollout's next wake-up (pause over, measurement due, "
@@ -35,6 +47,9 @@ TRIGGERS: tuple[Trigger, ...] = (
             "feed Tick to the engine under the rollout's lock; carry out its actions"),
     Trigger("measurement", "a background measuring thread", rollout.measured,
             "feed MeasurementTaken to the engine (a result of a replaced run is dropped)"),
+    Trigger("analysis Job poll", "a `job` metric's Job still running (growing delays)",
+            rollout.job_poll, "read the Job once: hand its verdict back, poll again later, or "
+            "delete it when its run stopped (handlers.rollout_measure)"),
     Trigger("restore", "a restore after an abort that the cluster refused (every 5 s)",
             rollout.restore, "put stable back at full size and remove the canary"),
     Trigger("revert PR", "the shell, on the engine's OpenRevertPR", revert.open_revert,

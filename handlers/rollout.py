@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from bot import services
-from bot.analysis.measure import BackgroundMeasurements, measure
+from bot.analysis.measure import BackgroundMeasurements
 from bot.analysis.measurement import Measurement
 from bot.config import AppConfig
 from bot.events import MergedPullRequest
@@ -31,7 +31,7 @@ from bot.rollout import model as m
 from bot.rollout.context import RolloutContext
 from bot.rollout.plan import CanaryPlan
 from bot.rollout.store import RolloutRecord, RolloutStore, rollout_key
-from handlers import revert
+from handlers import revert, rollout_measure
 from handlers.rollout_report import report
 from handlers.rollout_shell import Shell, WorkloadCluster, run
 
@@ -140,6 +140,18 @@ def measured(key: str, run_id: str, metric: str, measurement: Measurement) -> No
     """RQ job: a measurement taken in the background; a stale one (its run was stopped or
     replaced meanwhile) changes nothing."""
     dispatch(key, m.MeasurementTaken(run_id, metric, measurement))
+
+
+@rollout_job
+def job_poll(key: str, run_id: str, metric: str, name: str, requested_at: float,
+             started_at: float) -> None:
+    """RQ job: look at a running analysis Job (handlers.rollout_measure.poll) on a measuring
+    thread; its verdict comes back as a `measured` job."""
+    svc = services.current()
+    record = RolloutStore(svc.redis).load(key)
+    MEASUREMENTS.submit(functools.partial(
+        rollout_measure.poll, svc, record, key, run_id, metric, name, requested_at,
+        started_at, measured, job_poll))
 
 
 @rollout_job  # also under a command's job: adds the rollout's app and revision
@@ -329,11 +341,8 @@ def _schedule(svc: services.Services, shell: Shell, key: str) -> None:
 
 def _after_release(svc: services.Services, shell: Shell, key: str) -> None:
     """The slow part, with the rollout's lock released: measurements, then the forge."""
-    settings = svc.settings
     for action in shell.measures:
-        MEASUREMENTS.submit(functools.partial(
-            _measure_and_hand_back, svc.queue, key, action, settings.prometheus_url,
-            settings.egress))
+        _measure_in_background(svc, shell, key, action)
     if shell.record is not None and (shell.status is not None or shell.comment):
         report(svc, key, shell.record, shell.status is not None)
     repo, number = shell.context.repo, shell.context.number
@@ -344,14 +353,15 @@ def _after_release(svc: services.Services, shell: Shell, key: str) -> None:
         forge.comment(repo, pr, reply)
 
 
-def _measure_and_hand_back(queue: Any, key: str, action: m.Measure, prometheus_url: str | None,
-                           egress: Any) -> None:
-    """On a measuring thread: take the measurement, then queue its result as a job, which
-    feeds it to the engine under the rollout's lock like any other event."""
-    result = measure(action.provider, action.success_condition or None,
-                     action.failure_condition or None, prometheus_url=prometheus_url,
-                     egress=egress, now=time.time())
-    queue.enqueue(measured, key, action.run_id, action.metric, result)
+def _measure_in_background(svc: services.Services, shell: Shell, key: str,
+                           action: m.Measure) -> None:
+    """Take the measurement on a measuring thread (handlers.rollout_measure: valueFrom args,
+    the job provider, the others); its result comes back as a `measured` job, which feeds it
+    to the engine under the rollout's lock like any other event."""
+    record = shell.record or RolloutRecord(shell.state, shell.context)
+    request = rollout_measure.request_for(key, record, action)
+    MEASUREMENTS.submit(functools.partial(
+        rollout_measure.measure_and_hand_back, svc, record, request, measured, job_poll))
 
 
 @revision_job

@@ -104,6 +104,8 @@ class Shell:
     def execute(self, action: m.Action) -> list[m.Event]:
         if isinstance(action, m.SetWeight):
             return self.set_weight(action.weight)
+        if isinstance(action, m.RouteToStable):
+            return self.route_to_stable()
         if isinstance(action, m.StartExperiment):
             return self.start_experiment(action.step)
         if isinstance(action, m.StopExperiment):
@@ -216,6 +218,16 @@ class Shell:
             except ClusterError as exc:
                 log.warning("experiment Deployment %s not removed yet: %s",
                             obj["metadata"]["name"], exc)
+        return []
+
+    def route_to_stable(self) -> list[m.Event]:
+        """All traffic to stable before a new canary template is applied; a refusal is logged
+        and left to the health-gated routing of the first step, which writes the router again."""
+        try:
+            self._route(running=False)
+        except (ClusterError, routers.RouterError) as exc:
+            log.warning("rollout %s: traffic not yet back on stable before the start: %s",
+                        self.key, exc)
         return []
 
     def restore_stable(self, remove_canary: bool | None = None) -> list[m.Event]:

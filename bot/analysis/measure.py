@@ -23,6 +23,7 @@ from bot.analysis.conditions import judge_with_reason
 from bot.analysis.expr_parse import ConditionError
 from bot.analysis.measurement import Measurement
 from bot.analysis.providers import ProviderError
+from bot.analysis.providers.kayenta import measure_kayenta
 from bot.analysis.providers.prometheus import query_prometheus
 from bot.analysis.providers.web import fetch_web_metric
 from bot.egress import DENY_ALL, Egress
@@ -82,6 +83,9 @@ def measure(
     server's own `prometheus_url` is reachable); a refusal is an Error measurement naming the
     destination and the reason."""
     try:
+        if isinstance(provider, Mapping) and set(provider) == {"kayenta"}:  # judged, no conditions
+            return measure_kayenta(provider["kayenta"], default_address=prometheus_url,
+                                   egress=egress, now=now)
         result = _fetch(provider, prometheus_url, egress)
     except ProviderError as error:
         return Measurement("Error", None, str(error), now)

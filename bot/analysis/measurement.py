@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from bot.judge.model import Judgement
+
 MeasurementPhase = Literal["Successful", "Failed", "Inconclusive", "Error"]
 
 
@@ -16,3 +18,4 @@ class Measurement:
     value: str | None
     message: str = ""  # why: "no data", "connection refused", "result[0] >= 0.99 is false"
     at: float = 0.0  # epoch seconds when taken
+    judgement: Judgement | None = None  # a kayenta metric's verdict, metric by metric

@@ -12,7 +12,12 @@ Semantics follow argo-rollouts `analysis/analysis.go`:
   consecutiveSuccessLimit is reached or `count` is reached (Inconclusive or Failed instead when
   a consecutiveSuccessLimit was required and not met);
 - the run is terminated as soon as one metric is Failed, Error or Inconclusive, and its phase is
-  the worst metric (Successful < Running < Pending < Inconclusive < Error < Failed).
+  the worst metric (Successful < Running < Pending < Inconclusive < Error < Failed);
+- a dry-run metric (Argo's `dryRun`) is measured and judged like any other, and the run waits
+  for it to finish, but its verdict never decides the run: it neither stops the run early nor
+  counts toward its phase (a run of dry-run metrics only is Successful once they finish);
+- each metric keeps its latest `measurement_limit` measurements (Argo's measurementRetention,
+  10 by default).
 
 One deliberate difference (Argo issue #4479): a run stopped early whose metric saw only errors
 is Inconclusive for that metric, not Successful, because no data is not evidence.
@@ -25,12 +30,11 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from bot.analysis.measurement import Measurement
-from bot.analysis.templates import MetricSpec
+from bot.analysis.templates import MEASUREMENT_HISTORY_LIMIT, MetricSpec
 
 RunPhase = Literal["Pending", "Running", "Successful", "Failed", "Inconclusive", "Error"]
 
 ERROR_RETRY_SECONDS = 10.0
-MEASUREMENT_HISTORY_LIMIT = 10
 # How long a requested measurement may stay unanswered before it is requested again; covers a
 # shell that crashed between taking the job and reporting back.
 MEASUREMENT_TIMEOUT_SECONDS = 120.0
@@ -59,7 +63,7 @@ class MetricResult:
     error: int = 0
     consecutive_error: int = 0
     consecutive_success: int = 0
-    measurements: tuple[Measurement, ...] = ()  # the latest MEASUREMENT_HISTORY_LIMIT
+    measurements: tuple[Measurement, ...] = ()  # the latest spec.measurement_limit
     last_at: float | None = None  # when the latest measurement was recorded
     requested_at: float | None = None  # a measurement was asked for and has not arrived
 
@@ -185,7 +189,7 @@ def record(run: AnalysisRun, metric_name: str, measurement: Measurement, now: fl
         )
     res = replace(
         res,
-        measurements=(res.measurements + (measurement,))[-MEASUREMENT_HISTORY_LIMIT:],
+        measurements=(res.measurements + (measurement,))[-(spec.measurement_limit or MEASUREMENT_HISTORY_LIMIT):],
         last_at=now,
         requested_at=None,
     )
@@ -216,17 +220,25 @@ def phase(run: AnalysisRun) -> RunPhase:
     finished, or as soon as one is Failed, Error or Inconclusive; Running otherwise."""
     if run.error:
         return "Error"
-    phases = [r.phase for r in run.results]
-    if not phases:
-        return "Successful"
+    deciding = _deciding(run)
+    phases = [r.phase for r in deciding]
     decisive = [p for p in phases if p in _DECISIVE]
     if decisive:
         return _worst(decisive)
-    if all(p in COMPLETED for p in phases):
-        return _worst(phases)
+    if all(r.phase in COMPLETED for r in run.results):
+        return _worst(phases) if phases else "Successful"
     if run.terminated:
-        return _worst([_terminated_phase(r)[0] for r in run.results])
+        return _worst([_terminated_phase(r)[0] for r in deciding] or ["Successful"])
     return "Running"
+
+
+def _deciding(run: AnalysisRun) -> list[MetricResult]:
+    """The results that decide the run: all but the dry-run metrics'."""
+    return [r for spec, r in zip(run.metrics, run.results, strict=True) if not spec.dry_run]
+
+
+def is_dry_run(run: AnalysisRun, metric_name: str) -> bool:
+    return any(m.dry_run for m in run.metrics if m.name == metric_name)
 
 
 def _terminated_phase(res: MetricResult) -> tuple[RunPhase, str]:
@@ -254,7 +266,7 @@ def message(run: AnalysisRun) -> str:
     if run.error:
         return run.error
     current = phase(run)
-    for r in run.results:
+    for r in _deciding(run):
         if r.phase == current and r.message:
             return f"{r.name}: {r.message}"
     return ""

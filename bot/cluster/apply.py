@@ -92,10 +92,10 @@ def apply(
     """
     if owner.app != app:
         raise ValueError(f"owner app {owner.app!r} is not the applied app {app!r}")
-    manifests = [_labelled(obj, owner, revision) for obj in objects]
+    manifests = [labelled(obj, owner, revision) for obj in objects]
     first = [obj for obj in manifests if obj["kind"] in FIRST_KINDS]
     rest = [obj for obj in manifests if obj["kind"] not in FIRST_KINDS]
-    defined_here = _kinds_defined_by(first)
+    defined_here = kinds_defined_by(first)
     _check_kinds_known(cluster, rest, defined_here=defined_here)
     # A kind only a CRD of this same set will define has no live objects to judge yet.
     existing = [obj for obj in manifests if cluster.serves(obj["apiVersion"], obj["kind"])]
@@ -123,7 +123,7 @@ def apply(
     return report
 
 
-def _labelled(obj: Obj, owner: Owner, revision: str) -> Obj:
+def labelled(obj: Obj, owner: Owner, revision: str) -> Obj:
     """A copy carrying the owner's labels and annotation; the manifest's own values for those
     keys are overwritten, so a manifest cannot name another owner.
 
@@ -170,7 +170,7 @@ def _describe(obj: Obj) -> str:
     return f"{obj.get('kind') or '?'} {meta.get('name') or '?'}"
 
 
-def _kinds_defined_by(first: list[Obj]) -> set[tuple[str, str]]:
+def kinds_defined_by(first: list[Obj]) -> set[tuple[str, str]]:
     """(apiVersion, kind) pairs that CRDs in this same set will make available."""
     defined = set()
     for crd in first:

@@ -28,12 +28,14 @@ from kubernetes.dynamic.resource import Resource
 
 from bot import metrics
 from bot.cluster import apply as staged_apply
+from bot.cluster import dryrun as dry_runs
 from bot.cluster import prune as inventory_prune
 from bot.cluster import wait as health_wait
 from bot.cluster.model import (
     FIELD_MANAGER,
     ApplyReport,
     ClusterError,
+    DryRun,
     HealthReport,
     ObjectRef,
     Owner,
@@ -343,6 +345,38 @@ class Cluster:
             _request_timeout=self.request_timeout_s,
         )
 
+    def dry_run_apply(self, obj: Obj, *, field_manager: str = FIELD_MANAGER) -> Obj:
+        """What server-side applying `obj` (namespace already set) would store, stored nowhere.
+
+        `dryRun=All` runs the API server's defaulting, admission and validation against the
+        live object; `fieldValidation=Strict` makes a field the cluster's schema does not know
+        an error, as kubectl's default does (the dynamic client cannot send that parameter,
+        so the request is built here over the same ApiClient, impersonation included).
+        """
+        ref = ObjectRef.of(obj)
+        resource = self.resource(ref.api_version, ref.kind, str(ref))
+        try:
+            body = json.dumps(obj, default=self.api_client.sanitize_for_serialization)
+        except (TypeError, ValueError) as err:
+            raise ClusterError(f"{ref}: cannot be sent as JSON: {err}") from None
+        path = resource.path(name=ref.name,
+                             namespace=ref.namespace if resource.namespaced else None)
+        query = [("dryRun", "All"), ("fieldManager", field_manager), ("force", "true"),
+                 ("fieldValidation", "Strict")]
+        headers = {"Content-Type": "application/apply-patch+yaml", "Accept": "application/json"}
+
+        def send() -> Obj:
+            request = self.api_client.param_serialize(
+                "PATCH", path, query_params=query, header_params=headers, body=body,
+                auth_settings=["BearerToken"])
+            answer = self.api_client.call_api(*request, _request_timeout=self.request_timeout_s)
+            answer.read()
+            if not 200 <= answer.status <= 299:
+                self.api_client.response_deserialize(answer, {})  # raises ApiException
+            return json.loads(answer.data)
+
+        return self.call(f"dry-run apply {ref}", send)
+
     # -- whole sets (see apply.py, prune.py, wait.py) ----------------------------------------
 
     def apply(
@@ -380,6 +414,32 @@ class Cluster:
         return inventory_prune.prune(
             self, app, keep, owner=owner, may_delete=may_delete, kinds=kinds, namespaces=namespaces
         )
+
+    def dry_run(
+        self,
+        objects: Iterable[Obj],
+        *,
+        revision: str,
+        default_namespace: str,
+        owner: Owner,
+        adopt: bool = False,
+    ) -> list[DryRun]:
+        """See bot.cluster.dryrun.dry_run: what apply would do, changing nothing."""
+        return dry_runs.dry_run(self, objects, owner=owner, revision=revision,
+                                default_namespace=default_namespace, adopt=adopt)
+
+    def prune_candidates(
+        self,
+        app: str,
+        keep: Iterable[ObjectRef],
+        *,
+        owner: Owner,
+        may_delete: Callable[[ObjectRef], bool],
+        namespaces: Iterable[str] | None = None,
+    ) -> list[ObjectRef]:
+        """See bot.cluster.prune.candidates: what prune would delete, deleting nothing."""
+        return [ObjectRef.of(live) for live in inventory_prune.candidates(
+            self, app, keep, owner=owner, may_delete=may_delete, namespaces=namespaces)]
 
     def wait_healthy(self, refs: Iterable[ObjectRef], timeout_s: float, **kwargs) -> HealthReport:
         """See bot.cluster.wait.wait_healthy: fails fast on Degraded, else waits up to timeout."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from bot.refs import ObjectRef  # a value type of the core; the cluster's callers use it here
 
@@ -127,3 +127,22 @@ class HealthReport:
     message: str
     results: dict[ObjectRef, Health]
     elapsed_s: float
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """What a server-side dry-run apply says of one object (bot.cluster.dryrun).
+
+    Exactly one of these holds: `answer` (what the server would store; `live` is what it
+    stores now, None when the object would be created), `refused` (another owner's object:
+    nothing of it is read out), `error` (the server refused the object: schema, admission,
+    immutable field) or `skipped` (it cannot be checked before the merge creates what it
+    needs, e.g. its Namespace or CustomResourceDefinition).
+    """
+
+    ref: ObjectRef
+    live: dict[str, Any] | None = None
+    answer: dict[str, Any] | None = None
+    refused: str | None = None
+    error: str | None = None
+    skipped: str | None = None

@@ -94,20 +94,39 @@ def prune(
     namespaces (what an identity holding a Role per namespace can list). A kind the identity
     is forbidden to list is skipped with a warning: it could not delete there either.
     """
+    pruned = []
+    for live in candidates(cluster, app, keep, owner=owner, may_delete=may_delete, kinds=kinds,
+                           namespaces=namespaces):
+        if _delete_if_owned(cluster, live, owner):
+            pruned.append(ObjectRef.of(live))
+    return pruned
+
+
+def candidates(
+    cluster: PruneTarget,
+    app: str,
+    keep: Iterable[ObjectRef],
+    *,
+    owner: Owner,
+    may_delete: Callable[[ObjectRef], bool],
+    kinds: Iterable[tuple[str, str]] | None = None,
+    namespaces: Iterable[str] | None = None,
+) -> list[Obj]:
+    """The live objects `prune` would delete, in deletion order, deleting nothing (the PR
+    preview's "would be pruned")."""
     if owner.app != app:
         raise ValueError(f"owner app {owner.app!r} is not the pruned app {app!r}")
     keep = set(keep)
     kept = {ref.identity() for ref in keep}
     scopes: list[str | None] = [None] if namespaces is None else sorted(set(namespaces))
-    pruned = []
+    found = []
     for api_version, kind in _kinds_to_scan(keep, kinds):
         for live in _listed(cluster, api_version, kind, selector(owner), scopes):
             ref = ObjectRef.of(live)
             if ref.identity() in kept or not may_delete(ref):
                 continue
-            if _delete_if_owned(cluster, live, owner):
-                pruned.append(ref)
-    return pruned
+            found.append(live)
+    return found
 
 
 def _listed(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from bot.gate import CheckResult  # a value of the core (the CI gate's), as RepoRef is
 from bot.refs import RepoRef  # a value type of the core; adapters may import it from here
 
 StatusState = Literal["pending", "success", "failure", "error"]
@@ -60,6 +61,7 @@ class PullRequestFacts:
     url: str
     head_repo_id: int | None = None  # where the source branch lives; differs for forks
     author: str = ""
+    head_sha: str | None = None  # the source branch's newest commit, as the forge sees it
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,15 @@ class CommentFacts:
     author_id: int | None
     body: str
     number: int  # the PR/MR it is on
+
+
+class CommitChecks(Protocol):
+    """A forge that reports the CI results of a commit (both adapters are one)."""
+
+    def commit_checks(self, repo: RepoRef, sha: str) -> list[CheckResult]:
+        """Every CI result on `sha`, the latest of each name. GitHub: the combined commit
+        status and the check runs; GitLab: the commit statuses (CI jobs included) and its
+        newest pipeline."""
 
 
 # GitLab's access levels by name; `permissions.gitlab` in the server config names one of these.

@@ -22,6 +22,7 @@ import gidgethub.apps
 import httpx
 
 from bot.forge.base import (
+    CheckResult,
     CommentFacts,
     ForgeError,
     NotFound,
@@ -34,10 +35,12 @@ from bot.forge.base import (
     truncate_keeping_tail,
 )
 from bot.forge.github_payloads import (
+    check_run,
     int_or_none,
     is_own_branch,
     issue_number,
     pull_facts,
+    status_check,
     to_pull_request,
     url_parts,
     with_credentials,
@@ -244,6 +247,27 @@ class GitHubForge:
                                 int_or_none(user.get("id")), data.get("body") or "", found)
 
         return self._call(repo, f"reading comment {comment_id} on #{number}", fetch)
+
+    def commit_checks(self, repo: RepoRef, sha: str) -> list[CheckResult]:
+        """The combined status (the latest status per context) and the latest check run per
+        name: branch protection counts both, and CI writes either (Actions: check runs)."""
+        async def fetch(gh: gidgethub.abc.GitHubAPI) -> list[CheckResult]:
+            parts = {**url_parts(repo), "ref": sha}
+            combined = await gh.getitem("/repos/{owner}/{repo}/commits/{ref}/status{?per_page}",
+                                        {**parts, "per_page": 100})
+            found = [status_check(s) for s in combined.get("statuses") or []]
+            url = "/repos/{owner}/{repo}/commits/{ref}/check-runs{?filter,per_page,page}"
+            page = 1
+            while True:
+                runs = await gh.getitem(url, {**parts, "filter": "latest", "per_page": 100,
+                                              "page": page})
+                batch = runs.get("check_runs") or []
+                found += [check_run(r) for r in batch]
+                if len(batch) < 100:
+                    return found
+                page += 1
+
+        return self._call(repo, f"reading the checks of {sha[:12]}", fetch)
 
     def authenticated_clone_url(self, repo: RepoRef) -> str:
         token = self._guard(f"getting a clone token for {repo.full_name}",

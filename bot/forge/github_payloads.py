@@ -10,7 +10,7 @@ import re
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from bot.forge.base import PullRequest, PullRequestFacts, RepoRef
+from bot.forge.base import CheckResult, PullRequest, PullRequestFacts, RepoRef
 
 
 def to_pull_request(data: dict[str, Any]) -> PullRequest:
@@ -40,6 +40,7 @@ def pull_facts(data: dict[str, Any]) -> PullRequestFacts:
         url=data.get("html_url") or "",
         head_repo_id=int_or_none(source.get("id")),
         author=str((data.get("user") or {}).get("login") or ""),
+        head_sha=(data.get("head") or {}).get("sha") or None,
     )
 
 
@@ -77,3 +78,28 @@ def with_credentials(url: str, user: str, secret: str) -> str:
     host = parts.netloc.rsplit("@", 1)[-1]
     netloc = f"{quote(user, safe='')}:{quote(secret, safe='')}@{host}"
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+# Check-run conclusions GitHub's branch protection counts as passing.
+_PASSING_CONCLUSIONS = {"success", "neutral", "skipped"}
+
+
+def status_check(data: dict[str, Any]) -> CheckResult:
+    """A commit status of the combined status: pending, success, or failure/error."""
+    state = str(data.get("state") or "pending")
+    return CheckResult(str(data.get("context") or "default"),
+                       "success" if state == "success" else
+                       "pending" if state == "pending" else "failure",
+                       url=str(data.get("target_url") or ""), kind="status", detail=state)
+
+
+def check_run(data: dict[str, Any]) -> CheckResult:
+    """A check run: pending until completed, then passing or not by its conclusion."""
+    url = str(data.get("html_url") or data.get("details_url") or "")
+    name = str(data.get("name") or "check")
+    if data.get("status") != "completed":
+        return CheckResult(name, "pending", url=url, kind="check run",
+                           detail=str(data.get("status") or "queued"))
+    conclusion = str(data.get("conclusion") or "")
+    return CheckResult(name, "success" if conclusion in _PASSING_CONCLUSIONS else "failure",
+                       url=url, kind="check run", detail=conclusion)

@@ -20,6 +20,7 @@ import requests
 
 from bot import metrics
 from bot.forge.base import (
+    CheckResult,
     CommentFacts,
     ForgeError,
     NotFound,
@@ -31,6 +32,7 @@ from bot.forge.base import (
     StatusState,
     truncate_keeping_tail,
 )
+from bot.gate import CheckState
 
 # Coalmine's "pending" means "rollout under way", which GitLab shows as running.
 _STATES = {"pending": "running", "success": "success", "failure": "failed", "error": "failed"}
@@ -231,6 +233,23 @@ class GitLabForge:
 
         return self._guard(f"reading note {comment_id} on !{number} in {repo.full_name}", fetch)
 
+    def commit_checks(self, repo: RepoRef, sha: str) -> list[CheckResult]:
+        """The commit's statuses (each CI job is one, by its name; external CI posts them too)
+        and its newest pipeline, as "pipeline"."""
+        def fetch() -> list[CheckResult]:
+            project = self._project(repo)
+            statuses = project.commits.get(sha, lazy=True).statuses.list(get_all=True)
+            found = [_job_check(s.attributes) for s in statuses]
+            pipelines = project.pipelines.list(sha=sha, per_page=1, page=1)
+            if pipelines:
+                data = pipelines[0].attributes
+                found.append(CheckResult("pipeline", _ci_state(str(data.get("status"))),
+                                         url=str(data.get("web_url") or ""), kind="pipeline",
+                                         detail=str(data.get("status"))))
+            return found
+
+        return self._guard(f"reading the CI results of {sha[:12]} in {repo.full_name}", fetch)
+
     def authenticated_clone_url(self, repo: RepoRef) -> str:
         parts = urlsplit(repo.clone_url)
         if parts.scheme not in ("http", "https"):
@@ -275,6 +294,24 @@ class GitLabForge:
 
     def _scrub(self, message: str) -> str:
         return message.replace(self._token, "***")
+
+
+# GitLab's CI states: a skipped job or one allowed to fail does not block a merge.
+_CI_PASSING = {"success", "skipped"}
+_CI_FAILING = {"failed", "canceled"}
+
+
+def _ci_state(status: str, allow_failure: bool = False) -> CheckState:
+    if status in _CI_PASSING or (allow_failure and status in _CI_FAILING):
+        return "success"
+    return "failure" if status in _CI_FAILING else "pending"
+
+
+def _job_check(data: dict[str, Any]) -> CheckResult:
+    status = str(data.get("status") or "pending")
+    return CheckResult(str(data.get("name") or "default"),
+                       _ci_state(status, bool(data.get("allow_failure"))),
+                       url=str(data.get("target_url") or ""), kind="job", detail=status)
 
 
 def _edit_own_note(mr: Any, number: int, note_id: int, body: str, author: str) -> bool:
@@ -338,6 +375,7 @@ def _mr_facts(data: dict[str, Any]) -> PullRequestFacts:
         url=pull.url,
         head_repo_id=source if isinstance(source, int) else None,
         author=str((data.get("author") or {}).get("username") or ""),
+        head_sha=data.get("sha") or None,
     )
 
 

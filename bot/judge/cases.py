@@ -19,6 +19,7 @@ from bot.judge.model import (
     DEFAULT_CONFIDENCE,
     DEFAULT_MIN_SAMPLES,
     DEFAULT_OUTLIER_FACTOR,
+    MAX_PAIRS,
     NEUTRAL,
     Case,
     CaseResult,
@@ -29,14 +30,15 @@ from bot.judge.model import (
     Side,
     Thresholds,
 )
-from bot.judge.stats import MAX_PAIRS
 
 CASE_KEYS = frozenset({"id", "thresholds", "metrics", "groupWeights"})
-METRIC_KEYS = frozenset({
-    "name", "direction", "critical", "canary", "baseline", "effectSize", "allowedIncrease",
-    "allowedDecrease", "criticalIncrease", "criticalDecrease", "minSamples", "confidence",
-    "nanStrategy", "outliers", "outlierFactor", "weight", "group",
+# How a metric is judged; a case's metric adds its name and samples to these.
+SETTING_KEYS = frozenset({
+    "direction", "critical", "effectSize", "allowedIncrease", "allowedDecrease",
+    "criticalIncrease", "criticalDecrease", "minSamples", "confidence", "nanStrategy", "outliers",
+    "outlierFactor", "weight", "group",
 })
+METRIC_KEYS = SETTING_KEYS | {"name", "canary", "baseline"}
 
 
 class CaseError(ValueError):
@@ -86,6 +88,14 @@ def _metric(data: Any, path: str) -> MetricSpec:
     if len(canary) * len(baseline) > MAX_PAIRS:
         raise CaseError(f"{path}: {len(canary)} canary x {len(baseline)} baseline samples are "
                         f"more than {MAX_PAIRS:,} pairs; aggregate to coarser intervals")
+    return metric_settings(data, path, name=name, canary=canary, baseline=baseline)
+
+
+def metric_settings(data: Mapping[str, Any], path: str, *, name: str,
+                    canary: tuple[float | None, ...] = (),
+                    baseline: tuple[float | None, ...] = ()) -> MetricSpec:
+    """How one metric is judged, from its SETTING_KEYS in `data` (other keys are the caller's
+    to check): the same reading for a `--cases` line and for a kayenta provider's metric."""
     effect = _choice(data, "effectSize", EffectMeasure, EffectMeasure.MEAN_RATIO, path)
     neutral = NEUTRAL[effect]
     top = math.inf if effect is EffectMeasure.MEAN_RATIO else 1.0

@@ -25,6 +25,12 @@ DEFAULT_CONFIDENCE = 0.98
 # their own side are dropped. 3 (Tukey's "far out") drops only gross outliers.
 DEFAULT_OUTLIER_FACTOR = 3.0
 
+# The shift needs all canary x baseline differences in memory (8 bytes each): 4 million pairs is
+# 32 MB, e.g. two days of one-minute samples against one day. Larger inputs are refused by the
+# readers (cases, the kayenta provider) with this limit in the message rather than slowly
+# swapping. Here, not in stats, so that the readers load without numpy and scipy.
+MAX_PAIRS = 4_000_000
+
 
 class Direction(enum.StrEnum):
     """Which change on the canary is bad."""
@@ -137,3 +143,39 @@ class CaseResult:
     score: float
     explanation: str
     metrics: tuple[MetricResult, ...]
+
+
+@dataclass(frozen=True)
+class JudgedMetric:
+    """One metric's result as a measurement keeps it for reports (plain values, so the rollout
+    state stores it as JSON: classification and effect are their enum values, and numbers that
+    are not finite are None)."""
+
+    name: str
+    classification: str  # a Classification value
+    explanation: str
+    direction: str = Direction.EITHER.value
+    critical: bool = False
+    critical_breach: bool = False
+    canary_mean: float | None = None
+    baseline_mean: float | None = None
+    canary_count: int = 0
+    baseline_count: int = 0
+    p_value: float | None = None
+    effect: str = EffectMeasure.MEAN_RATIO.value
+    effect_size: float | None = None
+    allowed_increase: float = 1.1
+    allowed_decrease: float = 0.9
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """A judged case as a measurement keeps it: the score against the thresholds, the words
+    that explain it, and each metric."""
+
+    score: float
+    verdict: str  # a Verdict value
+    passing: float
+    marginal: float
+    explanation: str
+    metrics: tuple[JudgedMetric, ...] = ()

@@ -17,11 +17,6 @@ import numpy as np
 from scipy.special import ndtri
 from scipy.stats import mannwhitneyu
 
-# The shift needs all canary x baseline differences in memory (8 bytes each): 4 million pairs is
-# 32 MB, e.g. two days of one-minute samples against one day. Larger inputs are refused by the
-# case reader with this limit in the message rather than slowly swapping.
-MAX_PAIRS = 4_000_000
-
 
 @dataclass(frozen=True)
 class RankTest:

@@ -40,7 +40,7 @@ def rollout_charts(state: RolloutState, now: float) -> list[str]:
     end = state.finished_at if state.finished_at is not None else max(now, start)
     lines = ["", *_weight_chart(state, start, end)]
     metric_charts = [
-        _metric_chart(name, points, start) for name, points in _numeric_series(state.metric_points)
+        _metric_chart(name, points, start) for name, points in numeric_series(state.metric_points)
     ]
     if metric_charts:
         lines += ["", "<details><summary>Metric charts</summary>", ""]
@@ -78,7 +78,7 @@ def _weight_at(state: RolloutState, at: float) -> int:
     return weight
 
 
-def _numeric_series(
+def numeric_series(
     points: Iterable[MetricPoint],
 ) -> list[tuple[str, list[tuple[float, float]]]]:
     """(metric, [(time, value)]) for the METRIC_CHARTS most recently measured metrics with

@@ -65,17 +65,32 @@ def publish(redis: Redis, forge: Forge, repo: RepoRef, number: int) -> int:
     Nothing is sent when the body equals the one last posted; otherwise the remembered comment
     is edited by id, and only an unknown or deleted one is looked up by marker (or created).
     """
+    return _locked(redis, repo, number, lambda lock: _publish_locked(
+        redis, forge, repo, number, lock))
+
+
+def publish_body(redis: Redis, forge: Forge, repo: RepoRef, number: int, marker: str,
+                 body: str) -> int:
+    """Another sticky comment of the PR (the preview's), found by its own `marker`, with the
+    same discipline: under the PR's comment lock, no call when the body is unchanged, an edit
+    by the remembered id, else found by marker or created."""
+    return _locked(redis, repo, number, lambda lock: _post_locked(
+        redis, forge, repo, number, lock, marker, body,
+        redis.hget(_posted_key(repo, number), marker)))
+
+
+def _locked(redis: Redis, repo: RepoRef, number: int, post: Any) -> int:
     # Short-lived: a worker killed while holding it must not silence the PR for long.
     lock = redis.lock(_lock_key(repo, number), timeout=LOCK_TIMEOUT_S, blocking_timeout=60)
     if not lock.acquire():
         raise LockError(f"the comment of {repo.full_name}#{number} stayed locked")
     try:
-        return _publish_locked(redis, forge, repo, number, lock)
+        return post(lock)
     finally:
         try:
             lock.release()
         except LockNotOwnedError:
-            pass  # it expired during a slow edit; _publish_locked saw to what that means
+            pass  # it expired during a slow edit; _post_locked saw to what that means
 
 
 def _publish_locked(redis: Redis, forge: Forge, repo: RepoRef, number: int, lock: Lock) -> int:
@@ -84,38 +99,44 @@ def _publish_locked(redis: Redis, forge: Forge, repo: RepoRef, number: int, lock
     pipe.hget(_posted_key(repo, number), MARKER)
     raw_sections, raw_posted = pipe.execute()
     body = render(_decode_sections(raw_sections))
+    return _post_locked(redis, forge, repo, number, lock, MARKER, body, raw_posted)
+
+
+def _post_locked(redis: Redis, forge: Forge, repo: RepoRef, number: int, lock: Lock,
+                 marker: str, body: str, raw_posted: Any) -> int:
+    """Post `body` as the comment holding `marker` unless it is what was posted last."""
     digest = hashlib.sha256(body.encode()).hexdigest()
     posted = json.loads(raw_posted) if raw_posted else {}
     if posted.get("id") and posted.get("sha256") == digest:
         return int(posted["id"])
-    comment_id = _upsert(redis, forge, repo, number, body, posted.get("id"))
+    comment_id = _upsert(redis, forge, repo, number, body, posted.get("id"), marker)
     if not lock.owned():
         # Another job may have posted a newer body meanwhile and this edit landed after it:
         # the comment's body is unknown, so only its id is remembered.
         log.warning("the comment lock on %s#%s expired during an edit", repo.full_name, number)
         digest = None
-    _remember(redis, repo, number, comment_id, digest)
+    _remember(redis, repo, number, comment_id, digest, marker)
     return comment_id
 
 
 def _upsert(redis: Redis, forge: Forge, repo: RepoRef, number: int, body: str,
-            known_id: int | None) -> int:
+            known_id: int | None, marker: str = MARKER) -> int:
     """The adapter's upsert; a failed edit by id forgets the id, so the retry finds the comment
     by marker (an id the forge keeps refusing, say after the bot's account changed, must not
     block the comment until the record expires)."""
     try:
-        return forge.upsert_comment(repo, number, MARKER, body, known_id=known_id)
+        return forge.upsert_comment(repo, number, marker, body, known_id=known_id)
     except ForgeError:
         if known_id is not None:
-            redis.hdel(_posted_key(repo, number), MARKER)
+            redis.hdel(_posted_key(repo, number), marker)
         raise
 
 
 def _remember(redis: Redis, repo: RepoRef, number: int, comment_id: int,
-              digest: str | None) -> None:
+              digest: str | None, marker: str = MARKER) -> None:
     key = _posted_key(repo, number)
     pipe = redis.pipeline(transaction=False)
-    pipe.hset(key, MARKER, json.dumps({"id": comment_id, "sha256": digest}))
+    pipe.hset(key, marker, json.dumps({"id": comment_id, "sha256": digest}))
     pipe.expire(key, SECTION_TTL_S)
     pipe.execute()
 

@@ -25,7 +25,7 @@ from typing import Any
 from bot.analysis import run as runs
 from bot.analysis.run import AnalysisRun, MetricResult
 from bot.analysis.templates import MetricSpec
-from bot.report import charts
+from bot.report import charts, judgement
 from bot.report.markdown import code, escape
 from bot.rollout import engine
 from bot.rollout.durations import format_duration
@@ -99,6 +99,7 @@ def render_rollout(state: RolloutState, *, now: float | None = None,
     lines += _traffic(state, traffic)
     lines += ["", *_steps_table(state)]
     lines += _analysis(state)
+    lines += judgement.render_judgements(_runs_to_show(state))
     lines += _evidence(state)
     lines += _history(state)
     lines += charts.rollout_charts(state, at)
@@ -443,10 +444,21 @@ def _metric_row(spec: MetricSpec, result: MetricResult) -> str:
     if last is not None and last.message and last.message not in result.message:
         messages.append(last.message)
     return (
-        f"| {escape(result.name, _NAME)} | {_RUN_ICON[result.phase]} {result.phase} | {latest} "
-        f"| {' · '.join(conditions) or 'none (any value passes)'} | {counts} "
+        f"| {escape(result.name, _NAME)}{_dry_run_mark(spec)} | {_RUN_ICON[result.phase]} "
+        f"{result.phase} | {latest} "
+        f"| {' · '.join(conditions) or _no_condition(spec)} | {counts} "
         f"| {escape(' · '.join(messages), _TEXT) if messages else ''} |"
     )
+
+
+def _no_condition(spec: MetricSpec) -> str:
+    """A job metric is judged by its Job, not by a condition."""
+    return "the Job completes" if "job" in spec.provider else "none (any value passes)"
+
+
+def _dry_run_mark(spec: MetricSpec) -> str:
+    """A dry-run metric (Argo's dryRun) is measured and shown, but never decides the run."""
+    return " _(dry run: shown, never deciding)_" if spec.dry_run else ""
 
 
 # ---------------------------------------------------------------------- evidence, history

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from bot.analysis.templates import (
+    SECRET_KEY_REF,
     SUPPORTED_PROVIDERS,
     AnalysisTemplate,
     MetricSpec,
     TemplateArg,
 )
+from bot.judge import kayenta
 from bot.rollout.fields import (
     At,
     as_arg_text,
@@ -30,7 +33,8 @@ from bot.rollout.fields import (
     is_argo,
     key_names,
     manifest_name,
-    reject_dry_run,
+    parse_dry_run,
+    parse_retention,
 )
 from bot.rollout.model import AnalysisStep, CanaryStrategy, ExperimentStep, TemplateRef
 
@@ -84,17 +88,14 @@ def parse_analysis_template(doc: Any, *, source: str) -> AnalysisTemplate:
             "templates that include other templates are not "
             "supported yet; list the metrics directly"
         )
-    reject_dry_run(spec, root.key("spec"))
     args = []
     for i, item in enumerate(as_list(spec.get("args") or [], root.key("spec.args"))):
         where = root.key("spec.args").index(i)
         item = as_mapping(item, where, "a mapping with name and optional value")
         arg_name = as_text(item.get("name"), where.key("name"))
-        if "valueFrom" in item:
-            where.key("valueFrom").fail(
-                "valueFrom (secretKeyRef, fieldRef) is not supported; give a value, or pass "
-                "one from the rollout's args"
-            )
+        if item.get("valueFrom") is not None:
+            args.append(_arg_value_from(arg_name, item, where))
+            continue
         value = item.get("value")
         args.append(
             TemplateArg(arg_name, None if value is None else as_arg_text(value, where.key("value")))
@@ -115,7 +116,30 @@ def parse_analysis_template(doc: Any, *, source: str) -> AnalysisTemplate:
         args=tuple(args),
         cluster_scope=kind == "ClusterAnalysisTemplate",
         source=source,
+        dry_run=parse_dry_run(spec, root.key("spec")),
+        measurement_retention=parse_retention(spec, root.key("spec")),
     )
+
+
+def _arg_value_from(name: str, item: Mapping[str, Any], at: At) -> TemplateArg:
+    """A template argument's `valueFrom`: Argo resolves only `secretKeyRef` here (a template
+    `fieldRef` is never filled in by Argo either), from a Secret in the rollout's namespace,
+    read as the repository's account at each measurement and never shown."""
+    if item.get("value") is not None:
+        at.fail(f"argument '{name}' has both value and valueFrom; give one")
+    where = at.key("valueFrom")
+    raw = as_mapping(item["valueFrom"], where, "a mapping with secretKeyRef")
+    if "fieldRef" in raw:
+        where.key("fieldRef").fail(
+            "Argo resolves fieldRef only in a Rollout's args; pass the value from there")
+    unknown = key_names(set(raw) - {SECRET_KEY_REF})
+    if unknown or SECRET_KEY_REF not in raw:
+        where.fail("needs secretKeyRef: {name, key}")
+    ref_at = where.key(SECRET_KEY_REF)
+    ref = as_mapping(raw[SECRET_KEY_REF], ref_at, "a mapping with name and key")
+    secret = as_text(ref.get("name"), ref_at.key("name"))
+    key = as_text(ref.get("key"), ref_at.key("key"))
+    return TemplateArg(name, value_from=(SECRET_KEY_REF, secret, key))
 
 
 def parse_analysis_templates(docs: Iterable[tuple[str, Any]]) -> tuple[AnalysisTemplate, ...]:
@@ -206,11 +230,15 @@ def _provider(raw: Any, at: At) -> dict[str, Any]:
         at.fail(f"must name exactly one provider (found: {found})")
     ((kind, spec),) = raw.items()
     where = at.key(str(kind))
+    if kind == "kayenta":  # read whole by _with_kayenta, which knows the metric's interval
+        return {kind: copy.deepcopy(as_mapping(spec, where))}
     if kind not in SUPPORTED_PROVIDERS:
         where.fail(
             f"provider '{kind}' is not supported (supported: {', '.join(SUPPORTED_PROVIDERS)})"
         )
     spec = as_mapping(spec, where)
+    if kind == "job":
+        return {kind: _job_provider(spec, where)}
     unknown = key_names(set(spec) - set(_PROVIDER_KEYS[kind]))
     if unknown:
         where.key(unknown[0]).fail(
@@ -237,6 +265,34 @@ def _provider(raw: Any, at: At) -> dict[str, Any]:
         if spec.get("timeoutSeconds") is not None:
             as_whole(spec["timeoutSeconds"], where.key("timeoutSeconds"), 0)
     return {kind: copy.deepcopy(spec)}
+
+
+_JOB_METADATA_KEYS = ("labels", "annotations")
+
+
+def _job_provider(spec: Mapping[str, Any], at: At) -> dict[str, Any]:
+    """Argo's `job: {metadata?, spec}`: a Job spec whose pod template must say what to run.
+    Its name and namespace are Coalmine's to choose (`<run>.<metric>.<n>` in the rollout's
+    namespace, as Argo names them), so the metadata may carry only labels and annotations."""
+    unknown = key_names(set(spec) - {"metadata", "spec"})
+    if unknown:
+        at.key(unknown[0]).fail("not supported for job (supported: metadata, spec)")
+    if spec.get("metadata") is not None:
+        meta = as_mapping(spec["metadata"], at.key("metadata"))
+        extra = key_names(set(meta) - set(_JOB_METADATA_KEYS))
+        if extra:
+            at.key("metadata").key(extra[0]).fail(
+                "a metric's Job takes only labels and annotations (Coalmine names it)")
+        for key in _JOB_METADATA_KEYS:
+            if meta.get(key) is not None:
+                as_mapping(meta[key], at.key("metadata").key(key))
+    job_spec = as_mapping(spec.get("spec"), at.key("spec"), "a Job spec with a template")
+    template = as_mapping(job_spec.get("template"), at.key("spec.template"), "a pod template")
+    pod_spec = as_mapping(template.get("spec"), at.key("spec.template.spec"), "a pod spec")
+    containers = as_list(pod_spec.get("containers"), at.key("spec.template.spec.containers"))
+    if not containers:
+        at.key("spec.template.spec.containers").fail("needs at least one container")
+    return copy.deepcopy(dict(spec))
 
 
 def _metric(raw: Any, at: At) -> MetricSpec:
@@ -271,7 +327,30 @@ def _metric(raw: Any, at: At) -> MetricSpec:
         consecutive_success_limit=_limit(raw, "consecutiveSuccessLimit", at, 0, 0),
     )
     _check_limits(metric, at)
-    return metric
+    return _with_kayenta(metric, at)
+
+
+def _with_kayenta(metric: MetricSpec, at: At) -> MetricSpec:
+    """A kayenta provider, judged in-process (bot.judge.kayenta): its `window` in seconds,
+    by default the metric's interval, and the whole mapping checked. Its score against the
+    thresholds decides, so conditions would be ignored: they are refused instead."""
+    spec = metric.provider.get("kayenta")
+    if spec is None:
+        return metric
+    for key, text in (("successCondition", metric.success_condition),
+                      ("failureCondition", metric.failure_condition)):
+        if text:
+            at.key(key).fail("a kayenta metric is decided by its score against threshold "
+                             "pass/marginal; remove the condition")
+    where = at.key("provider.kayenta")
+    if spec.get("window") is not None:
+        spec = {**spec, "window": as_seconds(spec["window"], where.key("window"))}
+    spec = kayenta.with_window(spec, metric.interval)
+    try:
+        kayenta.parse_kayenta(spec)
+    except kayenta.KayentaError as error:
+        (where.key(error.key) if error.key else where).fail(error.reason)
+    return replace(metric, provider={"kayenta": spec})
 
 
 def _check_limits(metric: MetricSpec, at: At) -> None:

@@ -68,7 +68,13 @@ from dataclasses import replace
 
 from bot.analysis import run as runs
 from bot.analysis.run import AnalysisRun
-from bot.analysis.templates import AnalysisTemplate, Arg, UnresolvedArgument, resolve_metrics
+from bot.analysis.templates import (
+    AnalysisTemplate,
+    Arg,
+    RunRules,
+    UnresolvedArgument,
+    resolve_metrics,
+)
 from bot.rollout.durations import format_duration
 from bot.rollout.model import (
     DEFAULT_SCALE_DOWN_DELAY_SECONDS,
@@ -82,6 +88,8 @@ from bot.rollout.model import (
     TERMINAL_PHASES,
     Abort,
     Action,
+    AnalysisStep,
+    BackgroundAnalysis,
     CheckHealth,
     CommandRejected,
     Complete,
@@ -103,6 +111,7 @@ from bot.rollout.model import (
     Resume,
     Retry,
     RolloutState,
+    RouteToStable,
     ScheduleTick,
     SetCanaryScaleStep,
     SetHeaderRouteStep,
@@ -491,7 +500,8 @@ class _Transition:
     # -- analysis runs --------------------------------------------------------------------
 
     def new_run(
-        self, refs: tuple[TemplateRef, ...], args: tuple[Arg, ...], purpose: str
+        self, refs: tuple[TemplateRef, ...], args: tuple[Arg, ...], purpose: str,
+        rules: RunRules | None = None,
     ) -> AnalysisRun:
         seq = self.state.run_seq + 1
         label = "bg" if purpose == "background" else purpose.replace(" ", "")
@@ -514,7 +524,7 @@ class _Transition:
                 )
             templates.append(found)
         try:
-            metrics = resolve_metrics(templates, args)
+            metrics = resolve_metrics(templates, args, rules)
         except (UnresolvedArgument, ValueError) as error:
             return self._started(runs.errored_run(run_id, str(error), self.now, purpose))
         return self._started(runs.start_run(run_id, metrics, self.now, purpose))
@@ -542,7 +552,8 @@ class _Transition:
             or self.state.phase not in _ACTIVE
         ):
             return
-        run = self.new_run(background.templates, background.args, "background")
+        run = self.new_run(background.templates, background.args, "background",
+                           _run_rules(background))
         self.update(background_run=run)
 
     def measure_due(self) -> None:
@@ -601,7 +612,8 @@ class _Transition:
             self.actions.append(StartExperiment(index))
             self.await_health()
         else:
-            self.update(step_run=self.new_run(step.templates, step.args, f"step {index + 1}"))
+            self.update(step_run=self.new_run(step.templates, step.args, f"step {index + 1}",
+                                              _run_rules(step)))
 
     def stop_experiment(self) -> None:
         """Remove the current step's experiment pods, if it is an experiment."""
@@ -821,6 +833,11 @@ class _Transition:
         return state, actions
 
 
+def _run_rules(analysis: AnalysisStep | BackgroundAnalysis) -> RunRules:
+    """The rollout's dryRun and measurementRetention for a run of `analysis`."""
+    return RunRules(analysis.dry_run, analysis.measurement_retention)
+
+
 def _evidence(run: AnalysisRun) -> tuple[str, ...]:
     lines = [
         f"{run.purpose} analysis {run.id}: {runs.phase(run)} — {runs.message(run)}".rstrip(" —")
@@ -851,6 +868,9 @@ def _on_start(t: _Transition, event: Start) -> None:
         t.log("step", "new pod template equals stable: steps skipped", reason=SAME_TEMPLATE)
         t.begin_completion()
         return
+    if t.state.strategy.routed:
+        # Before the canary takes this revision's template, no traffic may still reach it.
+        t.actions.append(RouteToStable())
     steps = t.state.strategy.steps
     first = steps[0] if steps else None
     resets_canary = isinstance(first, SetCanaryScaleStep | SetHeaderRouteStep | SetMirrorRouteStep)

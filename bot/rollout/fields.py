@@ -118,9 +118,39 @@ def shown(value: Any) -> str:
     return repr(value)
 
 
-def reject_dry_run(raw: Mapping[str, Any], at: At) -> None:
-    if raw.get("dryRun"):
-        at.key("dryRun").fail("dry-run metrics are not supported yet; remove dryRun")
+def parse_dry_run(raw: Mapping[str, Any], at: At) -> tuple[str, ...]:
+    """`dryRun: [{metricName: regex}]` (a rollout's analysis or a template's spec): the
+    metric name regexes whose metrics are measured and shown but never decide the run."""
+    return tuple(pattern for pattern, _ in _metric_rules(raw, "dryRun", at, with_limit=False))
+
+
+def parse_retention(raw: Mapping[str, Any], at: At) -> tuple[tuple[str, int], ...]:
+    """`measurementRetention: [{metricName: regex, limit}]`: how many measurements are kept
+    for the matching metrics (Argo's default is 10)."""
+    return _metric_rules(raw, "measurementRetention", at, with_limit=True)
+
+
+def _metric_rules(raw: Mapping[str, Any], key: str, at: At,
+                  *, with_limit: bool) -> tuple[tuple[str, int], ...]:
+    if raw.get(key) is None:
+        return ()
+    where = at.key(key)
+    allowed = {"metricName", "limit"} if with_limit else {"metricName"}
+    rules = []
+    for i, item in enumerate(as_list(raw[key], where, "a list of {metricName: regex}")):
+        item_at = where.index(i)
+        item = as_mapping(item, item_at, "a mapping with metricName")
+        unknown = key_names(set(item) - allowed)
+        if unknown:
+            item_at.key(unknown[0]).fail(f"unknown key (allowed: {', '.join(sorted(allowed))})")
+        pattern = as_text(item.get("metricName"), item_at.key("metricName"))
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            item_at.key("metricName").fail(f"{pattern!r} is not a regular expression: {error}")
+        limit = as_whole(item.get("limit"), item_at.key("limit"), 0) if with_limit else 0
+        rules.append((pattern, limit))
+    return tuple(rules)
 
 
 def is_argo(doc: Any, kinds: tuple[str, ...]) -> bool:

@@ -21,6 +21,7 @@ from bot.analysis.templates import (
     MetricSpec,
     TemplateArg,
 )
+from bot.judge.model import JudgedMetric, Judgement
 from bot.rollout import routers
 from bot.rollout.routers import HeaderRoute, MirrorRoute, TrafficRouting
 
@@ -56,6 +57,8 @@ class AnalysisStep:
     templates: tuple[TemplateRef, ...]
     args: tuple[Arg, ...] = ()
     label: str = ""
+    dry_run: tuple[str, ...] = ()  # Argo's dryRun metricName regexes
+    measurement_retention: tuple[tuple[str, int], ...] = ()  # (metricName regex, limit)
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,8 @@ class BackgroundAnalysis:
     templates: tuple[TemplateRef, ...]
     args: tuple[Arg, ...] = ()
     starting_step: int = 0
+    dry_run: tuple[str, ...] = ()
+    measurement_retention: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -458,6 +463,13 @@ class StopExperiment:
 
 
 @dataclass(frozen=True)
+class RouteToStable:
+    """Send all traffic to stable (router at 0, Services on the stable track, no managed
+    route) before a rollout starts: a superseded rollout may have left weight on a canary whose
+    template the new rollout is about to replace. No health report follows."""
+
+
+@dataclass(frozen=True)
 class RemoveCanary:
     """Delete the canary workload (a newer merge applied its template to stable directly)."""
 
@@ -519,7 +531,8 @@ class CommandRejected:
 
 
 Action = (
-    StartExperiment
+    RouteToStable
+    | StartExperiment
     | StopExperiment
     | SetWeight
     | RestoreStable
@@ -578,6 +591,7 @@ _CLASSES: dict[str, type] = {
         Pause,
         Resume,
         NewRevision,
+        RouteToStable,
         StartExperiment,
         StopExperiment,
         SetWeight,
@@ -592,6 +606,8 @@ _CLASSES: dict[str, type] = {
         ScheduleTick,
         CommandRejected,
         *routers.ALL_CLASSES,
+        Judgement,
+        JudgedMetric,
     )
 }
 

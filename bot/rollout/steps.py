@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from bot.analysis.templates import Arg
+from bot.analysis.templates import FIELD_REF, Arg
 from bot.rollout import routers
 from bot.rollout.fields import (
     At,
@@ -22,7 +22,8 @@ from bot.rollout.fields import (
     as_text,
     as_whole,
     key_names,
-    reject_dry_run,
+    parse_dry_run,
+    parse_retention,
     shown,
 )
 from bot.rollout.model import (
@@ -98,7 +99,6 @@ def parse_background(raw: Any, at: At, parsed: ParsedSteps) -> BackgroundAnalysi
     if raw is None:
         return None
     raw = as_mapping(raw, at, "a mapping with templates, args and startingStep")
-    reject_dry_run(raw, at)
     if "templates" not in raw:
         at.key("templates").fail("is required: [{templateName: ...}]")
     starting = 0
@@ -115,6 +115,8 @@ def parse_background(raw: Any, at: At, parsed: ParsedSteps) -> BackgroundAnalysi
         templates=_template_refs(raw["templates"], at.key("templates")),
         args=_args(raw.get("args"), at.key("args")),
         starting_step=starting,
+        dry_run=parse_dry_run(raw, at),
+        measurement_retention=parse_retention(raw, at),
     )
 
 
@@ -141,6 +143,14 @@ def _template_refs(raw: Any, at: At) -> tuple[TemplateRef, ...]:
     return tuple(refs)
 
 
+# Argo's podTemplateHashValue names a ReplicaSet's pod-template hash, a label on its pods.
+# Coalmine's pods carry no such hash (its fingerprint of a template is an annotation on the
+# Deployment); what tells the versions' pods apart is their `coalmine.dev/track` label, so the
+# argument's value is the track: what a query can select on (e.g. kube_pod_labels'
+# label_coalmine_dev_track). Latest is the new version, which runs as the canary (or preview).
+POD_TEMPLATE_HASH_TRACKS = {"Stable": "stable", "Latest": "canary"}
+
+
 def _args(raw: Any, at: At) -> tuple[Arg, ...]:
     if raw is None:
         return ()
@@ -149,27 +159,73 @@ def _args(raw: Any, at: At) -> tuple[Arg, ...]:
         where = at.index(i)
         item = as_mapping(item, where, "a mapping with name and value")
         name = as_text(item.get("name"), where.key("name"))
-        if "valueFrom" in item:
-            where.key("valueFrom").fail(
-                "valueFrom is not supported (podTemplateHashValue, fieldRef, secretKeyRef); "
-                "give a literal value"
-            )
+        if item.get("valueFrom") is not None:
+            if item.get("value") is not None:
+                where.fail(f"argument '{name}' has both value and valueFrom; give one")
+            args.append(_arg_value_from(name, item["valueFrom"], where.key("valueFrom")))
+            continue
         if item.get("value") is None:
             where.key("value").fail(f"argument '{name}' needs a value")
         args.append(Arg(name=name, value=as_arg_text(item["value"], where.key("value"))))
     return tuple(args)
 
 
+def _arg_value_from(name: str, raw: Any, at: At) -> Arg:
+    """A rollout argument's `valueFrom` (Argo's ArgumentValueFrom): `podTemplateHashValue`
+    becomes the track's label value; `fieldRef` is read from the workload when measured."""
+    raw = as_mapping(raw, at, "a mapping with podTemplateHashValue or fieldRef")
+    if "secretKeyRef" in raw:
+        at.key("secretKeyRef").fail(
+            "a Rollout's args cannot read secrets (Argo has no secretKeyRef here); declare the "
+            "argument with valueFrom.secretKeyRef in the AnalysisTemplate's args")
+    unknown = key_names(set(raw) - {"podTemplateHashValue", "fieldRef"})
+    if unknown:
+        at.key(unknown[0]).fail("unknown key (allowed: podTemplateHashValue, fieldRef)")
+    if len(raw) != 1:
+        at.fail("needs exactly one of podTemplateHashValue, fieldRef")
+    if "podTemplateHashValue" in raw:
+        which = raw["podTemplateHashValue"]
+        if which not in POD_TEMPLATE_HASH_TRACKS:
+            at.key("podTemplateHashValue").fail(f"{shown(which)} must be Stable or Latest")
+        return Arg(name=name, value=POD_TEMPLATE_HASH_TRACKS[which])
+    return Arg(name=name, value_from=(FIELD_REF, field_path(raw["fieldRef"], at.key("fieldRef"))))
+
+
+def field_path(raw: Any, at: At) -> str:
+    """`fieldRef.fieldPath`: `metadata.name|namespace|uid|labels|annotations`, one label or
+    annotation (`metadata.labels['app']`), or a path into the workload's spec. The Rollout's
+    `status` does not exist for Coalmine, which never applies the Rollout."""
+    raw = as_mapping(raw, at, "a mapping with fieldPath")
+    path = as_text(raw.get("fieldPath"), at.key("fieldPath")).strip()
+    where = at.key("fieldPath")
+    if path.startswith("metadata"):
+        if not _METADATA_PATH.fullmatch(path):
+            where.fail(f"{path!r}: supported metadata paths are metadata.name, "
+                       "metadata.namespace, metadata.uid, metadata.labels, "
+                       "metadata.annotations, metadata.labels['key'], "
+                       "metadata.annotations['key']")
+    elif not path.startswith("spec."):
+        where.fail(f"{path!r}: only metadata.* and spec.* paths can be read (the Rollout's "
+                   "status is not kept: Coalmine never applies the Rollout)")
+    return path
+
+
+_METADATA_PATH = re.compile(
+    r"metadata\.(name|namespace|uid|labels|annotations)"
+    r"|metadata\.(labels|annotations)\['[^']+'\]")
+
+
 def parse_analysis(raw: Any, at: At, label: str = "") -> AnalysisStep:
     """An analysis step's mapping (also blue-green's pre/postPromotionAnalysis)."""
     raw = as_mapping(raw, at, "a mapping with templates and args")
-    reject_dry_run(raw, at)
     if "templates" not in raw:
         at.key("templates").fail("is required: [{templateName: ...}]")
     return AnalysisStep(
         templates=_template_refs(raw["templates"], at.key("templates")),
         args=_args(raw.get("args"), at.key("args")),
         label=label,
+        dry_run=parse_dry_run(raw, at),
+        measurement_retention=parse_retention(raw, at),
     )
 
 
@@ -256,7 +312,7 @@ def _experiment(raw: Any, at: At) -> ExperimentStep:
     """Argo's experiment step. Traffic `weight`s and per-template Services need a router to
     send the experiment traffic, which Coalmine does not do: refused with the reason."""
     raw = as_mapping(raw, at, "a mapping with templates, analyses and duration")
-    reject_dry_run(raw, at)
+    _reject_experiment_rules(raw, at)
     for key in key_names(raw):
         if key not in _EXPERIMENT_KEYS:
             at.key(key).fail(f"unknown key (allowed: {', '.join(_EXPERIMENT_KEYS)})")
@@ -280,6 +336,15 @@ def _experiment(raw: Any, at: At) -> ExperimentStep:
         duration = as_seconds(raw["duration"], at.key("duration"))
     return ExperimentStep(templates=tuple(templates), analyses=tuple(analyses),
                           duration=duration)
+
+
+def _reject_experiment_rules(raw: dict[str, Any], at: At) -> None:
+    """dryRun and measurementRetention work on analysis steps and background analysis; an
+    experiment's analyses do not take them yet."""
+    for key in ("dryRun", "measurementRetention"):
+        if raw.get(key):
+            at.key(key).fail(f"{key} is not supported on an experiment step yet; put the "
+                             "rule in the AnalysisTemplate's spec instead")
 
 
 def _experiment_template(raw: Any, at: At) -> ExperimentTemplate:

@@ -35,6 +35,10 @@ DUE_INDEX = keys.ROLLOUTS_DUE
 ACTIVE_INDEX = keys.ROLLOUTS_ACTIVE
 # Final snapshots (terminal phase) not yet reported to the forge: "key\nrevision\nseq" → when.
 UNREPORTED_INDEX = keys.ROLLOUTS_UNREPORTED
+# Every app's record by its last save, finished ones too, for the dashboard (bot/dashboard);
+# the newest RECENT_KEPT are kept.
+RECENT_INDEX = keys.ROLLOUTS_RECENT
+RECENT_KEPT = 500
 FINISHED_TTL_S = 30 * 24 * 3600
 LOCK_TTL_S = 15.0
 REPORTED_TTL_S = FINISHED_TTL_S
@@ -132,6 +136,8 @@ class RolloutStore:
             pipe.zadd(UNREPORTED_INDEX, {_unreported_member(key, record): time.time()})
         else:
             pipe.sadd(ACTIVE_INDEX, key)
+        pipe.zadd(RECENT_INDEX, {key: time.time()})
+        pipe.zremrangebyrank(RECENT_INDEX, 0, -RECENT_KEPT - 1)
         if next_tick_at is None or terminal:
             pipe.zrem(DUE_INDEX, key)
         else:

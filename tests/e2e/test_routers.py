@@ -4,6 +4,7 @@ CRDs. At every step the router objects hold the step's weight; /promote, /abort,
 superseding merge and a worker killed mid-step all leave them where Argo would.
 
 The router does not depend on the forge, so each router runs on GitHub; Istio runs on GitLab too.
+Every scenario runs for every router.
 """
 
 from __future__ import annotations
@@ -207,8 +208,9 @@ def test_abort_puts_the_weight_back_on_stable(setup, router):
     assert s.selects("web-canary") == "stable"
 
 
-def test_a_superseding_merge_restarts_at_the_first_weight(setup):
-    s = setup("istio")
+@pytest.mark.parametrize("router", list(ROUTERS))
+def test_a_superseding_merge_restarts_at_the_first_weight(setup, router):
+    s = setup(router)
     number, _sha = s.release("registry.example/web:2.0", "Web 2.0")
     s.weight_becomes(25)
     w.command(s.world, number, "/promote", "alice")
@@ -218,8 +220,9 @@ def test_a_superseding_merge_restarts_at_the_first_weight(setup):
     wait_until(lambda: w.image_of(s.kube, "web-canary") == "registry.example/web:3.0", 30, 0.05)
 
 
-def test_a_worker_killed_mid_step_finishes_the_rollout(setup):
-    s = setup("gatewayAPI", TIMED)
+@pytest.mark.parametrize("router", list(ROUTERS))
+def test_a_worker_killed_mid_step_finishes_the_rollout(setup, router):
+    s = setup(router, TIMED)
     _number, sha = s.release("registry.example/web:4.0", "Web 4.0")
     s.weight_becomes(25)
     for proc in list(s.world.bot.workers):
@@ -227,7 +230,7 @@ def test_a_worker_killed_mid_step_finishes_the_rollout(setup):
     s.world.bot.start_worker()
     status = w.final_status(s.world, sha, timeout=90)
     assert status["description"] == "promoted"
-    assert canary_weight(s.kube, "gatewayAPI") == 0
+    assert canary_weight(s.kube, router) == 0
 
 
 def test_istio_on_gitlab(gitlab_world, router_crds):

@@ -14,13 +14,25 @@ from tests.fakes.ports import (
     FakeRollouts,
     FakeTenants,
 )
+from tests.fakes.preview import (
+    FakeClusters,
+    FakePreviewCluster,
+    FakeReport,
+    FakeSources,
+    FakeTree,
+)
 
 __all__ = [
+    "FakeClusters",
     "FakeDeployer",
     "FakeForge",
     "FakeLock",
     "FakeMarkers",
     "FakeMirrors",
+    "FakePreviewCluster",
+    "FakeReport",
     "FakeRollouts",
+    "FakeSources",
     "FakeTenants",
+    "FakeTree",
 ]

@@ -8,18 +8,26 @@ were set once. Changing the rates of a track blends old and new inside the rate 
 each test should use its own track name (`fresh_track`).
 
 Gauges (`set_gauge`) are exposed exactly as set, for quick deterministic checks.
+
+`set_latency` gives a track a request-duration summary, `http_request_duration_seconds_sum` and
+`_count`: whole requests arrive at the set rate, each taking the set mean times a noise factor
+within +-`noise` (a pseudo-random sequence seeded by the track name, so a run is repeatable).
+`rate(_sum[w]) / rate(_count[w])` is then the mean latency over w, noisy as real latencies are,
+and NaN (0/0) over a window in which no request finished: what low traffic looks like.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import random
 import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 REQUESTS_METRIC = "http_requests_total"
+LATENCY_METRIC = "http_request_duration_seconds"
 
 
 @dataclass
@@ -35,6 +43,28 @@ class _Traffic:
         self.successes += elapsed * self.requests_per_second * (1 - self.error_ratio)
         self.errors += elapsed * self.requests_per_second * self.error_ratio
         self.since = now
+
+
+@dataclass
+class _Latency:
+    mean_seconds: float
+    requests_per_second: float
+    noise: float
+    draws: random.Random
+    since: float
+    pending: float = 0.0  # requests begun but not yet whole
+    count: int = 0
+    total: float = 0.0
+
+    def advance(self, now: float) -> None:
+        self.pending += max(0.0, now - self.since) * self.requests_per_second
+        self.since = now
+        whole = int(self.pending)
+        if whole:
+            factor = 1 + self.noise * (2 * self.draws.random() - 1)
+            self.count += whole
+            self.total += whole * self.mean_seconds * factor
+            self.pending -= whole
 
 
 def _labels(pairs: dict[str, str]) -> str:
@@ -59,6 +89,7 @@ class Exporter:
         self._lock = threading.Lock()
         self._traffic: dict[str, _Traffic] = {}
         self._gauges: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        self._latency: dict[str, _Latency] = {}
         self._names = itertools.count(1)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
@@ -108,6 +139,21 @@ class Exporter:
             rate = self._traffic[track].requests_per_second if track in self._traffic else 10.0
         self.set_traffic(track, rate, error_ratio)
 
+    def set_latency(self, track: str, mean_seconds: float, requests_per_second: float = 50.0,
+                    noise: float = 0.05) -> None:
+        """Requests of `track` take `mean_seconds` (times 1 +- `noise`) from now on."""
+        with self._lock:
+            now = time.monotonic()
+            latency = self._latency.get(track)
+            if latency is None:
+                latency = _Latency(mean_seconds, requests_per_second, noise,
+                                   random.Random(track), since=now)
+                self._latency[track] = latency
+            latency.advance(now)
+            latency.mean_seconds = mean_seconds
+            latency.requests_per_second = requests_per_second
+            latency.noise = noise
+
     def set_gauge(self, name: str, value: float, **labels: str) -> None:
         with self._lock:
             self._gauges[(name, tuple(sorted(labels.items())))] = value
@@ -122,6 +168,13 @@ class Exporter:
                 for code, count in (("200", traffic.successes), ("500", traffic.errors)):
                     labels = _labels({"track": track, "code": code})
                     lines.append(f"{REQUESTS_METRIC}{labels} {_number(count)}")
+            if self._latency:
+                lines.append(f"# TYPE {LATENCY_METRIC} summary")
+            for track, latency in sorted(self._latency.items()):
+                latency.advance(now)
+                labels = _labels({"track": track})
+                lines.append(f"{LATENCY_METRIC}_sum{labels} {_number(latency.total)}")
+                lines.append(f"{LATENCY_METRIC}_count{labels} {latency.count}")
             gauge_names = sorted({name for name, _ in self._gauges})
             for name in gauge_names:
                 lines.append(f"# TYPE {name} gauge")

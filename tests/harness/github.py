@@ -435,6 +435,7 @@ class _Repo:
     reactions: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     statuses: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # sha → oldest first
     labels: dict[str, dict[str, Any]] = field(default_factory=dict)
+    check_runs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # sha → oldest first
 
     @property
     def owner(self) -> str:
@@ -475,6 +476,7 @@ class FakeGitHub(JsonFakeServer):
             "repos/create-commit-status": self._create_status,
             "repos/get-combined-status-for-ref": self._combined_status,
             "repos/list-commit-statuses-for-ref": self._list_statuses,
+            "checks/list-for-ref": self._list_check_runs,
             "issues/list-comments": self._list_comments,
             "issues/create-comment": self._create_comment,
             "issues/get-comment": self._get_comment,
@@ -528,6 +530,7 @@ class FakeGitHub(JsonFakeServer):
         author: str = "alice",
         merge_sha: str | None = None,
         head_repo: str | None = None,
+        head_sha: str | None = None,
     ) -> int:
         """An existing PR (state open, closed or merged); returns its number.
 
@@ -539,6 +542,8 @@ class FakeGitHub(JsonFakeServer):
             if head_repo is not None and ":" not in head:
                 head = f"{head_repo.split('/')[0]}:{head}"
             pull = self._new_pull(repo, self.url, head, base, title, body, author, head_repo)
+            if head_sha is not None:
+                pull["head"]["sha"] = head_sha
             if state != "open":
                 pull["state"] = "closed"
                 pull["closed_at"] = now_iso()
@@ -547,6 +552,11 @@ class FakeGitHub(JsonFakeServer):
                 pull["merged_at"] = now_iso()
                 pull["merge_commit_sha"] = merge_sha or secrets.token_hex(20)
             return pull["number"]
+
+    def set_head_sha(self, full_name: str, number: int, sha: str) -> None:
+        """What a push to the PR's branch leaves: its head is `sha`."""
+        with self._lock:
+            self._repo(full_name).issues[number]["head"]["sha"] = sha
 
     def add_comment(self, full_name: str, number: int, body: str, *, login: str = "alice") -> int:
         """A comment by someone else (a human, another bot); returns its id."""
@@ -557,6 +567,41 @@ class FakeGitHub(JsonFakeServer):
         """What a person deleting the comment in the UI leaves behind."""
         with self._lock:
             del self._repo(full_name).comments[comment_id]
+
+    def add_status(self, full_name: str, sha: str, context: str, state: str, *,
+                   target_url: str | None = None, login: str = "ci-bot") -> None:
+        """A commit status posted by someone else (a CI service), as its API call would."""
+        with self._lock:
+            self._repo(full_name).statuses.setdefault(sha, []).append({
+                "id": self.next_id(), "state": state, "description": f"{context}: {state}",
+                "target_url": target_url, "context": context, "created_at": now_iso(),
+                "updated_at": now_iso(), "creator": self._user(login)})
+
+    def add_check_run(self, full_name: str, sha: str, name: str, *, status: str = "queued",
+                      conclusion: str | None = None, app: str = "github-actions") -> int:
+        """A check run of a GitHub App (Actions, say) on `sha`; returns its id. A re-run adds
+        another run of the same name, which then hides the older one (`filter=latest`)."""
+        with self._lock:
+            run_id = self.next_id()
+            self._repo(full_name).check_runs.setdefault(sha, []).append({
+                "id": run_id, "head_sha": sha, "name": name, "status": status,
+                "conclusion": conclusion, "started_at": now_iso(),
+                "completed_at": now_iso() if status == "completed" else None,
+                "html_url": f"{self.url}/{full_name}/runs/{run_id}",
+                "details_url": f"{self.url}/{full_name}/runs/{run_id}",
+                "app": {"id": 15368, "slug": app, "name": app}})
+            return run_id
+
+    def set_check_run(self, full_name: str, run_id: int, *, status: str,
+                      conclusion: str | None = None) -> None:
+        """What the App's update of the run leaves: its status, and once completed, its
+        conclusion."""
+        with self._lock:
+            for runs in self._repo(full_name).check_runs.values():
+                for run in runs:
+                    if run["id"] == run_id:
+                        run.update(status=status, conclusion=conclusion,
+                                   completed_at=now_iso() if status == "completed" else None)
 
     # -- reading state --------------------------------------------------------------------
     def comments(self, full_name: str, number: int) -> list[dict[str, Any]]:
@@ -782,6 +827,19 @@ class FakeGitHub(JsonFakeServer):
     def _list_statuses(self, request: Request, repo: _Repo | None, p: dict[str, Any]) -> Reply:
         assert repo is not None
         return paginate(request, list(reversed(repo.statuses.get(p["ref"], []))))
+
+    def _list_check_runs(self, request: Request, repo: _Repo | None, p: dict[str, Any]) -> Reply:
+        """GitHub's answer: newest first, by default only the latest run of each name."""
+        assert repo is not None
+        runs = list(reversed(repo.check_runs.get(p["ref"], [])))
+        if p.get("filter", "latest") == "latest":
+            seen: set[str] = set()
+            runs = [r for r in runs if not (r["name"] in seen or seen.add(r["name"]))]
+        for key in ("check_name", "status"):
+            if p.get(key):
+                runs = [r for r in runs if r["name" if key == "check_name" else key] == p[key]]
+        page = paginate(request, runs)
+        return Reply(200, {"total_count": len(runs), "check_runs": page.body}, page.headers)
 
     # -- comments and reactions -----------------------------------------------------------
     def _new_comment(

@@ -70,6 +70,7 @@ class _Project:
     awards: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # note id → emoji
     statuses: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # sha → oldest first
     labels: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pipelines: dict[int, dict[str, Any]] = field(default_factory=dict)  # id → pipeline
 
 
 Handler = Callable[[Request, dict[str, str], int], Reply]
@@ -100,6 +101,7 @@ class FakeGitLab(JsonFakeServer):
             ("POST", _NOTE + "/award_emoji", self._create_award),
             ("POST", r"/projects/(?P<project>[^/]+)/statuses/(?P<sha>\w+)", self._create_status),
             ("GET", _COMMIT + "/statuses", self._list_statuses),
+            ("GET", r"/projects/(?P<project>[^/]+)/pipelines", self._list_pipelines),
         ]
         self._routes = [(m, re.compile(API_PREFIX + p), h) for m, p, h in routes]
 
@@ -140,6 +142,7 @@ class FakeGitLab(JsonFakeServer):
         merge_sha: str | None = None,
         merge_method: Literal["merge", "squash", "ff"] = "merge",
         source_project_id: int | None = None,
+        head_sha: str | None = None,
     ) -> int:
         """An existing MR; returns its iid.
 
@@ -153,6 +156,8 @@ class FakeGitLab(JsonFakeServer):
             mr = self._new_mr(project, source_branch, target_branch, title, "", author)
             if source_project_id is not None:
                 mr["source_project_id"] = source_project_id
+            if head_sha is not None:
+                mr["sha"] = head_sha
             mr["state"] = state
             if state == "merged":
                 mr["merged_at"] = now_iso()
@@ -164,6 +169,11 @@ class FakeGitLab(JsonFakeServer):
                 else:
                     mr["sha"] = landed
             return int(mr["iid"])
+
+    def set_head_sha(self, path: str, iid: int, sha: str) -> None:
+        """What a push to the MR's source branch leaves: its head is `sha`."""
+        with self._lock:
+            self._mr(self._project(path), iid)["sha"] = sha
 
     def add_note(
         self, path: str, iid: int, body: str, *, username: str = "alice", system: bool = False
@@ -196,6 +206,41 @@ class FakeGitLab(JsonFakeServer):
 
     def latest_statuses(self, path: str, sha: str) -> dict[str, dict[str, Any]]:
         return {s["name"]: s for s in self.statuses(path, sha) if not s["retried"]}
+
+    def add_pipeline(self, path: str, sha: str, status: str = "running", *,
+                     ref: str = "main") -> int:
+        """A CI pipeline for `sha` (GitLab's own CI); returns its id."""
+        with self._lock:
+            project = self._project(path)
+            pipeline_id = self.next_id()
+            project.pipelines[pipeline_id] = {
+                "id": pipeline_id, "iid": len(project.pipelines) + 1, "project_id": project.id,
+                "sha": sha, "ref": ref, "status": status, "source": "push",
+                "created_at": now_iso(), "updated_at": now_iso(),
+                "web_url": f"{self.url}/{project.path}/-/pipelines/{pipeline_id}"}
+            return pipeline_id
+
+    def set_pipeline_status(self, path: str, pipeline_id: int, status: str) -> None:
+        with self._lock:
+            self._project(path).pipelines[pipeline_id].update(status=status,
+                                                              updated_at=now_iso())
+
+    def add_job_status(self, path: str, sha: str, name: str, status: str, *,
+                       allow_failure: bool = False, username: str = "ci-runner") -> None:
+        """A CI job's commit status (GitLab lists each job of a pipeline among the commit's
+        statuses, by the job's name); a later one of the same name replaces it."""
+        with self._lock:
+            history = self._project(path).statuses.setdefault(sha, [])
+            for old in history:
+                if old["name"] == name:
+                    old["retried"] = True
+            job_id = self.next_id()
+            history.append({
+                "id": job_id, "sha": sha, "ref": "main", "status": status, "name": name,
+                "description": None, "allow_failure": allow_failure,
+                "target_url": f"{self.url}/{path}/-/jobs/{job_id}", "created_at": now_iso(),
+                "finished_at": now_iso() if status in _FINISHED else None,
+                "author": self._user_json(self.add_user(username)), "retried": False})
 
     def award_emoji(self, path: str, note_id: int) -> list[dict[str, Any]]:
         with self._lock:
@@ -452,6 +497,7 @@ class FakeGitLab(JsonFakeServer):
             "created_at": now_iso(),
             "finished_at": now_iso() if state in _FINISHED else None,
             "author": self._user_json(me),
+            "allow_failure": False,
             "retried": False,
         }
         history.append(status)
@@ -461,6 +507,15 @@ class FakeGitLab(JsonFakeServer):
         history = self._project(args["project"]).statuses.get(args["sha"], [])
         show_all = request.query.get("all") in ("true", "1")
         return self._page(request, [s for s in history if show_all or not s["retried"]])
+
+    def _list_pipelines(self, request: Request, args: dict[str, str], me: int) -> Reply:
+        """Newest first, as GitLab orders them by default; `sha` and `ref` filter."""
+        pipelines = sorted(self._project(args["project"]).pipelines.values(),
+                           key=lambda p: -p["id"])
+        for key in ("sha", "ref", "status"):
+            if request.query.get(key):
+                pipelines = [p for p in pipelines if p[key] == request.query[key]]
+        return self._page(request, [copy.deepcopy(p) for p in pipelines])
 
     # -- pagination -----------------------------------------------------------------------
     @staticmethod

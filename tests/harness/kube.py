@@ -18,11 +18,24 @@ impersonated user may write only in those namespaces (and cluster-scoped objects
 allowed); anything else answers 403 Forbidden with the real server's Status body. Reads are
 not restricted. DELETE honours `preconditions` (uid, resourceVersion) with a 409 Conflict.
 
+Jobs (batch/v1) are run by the same controller: on creation the server defaults the selector
+and the pod labels as a real one does (`batch.kubernetes.io/controller-uid`, `job-name`); after
+`ready_delay` a pod exists and the Job finishes with the real conditions, `Complete` (after
+`SuccessCriteriaMet`) unless `job_outcome(image, ...)` says its image fails (`Failed` with
+`BackoffLimitExceeded`, after `FailureTarget`), cannot be pulled (the pod waits in
+ImagePullBackOff, the Job stays active) or runs until deleted. Deleting a Job deletes its pods.
+
 Applying a CustomResourceDefinition serves its kind at every served version, preferred version
 first in discovery as a real server orders them; `install_router_crds()` installs the traffic
 routers' CRDs kept in tests/harness/crds/ (the `router_crds` fixture does it for a test).
 
-Deliberate simplifications: no watch history beyond a polling stream, no dry-run, no field
+Dry-run: a server-side apply with `dryRun=All` runs every check and answers what would be
+stored, storing nothing (its write is recorded with `dry_run=True`); `fieldValidation=Strict`
+refuses fields the fake's small schema (STRICT_FIELDS: the workload, pod and container fields,
+ConfigMaps, Secrets, Services) does not know, with the real server's 400 "strict decoding error".
+Other verbs refuse `dryRun`.
+
+Deliberate simplifications: no watch history beyond a polling stream, no field
 conflicts on server-side apply (every apply behaves as if forced), no garbage collection by
 owner references, no admission beyond a few validations that real servers also enforce.
 """
@@ -532,6 +545,7 @@ class Write:
     user: str | None  # the impersonated user; None when the request impersonated no one
     groups: tuple[str, ...]
     allowed: bool
+    dry_run: bool = False  # dryRun=All: checked and answered, never stored
 
     @property
     def target(self) -> str:
@@ -611,6 +625,7 @@ class FakeKube:
         self._store: dict[tuple[str, str, str, str], Obj] = {}
         self._progress: dict[tuple[str, str, str, str], _Progress] = {}
         self._blocks: list[TemplatePredicate] = []
+        self._job_outcomes: dict[str, str] = {}  # image → Failed | ImagePullBackOff | Running
         self._faults: list[_Fault] = []
         self._rv = itertools.count(1)
         self._last_rv = 0
@@ -698,6 +713,13 @@ class FakeKube:
             return any(container.get("image") == image for container in containers)
 
         self.block(uses_image)
+
+    def job_outcome(self, image: str, outcome: str) -> None:
+        """Jobs running `image` end `Failed`, wait in `ImagePullBackOff`, or stay `Running`
+        (any other Job completes)."""
+        assert outcome in ("Failed", "ImagePullBackOff", "Running", "Complete"), outcome
+        with self._lock:
+            self._job_outcomes[image] = outcome
 
     def unblock_all(self) -> None:
         with self._lock:
@@ -892,8 +914,10 @@ class FakeKube:
         *,
         applied: Obj | None = None,
         status_write: bool = False,
+        dry_run: bool = False,
     ) -> Obj:
-        """Validates, fills system metadata and stores `new`; a no-op keeps the old version."""
+        """Validates, fills system metadata and stores `new`; a no-op keeps the old version.
+        `dry_run` answers what would be stored and stores nothing."""
         new = copy.deepcopy(new)
         new["apiVersion"], new["kind"] = rt.api_version, rt.kind
         meta = new.setdefault("metadata", {})
@@ -929,11 +953,13 @@ class FakeKube:
         meta["managedFields"] = self._managed_fields(rt, old, new, manager, applied, status_write)
         if old is not None and _without_times(old) == _without_times(new):
             return old
+        if dry_run:
+            return new  # resourceVersion stays the live one's (none for a create)
         meta["resourceVersion"] = self._next_rv()
         key = self._key(rt, meta.get("namespace"), name)
         self._store[key] = new
         self.stored.append(copy.deepcopy(new))
-        if rt.kind in WORKLOAD_KINDS:
+        if rt.kind in WORKLOAD_KINDS or rt.kind == "Job":
             self._note_progress(key, new)
         if rt.kind == "CustomResourceDefinition":
             self._register_crd(new)
@@ -993,6 +1019,8 @@ class FakeKube:
             spec.setdefault("updateStrategy", {"type": "RollingUpdate"})
         elif rt.kind == "DaemonSet":
             spec.setdefault("updateStrategy", {"type": "RollingUpdate"})
+        elif rt.kind == "Job":
+            self._default_job(obj)
         elif rt.kind == "CustomResourceDefinition":
             names = obj.get("spec", {}).get("names", {})
             obj["status"] = {
@@ -1071,6 +1099,11 @@ class FakeKube:
     def _delete(self, rt: ResourceType, key: tuple[str, str, str, str]) -> Obj:
         obj = self._store.pop(key)
         self._progress.pop(key, None)
+        if rt.kind == "Job":  # the garbage collector's part: the Job's pods go with it
+            for other in [k for k in self._store if k[:3] == ("", "pods", key[2])
+                          and self._store[k]["metadata"].get("labels", {}).get(
+                              "batch.kubernetes.io/job-name") == key[3]]:
+                self._store.pop(other)
         if rt.kind == "Namespace":
             for other in [
                 k for k, o in self._store.items() if o["metadata"].get("namespace") == key[3]
@@ -1106,7 +1139,12 @@ class FakeKube:
                 return 200, document
             route = self._route(path)
             rt = route.rt
-            self._authorize_write(method, route, user, groups)
+            dry_run = query.get("dryRun") == "All"
+            self._authorize_write(method, route, user, groups, dry_run)
+            if dry_run and not (
+                method == "PATCH" and content_type.startswith("application/apply-patch")
+            ):
+                raise ApiError(400, "BadRequest", "the fake supports dryRun only on apply")
             if route.name is None:
                 if method == "GET":
                     return 200, self._list(route, query)
@@ -1166,7 +1204,12 @@ class FakeKube:
             raise ApiError(405, "MethodNotAllowed", f"{method} is not supported")
 
     def _authorize_write(
-        self, method: str, route: _Route, user: str | None, groups: tuple[str, ...]
+        self,
+        method: str,
+        route: _Route,
+        user: str | None,
+        groups: tuple[str, ...],
+        dry_run: bool = False,
     ) -> None:
         """Records a write and answers 403 like the real RBAC authorizer when `user` (as
         impersonated) has no grant for where it writes. Reads are not recorded."""
@@ -1180,7 +1223,9 @@ class FakeKube:
         namespace = route.namespace if rt.namespaced else None
         grant = self._grants.get(user) if user is not None else None
         allowed = grant is None or grant.allows(rt.namespaced, namespace)
-        self.writes.append(Write(verb, resource, namespace, route.name, user, groups, allowed))
+        self.writes.append(
+            Write(verb, resource, namespace, route.name, user, groups, allowed, dry_run)
+        )
         if allowed:
             return
         subject = f'{rt.qualified} "{route.name}"' if route.name else rt.qualified
@@ -1297,6 +1342,9 @@ class FakeKube:
                 raise ApiError(
                     422, "Invalid", "PATCH requests with an apply patch require a fieldManager"
                 )
+            if query.get("fieldValidation") == "Strict":
+                _strict_check(rt, applied)
+            dry_run = query.get("dryRun") == "All"
             config = copy.deepcopy(applied)
             config.setdefault("metadata", {})["name"] = route.name
             if live is None:
@@ -1308,6 +1356,7 @@ class FakeKube:
                     ("Apply", manager_name),
                     applied=applied,
                     status_write=status_write,
+                    dry_run=dry_run,
                 )
                 return 201, self._view(rt, stored)
             self._check_precondition(
@@ -1322,6 +1371,7 @@ class FakeKube:
                 ("Apply", manager_name),
                 applied=applied,
                 status_write=status_write,
+                dry_run=dry_run,
             )
             return 200, self._view(rt, stored)
         if live is None:
@@ -1713,6 +1763,82 @@ class FakeKube:
             status["unavailableReplicas"] = replicas - available
         return {k: v for k, v in status.items() if v != 0 or k == "observedGeneration"}
 
+    @staticmethod
+    def _default_job(obj: Obj) -> None:
+        """What the API server fills in a new Job: its selector on the controller uid and the
+        pod labels that match it; backoffLimit, completions and parallelism."""
+        meta, spec = obj["metadata"], obj.setdefault("spec", {})
+        spec.setdefault("backoffLimit", 6)
+        spec.setdefault("completions", 1)
+        spec.setdefault("parallelism", 1)
+        uid = meta.get("uid")
+        if uid and not spec.get("selector"):
+            spec["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
+            labels = spec.setdefault("template", {}).setdefault("metadata", {}).setdefault(
+                "labels", {})
+            labels.update({"batch.kubernetes.io/controller-uid": uid, "controller-uid": uid,
+                           "batch.kubernetes.io/job-name": meta["name"],
+                           "job-name": meta["name"]})
+
+    def _job_status(self, obj: Obj, progress: _Progress, blocked: bool) -> Obj:
+        """A Job `ready_delay` after creation: its pod exists, and it is over (or not) as
+        `job_outcome` says for its image."""
+        spec, old = obj.get("spec", {}), obj.get("status", {})
+        if any(c.get("type") in ("Complete", "Failed") for c in old.get("conditions", [])):
+            return old
+        containers = spec.get("template", {}).get("spec", {}).get("containers", [])
+        outcome = next((self._job_outcomes[c.get("image")] for c in containers
+                        if c.get("image") in self._job_outcomes), "Complete")
+        now = _now()
+        self._job_pod(obj, outcome)
+        status: Obj = {"startTime": old.get("startTime", now), "ready": 0, "terminating": 0,
+                       "uncountedTerminatedPods": {}}
+        if outcome in ("Running", "ImagePullBackOff"):
+            return {**status, "active": 1}
+        if outcome == "Complete":
+            reason, message = "CompletionsReached", "Reached expected number of succeeded pods"
+            return {**status, "succeeded": 1, "completionTime": now,
+                    "conditions": [_job_condition("SuccessCriteriaMet", reason, message, now),
+                                   _job_condition("Complete", reason, message, now)]}
+        reason, message = "BackoffLimitExceeded", "Job has reached the specified backoff limit"
+        return {**status, "failed": int(spec.get("backoffLimit", 6)) + 1,
+                "conditions": [_job_condition("FailureTarget", reason, message, now),
+                               _job_condition("Failed", reason, message, now)]}
+
+    def _job_pod(self, job: Obj, outcome: str) -> None:
+        """The Job's one pod, in the state its outcome implies."""
+        meta = job["metadata"]
+        name = f"{meta['name']}-{_hash(meta['uid'])[:5]}"
+        key = ("", "pods", meta["namespace"], name)
+        if key in self._store:
+            return
+        containers = job["spec"]["template"].get("spec", {}).get("containers", [])
+        if outcome == "ImagePullBackOff":
+            states = [{"name": c.get("name"), "ready": False, "image": c.get("image"),
+                       "state": {"waiting": {"reason": "ImagePullBackOff", "message":
+                                 f'Back-off pulling image "{c.get("image")}"'}}}
+                      for c in containers]
+            phase = "Pending"
+        else:
+            code = 1 if outcome == "Failed" else 0
+            running = {"running": {"startedAt": _now()}}
+            finished = {"terminated": {"exitCode": code, "reason": "Error" if code else
+                                       "Completed"}}
+            states = [{"name": c.get("name"), "ready": outcome == "Running",
+                       "image": c.get("image"),
+                       "state": running if outcome == "Running" else finished}
+                      for c in containers]
+            phase = {"Running": "Running", "Failed": "Failed"}.get(outcome, "Succeeded")
+        self._store[key] = {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": meta["namespace"], "uid": str(uuid.uuid4()),
+                         "resourceVersion": self._next_rv(), "creationTimestamp": _now(),
+                         "labels": dict(job["spec"]["template"].get("metadata", {}).get(
+                             "labels", {}))},
+            "spec": copy.deepcopy(job["spec"]["template"].get("spec", {})),
+            "status": {"phase": phase, "containerStatuses": states},
+        }
+
     def _statefulset_status(self, obj: Obj, progress: _Progress, blocked: bool) -> Obj:
         desired = int(obj.get("spec", {}).get("replicas", 1))
         name = obj["metadata"]["name"]
@@ -1756,7 +1882,82 @@ _STATUS_MAKERS = {
     "Deployment": FakeKube._deployment_status,
     "StatefulSet": FakeKube._statefulset_status,
     "DaemonSet": FakeKube._daemonset_status,
+    "Job": FakeKube._job_status,
 }
+
+
+_POD_FIELDS = frozenset(
+    [
+        "volumes", "initContainers", "containers", "ephemeralContainers",
+        "restartPolicy", "terminationGracePeriodSeconds", "activeDeadlineSeconds",
+        "dnsPolicy", "nodeSelector", "serviceAccountName", "serviceAccount",
+        "automountServiceAccountToken", "nodeName", "hostNetwork", "hostPID", "hostIPC",
+        "shareProcessNamespace", "securityContext", "imagePullSecrets", "hostname",
+        "subdomain", "affinity", "schedulerName", "tolerations", "hostAliases",
+        "priorityClassName", "priority", "dnsConfig", "readinessGates",
+        "runtimeClassName", "enableServiceLinks", "preemptionPolicy", "overhead",
+        "topologySpreadConstraints", "setHostnameAsFQDN", "os", "hostUsers",
+        "schedulingGates", "resourceClaims", "resources"
+    ]
+)
+_CONTAINER_FIELDS = frozenset(
+    [
+        "name", "image", "command", "args", "workingDir", "ports", "envFrom", "env",
+        "resources", "resizePolicy", "restartPolicy", "volumeMounts", "volumeDevices",
+        "livenessProbe", "readinessProbe", "startupProbe", "lifecycle",
+        "terminationMessagePath", "terminationMessagePolicy", "imagePullPolicy",
+        "securityContext", "stdin", "stdinOnce", "tty"
+    ]
+)
+_OBJECT = frozenset({"apiVersion", "kind", "metadata", "spec", "status"})
+# kind → {dotted path ("" the object, "[]" each item of a list) → the fields allowed there}
+STRICT_FIELDS: dict[str, dict[str, frozenset[str]]] = {
+    "Deployment": {
+        "": _OBJECT,
+        "spec": frozenset(
+            [
+                "replicas", "selector", "template", "strategy",
+                "minReadySeconds", "revisionHistoryLimit", "paused",
+                "progressDeadlineSeconds"
+            ]
+        ),
+        "spec.template": frozenset({"metadata", "spec"}),
+        "spec.template.spec": _POD_FIELDS,
+        "spec.template.spec.containers[]": _CONTAINER_FIELDS,
+        "spec.template.spec.initContainers[]": _CONTAINER_FIELDS,
+    },
+    "ConfigMap": {"": frozenset({"apiVersion", "kind", "metadata", "data", "binaryData",
+                                 "immutable"})},
+    "Secret": {"": frozenset({"apiVersion", "kind", "metadata", "data", "stringData", "type",
+                              "immutable"})},
+    "Service": {"": _OBJECT},
+}
+
+
+def _strict_check(rt: ResourceType, obj: Obj) -> None:
+    """fieldValidation=Strict: a field the schema does not declare is a 400, as on a real
+    server (`strict decoding error: unknown field "spec.replica"`)."""
+    schema = STRICT_FIELDS.get(rt.kind)
+    if schema is None or rt not in BUILTIN_TYPES:
+        return
+    unknown = []
+    for path, allowed in schema.items():
+        parts = path.replace("[]", "").split(".") if path else []
+        node: Any = obj
+        for part in parts:
+            node = node.get(part) if isinstance(node, dict) else None
+        items = node if path.endswith("[]") and isinstance(node, list) else [node]
+        for index, item in enumerate(items):
+            if not isinstance(item, dict):
+                continue
+            where = path.replace("[]", f"[{index}]") if path.endswith("[]") else path
+            unknown += [f"{where}.{k}" if where else k for k in item if k not in allowed]
+    if unknown:
+        raise ApiError(
+            400,
+            "BadRequest",
+            "strict decoding error: " + ", ".join(f'unknown field "{u}"' for u in unknown),
+        )
 
 
 def _condition(
@@ -1774,6 +1975,11 @@ def _condition(
         if before.get("status") != status
         else before.get("lastTransitionTime", now),
     }
+
+
+def _job_condition(kind: str, reason: str, message: str, now: str) -> Obj:
+    return {"type": kind, "status": "True", "reason": reason, "message": message,
+            "lastProbeTime": now, "lastTransitionTime": now}
 
 
 def _hash(value: Any) -> str:

@@ -81,6 +81,32 @@ def github_pr_merged(
     return payload
 
 
+def github_pr_updated(
+    action: str = "opened",
+    head_sha: str = "a" * 40,
+    full_name: str = "acme/gitops",
+    clone_url: str = "https://github.com/acme/gitops.git",
+    number: int = 7,
+    base: str = "main",
+    head: str = "feature",
+    head_repo: str | None = None,
+) -> dict[str, Any]:
+    """An open PR's `pull_request` event (opened, synchronize, reopened); `head_repo` names the
+    fork the head branch comes from."""
+    payload = github_pr_merged(full_name=full_name, clone_url=clone_url, number=number,
+                               base=base, head=head, merged=False, action=action)
+    pr = payload["pull_request"]
+    pr.update(state="open", closed_at=None, merged_by=None)
+    pr["head"]["sha"] = head_sha
+    if head_repo is not None:
+        fork = _github_repo(head_repo, f"https://github.com/{head_repo}.git", "main")
+        fork.update(id=7777, fork=True)
+        pr["head"].update(repo=fork, label=f"{head_repo.split('/')[0]}:{head}")
+    if action == "synchronize":
+        payload.update(before="c" * 40, after=head_sha)
+    return payload
+
+
 def github_comment(
     body: str,
     full_name: str = "acme/gitops",
@@ -172,6 +198,28 @@ def gitlab_mr_merged(
         },
         "labels": [], "changes": {},
     }
+
+
+def gitlab_mr_updated(
+    action: str = "open",
+    head_sha: str = "da1560886d4f094c3e6c9ef40349f7d38b5d27d7",
+    path: str = "acme/gitops",
+    clone_url: str = "https://gitlab.example.com/acme/gitops.git",
+    project_id: int = 15,
+    iid: int = 7,
+    target: str = "main",
+    source: str = "feature",
+    oldrev: str | None = None,
+) -> dict[str, Any]:
+    """An open MR's hook (open, reopen, update); an update that pushed commits has `oldrev`."""
+    payload = gitlab_mr_merged(path=path, clone_url=clone_url, project_id=project_id, iid=iid,
+                               merge_sha=None, target=target, source=source, action=action)
+    attrs = payload["object_attributes"]
+    attrs["last_commit"]["id"] = head_sha
+    attrs["state"] = "opened"
+    if oldrev is not None:
+        attrs["oldrev"] = oldrev
+    return payload
 
 
 def gitlab_note(

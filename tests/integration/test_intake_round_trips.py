@@ -194,7 +194,7 @@ def test_a_renamed_repository_costs_one_read_of_its_pin(client, redis, redis_url
     (lambda c: post_github(c, payloads.github_comment("just a comment"), event="issue_comment"),
      []),
     (lambda c: post_github(c, {"zen": "Keep it simple.", "hook_id": 1}, event="ping"), []),
-    (lambda c: post_gitlab(c, payloads.gitlab_mr_merged(action="open")), []),
+    (lambda c: post_gitlab(c, payloads.gitlab_mr_merged(action="close")), []),
 ], ids=["unserved-repository", "other-branch", "no-command", "ping", "gitlab-not-merged"])
 def test_ignored_deliveries_write_nothing(client, redis, redis_url, send, reads):
     with watched(redis_url) as seen:

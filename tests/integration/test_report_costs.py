@@ -104,6 +104,27 @@ def test_a_deleted_comment_is_created_again_and_remembered(
         ("PATCH", f"/repos/{GITHUB_REPO}/issues/comments/{second}")]
 
 
+def test_the_preview_comment_is_a_second_sticky_comment_with_the_same_discipline(
+    redis_client, github_forge, github_repo, fake_github
+):
+    deploy_id = publish(redis_client, github_forge, github_repo, "step 1")
+    marker = "<!-- coalmine:pr-preview -->"
+    first = comment.publish_body(redis_client, github_forge, github_repo, PR, marker,
+                                 f"{marker}\npreview of abc")
+    assert first != deploy_id
+    mark = len(fake_github.calls)
+    assert comment.publish_body(redis_client, github_forge, github_repo, PR, marker,
+                                f"{marker}\npreview of abc") == first
+    assert requests_after(fake_github, mark) == []  # unchanged: no call
+    comment.publish_body(redis_client, github_forge, github_repo, PR, marker,
+                         f"{marker}\npreview of def")
+    assert requests_after(fake_github, mark) == [
+        ("PATCH", f"/repos/{GITHUB_REPO}/issues/comments/{first}")]
+    bodies = {c["id"]: c["body"] for c in fake_github.comments(GITHUB_REPO, PR)}
+    assert bodies[first].endswith("preview of def") and "step 1" in bodies[deploy_id]
+    assert publish(redis_client, github_forge, github_repo, "step 1") == deploy_id
+
+
 def test_a_comment_quoting_the_marker_is_never_taken_for_the_bots(
     redis_client, github_forge, github_repo, fake_github
 ):

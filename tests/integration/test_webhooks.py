@@ -76,7 +76,8 @@ def test_github_ping_answers_200(app_and_queue):
 
 
 @pytest.mark.parametrize("payload,event", [
-    (payloads.github_pr_merged(action="opened"), "pull_request"),
+    (payloads.github_pr_updated(action="edited"), "pull_request"),
+    (payloads.github_pr_updated(base="develop"), "pull_request"),
     (payloads.github_pr_merged(merged=False), "pull_request"),
     (payloads.github_pr_merged(base="develop"), "pull_request"),
     ({"ref": "refs/heads/main"}, "push"),
@@ -89,6 +90,16 @@ def test_github_events_not_acted_on_are_ignored(app_and_queue, payload, event):
     resp = post_github(client, payload, event=event)
     assert resp.status_code == 200 and resp.get_json()["status"] == "ignored"
     assert queue.job_ids == []
+
+
+def test_open_pull_requests_into_the_deploy_branch_enqueue_the_preview(app_and_queue):
+    client, queue = app_and_queue
+    resp = post_github(client, payloads.github_pr_updated(action="synchronize"))
+    assert resp.status_code == 202
+    assert queue.fetch_job(resp.get_json()["job_id"]).func_name == "handlers.preview.run"
+    resp = post_gitlab(client, payloads.gitlab_mr_updated(action="open"))
+    assert resp.status_code == 202
+    assert queue.fetch_job(resp.get_json()["job_id"]).func_name == "handlers.preview.run"
 
 
 def test_github_comment_with_command_is_enqueued(app_and_queue):
@@ -179,8 +190,10 @@ def test_gitlab_bad_token_is_401(app_and_queue, token):
 def test_gitlab_bad_json_and_ignored_events(app_and_queue):
     client, queue = app_and_queue
     assert post_gitlab(client, None, body=b"{{").status_code == 400
-    resp = post_gitlab(client, payloads.gitlab_mr_merged(action="open"))
+    resp = post_gitlab(client, payloads.gitlab_mr_merged(action="close"))
     assert resp.status_code == 200 and resp.get_json()["status"] == "ignored"
+    resp = post_gitlab(client, payloads.gitlab_mr_updated(target="develop"))
+    assert resp.status_code == 200 and "deploy branch" in resp.get_json()["reason"]
     resp = post_gitlab(client, {"object_kind": "push"}, event="Push Hook")
     assert resp.status_code == 200
     resp = post_gitlab(client, payloads.gitlab_note("/abort", action="update"), event="Note Hook")

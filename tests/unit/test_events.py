@@ -19,9 +19,23 @@ def test_github_closed_without_merge_is_ignored():
     assert isinstance(ev, events.Ignored) and "without merging" in ev.reason
 
 
-def test_github_opened_pull_request_is_ignored():
-    ev = events.parse_github("pull_request", payloads.github_pr_merged(action="opened"))
-    assert isinstance(ev, events.Ignored)
+def test_github_open_pull_request_actions_become_preview_events():
+    for action in ("opened", "synchronize", "reopened"):
+        ev = events.parse_github("pull_request",
+                                 payloads.github_pr_updated(action=action, head_sha="e" * 40))
+        assert isinstance(ev, events.PullRequestUpdated), action
+        assert (ev.number, ev.head_sha, ev.base_branch, ev.head_branch, ev.action) == \
+            (7, "e" * 40, "main", "feature", action)
+    for action in ("edited", "labeled", "closed"):
+        ev = events.parse_github("pull_request", payloads.github_pr_updated(action=action))
+        assert isinstance(ev, events.Ignored), action
+
+
+def test_github_preview_payload_without_head_sha_is_malformed():
+    payload = payloads.github_pr_updated()
+    payload["pull_request"]["head"]["sha"] = None
+    ev = events.parse_github("pull_request", payload)
+    assert isinstance(ev, events.Malformed) and "head.sha" in ev.reason
 
 
 def test_github_merged_payload_without_sha_is_malformed():
@@ -77,9 +91,27 @@ def test_gitlab_fast_forward_merge_uses_last_commit():
 
 
 def test_gitlab_other_mr_actions_are_ignored():
-    for action in ("open", "update", "close", "approved"):
+    for action in ("close", "approved", "unapproved"):
         ev = events.parse_gitlab("Merge Request Hook", payloads.gitlab_mr_merged(action=action))
         assert isinstance(ev, events.Ignored)
+
+
+def test_gitlab_open_reopen_and_pushed_update_become_preview_events():
+    for action, oldrev in (("open", None), ("reopen", None), ("update", "c" * 40)):
+        ev = events.parse_gitlab("Merge Request Hook", payloads.gitlab_mr_updated(
+            action=action, head_sha="e" * 40, oldrev=oldrev))
+        assert isinstance(ev, events.PullRequestUpdated), action
+        assert (ev.number, ev.head_sha, ev.base_branch, ev.action) == (7, "e" * 40, "main",
+                                                                       action)
+
+
+def test_gitlab_update_without_new_commits_is_ignored_unless_retargeted():
+    ev = events.parse_gitlab("Merge Request Hook", payloads.gitlab_mr_updated(action="update"))
+    assert isinstance(ev, events.Ignored) and "without new commits" in ev.reason
+    payload = payloads.gitlab_mr_updated(action="update")
+    payload["changes"] = {"target_branch": {"previous": "dev", "current": "main"}}
+    assert isinstance(events.parse_gitlab("Merge Request Hook", payload),
+                      events.PullRequestUpdated)
 
 
 def test_gitlab_note_create_update_and_legacy():

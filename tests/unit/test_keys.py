@@ -21,6 +21,8 @@ def test_key_formats_are_unchanged():
     assert keys.rollout_reported(ROLLOUT, "abc") == f"{ROLLOUT}:reported:abc"
     assert (keys.ROLLOUTS_DUE, keys.ROLLOUTS_ACTIVE, keys.ROLLOUTS_UNREPORTED) == (
         "coalmine:rollouts:due", "coalmine:rollouts:active", "coalmine:rollouts:unreported")
+    assert (keys.ROLLOUTS_RECENT, keys.DEPLOYMENTS_RECENT) == (
+        "coalmine:rollouts:recent", "coalmine:deployments:recent")
     assert keys.report_lock("github", "acme/gitops", 7) == "coalmine:report:github:acme/gitops:7"
     assert keys.pr_rollouts("github", "acme/gitops", 7) == \
         "coalmine:pr-rollouts:github:acme/gitops:7"
@@ -36,6 +38,14 @@ def test_key_formats_are_unchanged():
     assert keys.deployment("github", "acme/gitops", "abc", "web") == \
         "coalmine:deployment:github:acme/gitops:abc:web"
     assert keys.repo_pins("gitlab") == "coalmine:repo-pins:gitlab"
+    assert keys.GATES_WAITING == "coalmine:gates:waiting"
+    assert keys.gate_slot("github", 9, "main") == "coalmine:gate:github:9:main"
+    assert keys.gate_pr("github", "acme/gitops", 7) == "coalmine:gate-pr:github:acme/gitops:7"
+    assert keys.gate_override("github", 9, "abc") == "coalmine:gate-override:github:9:abc"
+    assert (keys.DRIFT_WATCH, keys.DRIFT_SWEEP, keys.DRIFT_COUNTS) == (
+        "coalmine:drift:watch", "coalmine:drift:sweep", "coalmine:drift:counts")
+    assert keys.drift_state("github", "acme/gitops", "web") == \
+        "coalmine:drift:github:acme/gitops:web"
     assert keys.repo_names("gitlab") == "coalmine:repo-names:gitlab"
     assert (keys.SCHEDULED, keys.LEASES) == ("coalmine:scheduled", "coalmine:leases")
     assert keys.delivery("github", "d" * 300) == "coalmine:delivery:github:" + "d" * 200

@@ -237,6 +237,14 @@ def rollout_error(steps_yaml: str) -> str:
             ),
         ),
         (
+            "        - experiment: {templates: [], dryRun: [{metricName: x}]}",
+            (
+                "deploy/web/rollout.yaml: Rollout web: spec.strategy.canary.steps[0].experiment."
+                "dryRun: dryRun is not supported on an experiment step yet; put the rule in the "
+                "AnalysisTemplate's spec instead"
+            ),
+        ),
+        (
             "        - setWeight: 5\n        - setCanaryScale: {replicas: 3}",
             (
                 "deploy/web/rollout.yaml: Rollout web: spec.strategy.canary.steps[1]."
@@ -308,12 +316,45 @@ def rollout_error(steps_yaml: str) -> str:
         (
             (
                 "        - analysis:\n            templates: [{templateName: t}]\n"
-                "            args: [{name: hash, valueFrom: {podTemplateHashValue: Latest}}]"
+                "            args: [{name: token, valueFrom: {secretKeyRef: {name: s, key: k}}}]"
             ),
             (
-                "deploy/web/rollout.yaml: Rollout web: spec.strategy.canary.steps[0].analysis.args[0].valueFrom: "
-                "valueFrom is not supported (podTemplateHashValue, fieldRef, secretKeyRef); give a "
-                "literal value"
+                "deploy/web/rollout.yaml: Rollout web: spec.strategy.canary.steps[0].analysis.args[0].valueFrom."
+                "secretKeyRef: a Rollout's args cannot read secrets (Argo has no secretKeyRef here); "
+                "declare the argument with valueFrom.secretKeyRef in the AnalysisTemplate's args"
+            ),
+        ),
+        (
+            (
+                "        - analysis:\n            templates: [{templateName: t}]\n"
+                "            args: [{name: hash, valueFrom: {podTemplateHashValue: Newest}}]"
+            ),
+            (
+                "deploy/web/rollout.yaml: Rollout web: spec.strategy.canary.steps[0].analysis.args[0].valueFrom."
+                "podTemplateHashValue: 'Newest' must be Stable or Latest"
+            ),
+        ),
+        (
+            (
+                "        - analysis:\n            templates: [{templateName: t}]\n"
+                "            args: [{name: w, valueFrom: {fieldRef: {fieldPath: status.canary.weights}}}]"
+            ),
+            (
+                "deploy/web/rollout.yaml: Rollout web: spec.strategy.canary.steps[0].analysis.args[0].valueFrom."
+                "fieldRef.fieldPath: 'status.canary.weights': only metadata.* and spec.* paths can be read "
+                "(the Rollout's status is not kept: Coalmine never applies the Rollout)"
+            ),
+        ),
+        (
+            (
+                "        - analysis:\n            templates: [{templateName: t}]\n"
+                "            args: [{name: g, valueFrom: {fieldRef: {fieldPath: metadata.generation}}}]"
+            ),
+            (
+                "deploy/web/rollout.yaml: Rollout web: spec.strategy.canary.steps[0].analysis.args[0].valueFrom."
+                "fieldRef.fieldPath: 'metadata.generation': supported metadata paths are metadata.name, "
+                "metadata.namespace, metadata.uid, metadata.labels, metadata.annotations, "
+                "metadata.labels['key'], metadata.annotations['key']"
             ),
         ),
         (
@@ -327,10 +368,18 @@ def rollout_error(steps_yaml: str) -> str:
             ),
         ),
         (
-            "        - analysis: {templates: [{templateName: t}], dryRun: [{metricName: x}]}",
+            "        - analysis: {templates: [{templateName: t}], dryRun: [{metricName: '(x'}]}",
             (
-                "deploy/web/rollout.yaml: Rollout web: spec.strategy.canary.steps[0].analysis.dryRun: dry-run "
-                "metrics are not supported yet; remove dryRun"
+                "deploy/web/rollout.yaml: Rollout web: spec.strategy.canary.steps[0].analysis.dryRun[0]."
+                "metricName: '(x' is not a regular expression: missing ), unterminated subpattern at "
+                "position 0"
+            ),
+        ),
+        (
+            "        - analysis: {templates: [{templateName: t}], measurementRetention: [{metricName: x}]}",
+            (
+                "deploy/web/rollout.yaml: Rollout web: spec.strategy.canary.steps[0].analysis."
+                "measurementRetention[0].limit: nothing is not a whole number"
             ),
         ),
         (
@@ -458,7 +507,7 @@ METRIC = "  metrics:\n  - name: m\n    provider: {prometheus: {query: up}}\n"
             "  metrics:\n  - name: m\n    provider: {datadog: {query: x}}\n",
             (
                 "spec.metrics[0].provider.datadog: provider 'datadog' is not supported (supported: "
-                "prometheus, web)"
+                "prometheus, web, job)"
             ),
         ),
         (
@@ -545,11 +594,16 @@ METRIC = "  metrics:\n  - name: m\n    provider: {prometheus: {query: up}}\n"
         ),
         ("  metrics: []\n", "spec.metrics: needs at least one metric"),
         (
-            "  args:\n  - name: token\n    valueFrom: {secretKeyRef: {name: s, key: k}}\n" + METRIC,
+            "  args:\n  - name: token\n    valueFrom: {fieldRef: {fieldPath: metadata.name}}\n"
+            + METRIC,
             (
-                "spec.args[0].valueFrom: valueFrom (secretKeyRef, fieldRef) is not supported; give a "
-                "value, or pass one from the rollout's args"
+                "spec.args[0].valueFrom.fieldRef: Argo resolves fieldRef only in a Rollout's args; "
+                "pass the value from there"
             ),
+        ),
+        (
+            "  args:\n  - name: token\n    valueFrom: {secretKeyRef: {name: s}}\n" + METRIC,
+            "spec.args[0].valueFrom.secretKeyRef.key: must be a non-empty string, got nothing",
         ),
         (
             "  templates: [{templateName: other}]\n" + METRIC,

@@ -6,6 +6,8 @@ shell against a FakeCluster holding the router's objects; the tests read the obj
 
 from __future__ import annotations
 
+import dataclasses
+
 import yaml
 
 from bot.refs import RepoRef
@@ -179,3 +181,20 @@ def test_traffic_moves_only_once_the_canary_is_ready():
     world.now += 5
     world.send(m.Tick(None))
     assert world.weights() == {"web-stable": 80, "web-canary": 20}
+
+
+def test_a_new_rollout_first_takes_the_traffic_off_the_old_canary():
+    world = World()
+    world.send(m.Start())
+    assert world.weights()["web-canary"] == 20
+    # A newer merge starts its own rollout (handlers.rollout.start makes a fresh record).
+    newer = deployment("web:3")
+    context = dataclasses.replace(world.record.context, deployment=newer,
+                                  template_hash=traffic.template_hash(newer))
+    state = m.new_state(app="web", revision="c" * 40, stable_revision="a" * 40, pr=43,
+                        strategy=world.state.strategy)
+    world.record = RolloutRecord(state, context)
+    world.cluster.unready.add(CANARY)  # web:3's pods take a while
+    world.send(m.Start())
+    assert world.cluster.image(CANARY) == "web:3"
+    assert world.weights() == {"web-stable": 100, "web-canary": 0}  # not 20 % on unready web:3

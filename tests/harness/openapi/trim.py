@@ -25,6 +25,7 @@ OPERATIONS: dict[str, tuple[str, ...]] = {
     "/repos/{owner}/{repo}/statuses/{sha}": ("post",),
     "/repos/{owner}/{repo}/commits/{ref}/status": ("get",),
     "/repos/{owner}/{repo}/commits/{ref}/statuses": ("get",),
+    "/repos/{owner}/{repo}/commits/{ref}/check-runs": ("get",),
     "/repos/{owner}/{repo}/issues/{issue_number}/comments": ("get", "post"),
     "/repos/{owner}/{repo}/issues/comments/{comment_id}": ("get", "patch"),
     "/repos/{owner}/{repo}/issues/comments/{comment_id}/reactions": ("get", "post"),
