@@ -150,12 +150,15 @@ def allowed_in(reason: str) -> set[str] | None:
     plugin = re.search(r'no traffic router plugin but "([^"]+)"', reason)
     if plugin:
         return {plugin.group(1)}
-    listed = re.search(r"\((?:allowed|supported): ([^)]*)\)", reason)
+    listed = re.search(r"\((?:allowed|supported|known): ([^)]*)\)", reason)
     if listed:
         return {key.strip() for key in listed.group(1).split(",")}
-    only = re.search(r"\(expected `(\w+)`\)|takes only (\w+)\)", reason)
+    expected = re.search(r"\(expected ([^)]*)\)", reason)
+    if expected:
+        return set(re.findall(r"`(\w+)`", expected.group(1)))
+    only = re.search(r"takes only (\w+)\)", reason)
     if only:
-        return {only.group(1) or only.group(2)}
+        return {only.group(1)}
     return None
 
 
@@ -336,6 +339,10 @@ ROUTED = APP + """      canaryService: web-canary
 """
 MISTAKES = {
     "no apps": ("apps: []", []),
+    "a gate on Coalmine's own status": (BASE, [("gate", {"require": ["coalmine/web"]})]),
+    "an unknown content rule": (BASE, [("rules", {"forbidRoot": True})]),
+    "a drift rule without pointers": (BASE, [("apps", 0, "ignoreDifferences",
+                                              [{"kind": "Deployment"}])]),
     "an app without a namespace": (BASE, [("apps", 0, "namespace", None)]),
     "a name that is no DNS label": (BASE, [("apps", 0, "name", "Web")]),
     "an absolute path": (BASE, [("apps", 0, "path", "/deploy")]),
