@@ -19,7 +19,18 @@ from pathlib import Path
 
 # An entry point of the composition root: adapters and use cases are imported at the top like
 # anywhere else, so the import graph that import-linter checks is the one that runs.
-from bot import checks, cli_diff, cli_render, cli_rollouts, doctor, metrics, services, tenancy
+from bot import (
+    checks,
+    cli_diff,
+    cli_render,
+    cli_rollouts,
+    doctor,
+    embedded_guard,
+    metrics,
+    probes,
+    services,
+    tenancy,
+)
 from bot.cluster.model import Owner
 from bot.commands import Command
 from bot.config import ConfigError, Settings, load_settings, parse_repo_config
@@ -79,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     judge.add_argument("--cases", required=True, metavar="FILE",
                        help="JSON Lines file of cases, or - for standard input")
     _add_operator_commands(sub)
+    probes.add_arguments(sub.add_parser("probe", help="container health (exit 0/1): the web "
+                                        "process answers, or this host's worker is alive"))
     args = parser.parse_args(argv)
     if args.version or args.command == "version":
         print(_version_text())
@@ -162,6 +175,8 @@ def _run(args: argparse.Namespace) -> int:
         from bot.judge_cli import judge
 
         return judge(args.cases)
+    if args.command == "probe":
+        return probes.run(args)
     if args.command == "unpin-repo":
         return _unpin(args.forge, args.repo_id)
     if args.command == "serve":
@@ -329,7 +344,9 @@ def _serve(bind: str, workers: int | None) -> int:
     log_format(os.environ, sys.stderr)
     embedded = not os.environ.get("REDIS_URL")
     # The embedded queue lives in one process, so it must be exactly one gunicorn worker.
-    count = 1 if embedded else (workers or 2)
+    count, note = embedded_guard.web_workers(workers, os.environ, embedded)
+    if note:
+        print(note, file=sys.stderr, flush=True)
     gunicorn = shutil.which("gunicorn") or str(Path(sys.executable).with_name("gunicorn"))
     argv = [gunicorn, "--bind", bind, "--workers", str(count), "--threads", "8",
             "--access-logfile", "-", "bot.wsgi:create_app()"]
