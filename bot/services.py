@@ -104,10 +104,14 @@ class Services:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def forge(self, repo: RepoRef) -> Forge:
+        return self.forge_of(repo.forge)
+
+    def forge_of(self, kind: str) -> Any:
+        """The adapter of forge `kind` ("github", "gitlab"), built on first use."""
         with self._lock:
-            if repo.forge not in self._forges:
-                self._forges[repo.forge] = _build_forge(self.settings, repo.forge)
-            return self._forges[repo.forge]
+            if kind not in self._forges:
+                self._forges[kind] = _build_forge(self.settings, kind)
+            return self._forges[kind]
 
     def cluster(self, name: str | None, *, impersonate: str | None = None) -> Cluster:
         """The named cluster; with `impersonate`, a view whose every call is made as that user

@@ -12,7 +12,7 @@ import sys
 
 from flask import Flask
 
-from bot import metrics, services, web
+from bot import embedded_guard, metrics, services, web
 from bot.config import ConfigError, load_settings
 from bot.dashboard import pages as dashboard
 from bot.logs import setup_logging
@@ -35,8 +35,14 @@ def create_app() -> Flask:
         settings = load_settings()
         setup_logging(settings)
         svc = services.build(settings)
+        if svc.embedded:  # one process only: a second would run a second queue
+            embedded_guard.claim(settings.data_dir)
+            embedded_guard.refuse_forks()
     except ConfigError as exc:  # one line, not a traceback under "Worker failed to boot"
         print(f"coalmine web: configuration error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(WORKER_BOOT_ERROR) from None
+    except embedded_guard.EmbeddedInUse as exc:
+        print(f"coalmine web: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(WORKER_BOOT_ERROR) from None
     warning = metrics.split_counts_warning(os.environ)
     if warning:

@@ -288,7 +288,7 @@ def _owner_factory(repo: RepoRef) -> Callable[[str], Owner]:
 # --------------------------------------------------------------------------- adapters
 
 
-class _CheckedOut:
+class CheckedOut:
     """`Tree` over a worktree on disk."""
 
     def __init__(self, root: Path) -> None:
@@ -314,7 +314,7 @@ class MirrorSources:
     @contextmanager
     def checkout(self, repo: RepoRef, clone_url: str, sha: str) -> Iterator[Tree]:
         with self.svc.mirrors.checkout(repo_key(repo), clone_url, sha) as tree:
-            yield _CheckedOut(Path(tree))
+            yield CheckedOut(Path(tree))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -42,6 +42,10 @@ TRIGGERS: tuple[Trigger, ...] = (
             "and the preview comment (handlers.preview)"),
     Trigger("command", "webhook: a PR/MR comment holding a command", commands.run,
             "read the comment through the API, check the author's permission, act (COMMANDS)"),
+    Trigger("operator command", "the CLI: coalmine promote/abort/retry/pause/resume "
+            "(bot.cli_rollouts)", rollout.dispatch,
+            "feed the PR command's engine event, attributed to 'USER (CLI)', under the "
+            "rollout's lock"),
     Trigger("tick", "the schedule: a rollout's next wake-up (pause over, measurement due, "
             "health re-poll or recheck, deadline)", rollout.tick,
             "feed Tick to the engine under the rollout's lock; carry out its actions"),

@@ -445,6 +445,33 @@ class Cluster:
         """See bot.cluster.wait.wait_healthy: fails fast on Degraded, else waits up to timeout."""
         return health_wait.wait_healthy(self, refs, timeout_s, **kwargs)
 
+    # -- what this identity may do (coalmine doctor) -----------------------------------------
+
+    def server_version(self) -> str:
+        """The API server's version (GET /version): the cluster answers this credential."""
+        answer = self.call("get the server version",
+                           k8s_client.VersionApi(self.api_client).get_code,
+                           _request_timeout=self.request_timeout_s)
+        return str(answer.git_version)
+
+    def can_i(self, verb: str, resource: str, *, group: str = "", namespace: str | None = None,
+              name: str | None = None) -> tuple[bool, str]:
+        """(allowed, the authorizer's reason) of a SelfSubjectAccessReview: whether this
+        identity (the impersonated user in a view) may `verb` the `resource` (plural)."""
+        attributes = {"verb": verb, "resource": resource, "group": group}
+        if namespace is not None:
+            attributes["namespace"] = namespace
+        if name is not None:
+            attributes["name"] = name
+        body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                "spec": {"resourceAttributes": attributes}}
+        answer = self.call(f"review access to {verb} {resource}",
+                           k8s_client.AuthorizationV1Api(self.api_client)
+                           .create_self_subject_access_review,
+                           body, _request_timeout=self.request_timeout_s)
+        status = answer.status
+        return bool(status.allowed), str(status.reason or status.evaluation_error or "")
+
 
 def status_message(err: ApiException) -> str:
     """The API server's own explanation from a Status body, with reason and HTTP code."""

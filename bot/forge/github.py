@@ -286,6 +286,29 @@ class GitHubForge:
             self._bot_login = self._guard("finding the bot's login", self._who_am_i)
         return self._bot_login
 
+    def credential_grants(self) -> dict[str, Any]:
+        """What the credential is and may do, as far as GitHub tells (`coalmine doctor`):
+        a token's login and, for a classic token, its scopes (the `X-OAuth-Scopes` header of
+        GET /user; None when GitHub sends none, as for fine-grained tokens); an App's slug and
+        the permissions it asks of installations (GET /app)."""
+        if self._token is None:
+            app = self._guard("reading the App", lambda: self._api().getitem(
+                "/app", jwt=self._app_jwt()))
+            return {"kind": "app", "login": f"{app['slug']}[bot]",
+                    "permissions": dict(app.get("permissions") or {})}
+
+        async def who() -> httpx.Response:
+            answer = self._http.get(f"{self._api_url}/user", headers={
+                "Authorization": f"token {self._token}", "Accept": "application/vnd.github+json"})
+            answer.raise_for_status()
+            return answer
+
+        answer = self._guard("reading the token's user", who)
+        scopes = answer.headers.get("X-OAuth-Scopes")
+        return {"kind": "token", "login": str(answer.json().get("login") or ""),
+                "scopes": None if scopes is None else
+                sorted(s.strip() for s in scopes.split(",") if s.strip())}
+
     def close(self) -> None:
         """Close the adapter's connections (a process exit does as much)."""
         self._http.close()

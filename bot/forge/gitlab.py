@@ -275,6 +275,13 @@ class GitLabForge:
             self._bot_username = self._guard("finding the bot's username", whoami)
         return self._bot_username
 
+    def token_facts(self) -> dict[str, Any]:
+        """The token as GitLab describes it (GET /personal_access_tokens/self: name, scopes,
+        active, expires_at), for `coalmine doctor`."""
+        found = self._guard("reading the token", lambda: self._gl.http_get(
+            "/personal_access_tokens/self"))
+        return dict(found) if isinstance(found, dict) else {}
+
     # -- plumbing -------------------------------------------------------------------------
     def _project(self, repo: RepoRef) -> Any:
         key: int | str = repo.project_id if repo.project_id is not None else repo.full_name

@@ -45,7 +45,9 @@ def test_an_experiment_judges_its_pods_then_removes_them(world, fake_kube, prome
     w.set_up(world, {".coalmine.yaml": canary_config(experiment_steps(track)),
                      "deploy/web/analysis.yaml": ANALYSIS_TEMPLATE})
     number, sha = w.release(world, "registry.example/web:2.0", "Web 2.0")
-    wait_until(lambda: exists(fake_kube, "web-exp-baseline"), 60, 0.05)
+    # The experiment's Deployments are applied one after the other: wait for both.
+    wait_until(lambda: exists(fake_kube, "web-exp-baseline")
+               and exists(fake_kube, "web-exp-canary"), 60, 0.05)
     assert w.image_of(fake_kube, "web-exp-baseline") == "registry.example/web:1.0"
     assert w.image_of(fake_kube, "web-exp-canary") == "registry.example/web:2.0"
     status = w.final_status(world, sha, timeout=90)

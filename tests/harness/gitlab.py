@@ -82,10 +82,12 @@ class FakeGitLab(JsonFakeServer):
     def __init__(self) -> None:
         super().__init__()
         self._tokens: dict[str, int] = {}  # token → user id
+        self._token_facts: dict[str, dict[str, Any]] = {}  # token → scopes, expiry
         self._users: dict[str, int] = {}  # username → id
         self._projects: dict[int, _Project] = {}
         routes: list[tuple[str, str, Handler]] = [
             ("GET", r"/user", self._get_current_user),
+            ("GET", r"/personal_access_tokens/self", self._get_own_token),
             ("GET", r"/users", self._list_users),
             ("GET", r"/projects/(?P<project>[^/]+)", self._get_project),
             ("GET", r"/projects/(?P<project>[^/]+)/members/all/(?P<user>\d+)", self._get_member),
@@ -115,9 +117,12 @@ class FakeGitLab(JsonFakeServer):
         with self._lock:
             return self._users.setdefault(username, self.next_id())
 
-    def add_token(self, token: str, username: str) -> None:
+    def add_token(self, token: str, username: str, scopes: tuple[str, ...] = ("api",),
+                  expires_at: str | None = None) -> None:
+        """A token acting as `username`, described by GET /personal_access_tokens/self."""
         with self._lock:
             self._tokens[token] = self.add_user(username)
+            self._token_facts[token] = {"scopes": list(scopes), "expires_at": expires_at}
 
     def add_project(self, path: str, *, default_branch: str = "main") -> int:
         with self._lock:
@@ -327,6 +332,14 @@ class FakeGitLab(JsonFakeServer):
     # -- users and projects ---------------------------------------------------------------
     def _get_current_user(self, request: Request, args: dict[str, str], me: int) -> Reply:
         return Reply(200, self._user_json(me))
+
+    def _get_own_token(self, request: Request, args: dict[str, str], me: int) -> Reply:
+        token = request.headers.get("private-token", "")
+        facts = self._token_facts.get(token, {})
+        return Reply(200, {"id": me, "name": "coalmine", "revoked": False, "active": True,
+                           "user_id": me, "created_at": "2026-01-01T00:00:00.000Z",
+                           "expires_at": facts.get("expires_at"),
+                           "scopes": facts.get("scopes", ["api"])})
 
     def _list_users(self, request: Request, args: dict[str, str], me: int) -> Reply:
         wanted = request.query.get("username")

@@ -13,20 +13,18 @@ import pytest
 
 from bot.analysis.measurement import Measurement
 from bot.analysis.templates import AnalysisTemplate, MetricSpec
-from bot.refs import RepoRef
 from bot.report.rollout import render_rollout
 from bot.rollout import engine, specs, traffic
 from bot.rollout import model as m
 from bot.rollout.context import RolloutContext
 from bot.rollout.fields import At
 from bot.rollout.store import RolloutRecord
-from handlers.rollout_shell import Shell, run
+from handlers.rollout_shell import Shell
 from tests.fakes.cluster import FakeCluster, FakeRecordStore
+from tests.fakes.rollout_world import REPO, RolloutDriver
 
 T0 = 1_800_000_000.0
-KEY = "coalmine:rollout:github:acme/gitops:web"
 CANARY = "web" + traffic.CANARY_SUFFIX
-REPO = RepoRef("github", "acme/gitops", "https://github.example/acme/gitops.git", repo_id=7)
 SMOKE = AnalysisTemplate(name="smoke", metrics=(MetricSpec(
     name="ok", provider={"prometheus": {"address": "http://p", "query": "up"}},
     success_condition="result[0] == 1"),))
@@ -53,7 +51,7 @@ def blue_green(**fields: Any) -> m.CanaryStrategy:
                                   source="rollout.yaml")
 
 
-class World:
+class World(RolloutDriver):
     """Blue `web:1` live with 4 pods behind both Services; Git asks for green `web:2`."""
 
     def __init__(self, strategy: m.CanaryStrategy) -> None:
@@ -74,12 +72,6 @@ class World:
         self.record = RolloutRecord(state, context)
         self.now = T0
 
-    def send(self, event: m.Event) -> Shell:
-        shell = run(self.cluster, self.store, KEY, self.record, event, clock=lambda: self.now)
-        assert shell.record is not None
-        self.record = shell.record
-        return shell
-
     def measure(self, value: str, phase: str = "Successful") -> Shell:
         run_ = self.state.step_run
         assert run_ is not None, "no analysis is running"
@@ -88,10 +80,6 @@ class World:
     def tick(self, seconds: float) -> Shell:
         self.now += seconds
         return self.send(m.Tick(None))
-
-    @property
-    def state(self) -> m.RolloutState:
-        return self.record.state
 
     def tracks(self) -> tuple[str | None, str | None]:
         return self.cluster.selects("web-active"), self.cluster.selects("web-preview")

@@ -10,19 +10,17 @@ import yaml
 
 from bot.analysis.measurement import Measurement
 from bot.analysis.templates import AnalysisTemplate, MetricSpec, TemplateArg
-from bot.refs import RepoRef
 from bot.rollout import engine, traffic
 from bot.rollout import model as m
 from bot.rollout.argo_rollout import parse_rollout
 from bot.rollout.context import RolloutContext
 from bot.rollout.store import RolloutRecord
 from bot.rollout.strategy import StrategyError, parse_canary_config
-from handlers.rollout_shell import Shell, run
+from handlers.rollout_shell import Shell
 from tests.fakes.cluster import FakeCluster, FakeRecordStore
+from tests.fakes.rollout_world import REPO, RolloutDriver
 
 T0 = 1_800_000_000.0
-KEY = "coalmine:rollout:github:acme/gitops:web"
-REPO = RepoRef("github", "acme/gitops", "https://github.example/acme/gitops.git", repo_id=7)
 COMPARE = AnalysisTemplate(
     name="compare", args=(TemplateArg("template"),),
     metrics=(MetricSpec(name="errors", provider={"prometheus": {
@@ -66,7 +64,7 @@ def deployment(image: str) -> dict:
                                   "spec": {"containers": [{"name": "web", "image": image}]}}}}
 
 
-class World:
+class World(RolloutDriver):
     def __init__(self) -> None:
         self.cluster = FakeCluster()
         live = traffic.as_stable(deployment("web:1"))
@@ -82,16 +80,6 @@ class World:
         self.store = FakeRecordStore()
         self.record = RolloutRecord(state, context)
         self.now = T0
-
-    def send(self, event: m.Event) -> Shell:
-        shell = run(self.cluster, self.store, KEY, self.record, event, clock=lambda: self.now)
-        assert shell.record is not None
-        self.record = shell.record
-        return shell
-
-    @property
-    def state(self) -> m.RolloutState:
-        return self.record.state
 
     def measure(self, metric: str, value: str, phase: str = "Successful") -> Shell:
         run_ = self.state.step_run

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import pytest
 
-from bot.refs import RepoRef
 from bot.rollout import model as m
 from bot.rollout import traffic
 from bot.rollout.context import RolloutContext
 from bot.rollout.store import RolloutRecord
-from handlers.rollout_shell import Shell, run
 from tests.fakes.cluster import FakeCluster, FakeRecordStore
+from tests.fakes.rollout_world import KEY, REPO, RolloutDriver
 
 T0 = 1_800_000_000.0
-KEY = "coalmine:rollout:github:acme/gitops:web"
 CANARY = "web" + traffic.CANARY_SUFFIX
-REPO = RepoRef("github", "acme/gitops", "https://github.example/acme/gitops.git", repo_id=7)
 
 
 def deployment(image: str, replicas: int | None = 4) -> dict:
@@ -33,7 +30,7 @@ def deployment(image: str, replicas: int | None = 4) -> dict:
             "metadata": {"name": "web", "namespace": "shop"}, "spec": spec}
 
 
-class World:
+class World(RolloutDriver):
     """One app mid-rollout: stable `web:1` live with 4 pods, Git asking for `web:2`."""
 
     def __init__(self, steps: tuple, **cluster: set[str]) -> None:
@@ -52,16 +49,6 @@ class World:
                             strategy=strategy)
         self.record = RolloutRecord(state, context)
         self.now = T0
-
-    def send(self, event: m.Event) -> Shell:
-        shell = run(self.cluster, self.store, KEY, self.record, event, clock=lambda: self.now)
-        assert shell.record is not None
-        self.record = shell.record
-        return shell
-
-    @property
-    def state(self) -> m.RolloutState:
-        return self.record.state
 
 
 WEIGHTS = (m.SetWeightStep(25), m.PauseStep(None))

@@ -10,19 +10,16 @@ import dataclasses
 
 import yaml
 
-from bot.refs import RepoRef
 from bot.rollout import engine, traffic
 from bot.rollout import model as m
 from bot.rollout.argo_rollout import parse_rollout
 from bot.rollout.context import RolloutContext
 from bot.rollout.store import RolloutRecord
-from handlers.rollout_shell import Shell, run
 from tests.fakes.cluster import FakeCluster, FakeRecordStore
+from tests.fakes.rollout_world import REPO, RolloutDriver
 
 T0 = 1_800_000_000.0
-KEY = "coalmine:rollout:github:acme/gitops:web"
 CANARY = "web" + traffic.CANARY_SUFFIX
-REPO = RepoRef("github", "acme/gitops", "https://github.example/acme/gitops.git", repo_id=7)
 
 ROLLOUT = """
 apiVersion: argoproj.io/v1alpha1
@@ -81,7 +78,7 @@ def service(name: str) -> dict:
             "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}
 
 
-class World:
+class World(RolloutDriver):
     def __init__(self) -> None:
         self.cluster = FakeCluster()
         live = deployment("web:1")
@@ -101,16 +98,6 @@ class World:
         self.store = FakeRecordStore()
         self.record = RolloutRecord(state, context)
         self.now = T0
-
-    def send(self, event: m.Event) -> Shell:
-        shell = run(self.cluster, self.store, KEY, self.record, event, clock=lambda: self.now)
-        assert shell.record is not None
-        self.record = shell.record
-        return shell
-
-    @property
-    def state(self) -> m.RolloutState:
-        return self.record.state
 
     def weights(self) -> dict[str, int]:
         vs = self.cluster.others[("VirtualService", "web-vs")]
