@@ -350,7 +350,7 @@ def run_story(world: World, narrator: Narrator) -> None:
     revert = watch.until(lambda: world.revert_pr(sha), "the revert PR")
     say(f"     revert PR #{revert['number']} opened: {revert['title']!r} "
         f"from {revert['head']['ref']}")
-    watch.until(_mentions(world, number, "Revert PR"), "the comment naming the revert PR")
+    watch.until(_mentions(world, number, "Revert PR opened"), "the comment naming the revert PR")
     narrator.block(f"PR #{number} comment (final)", world.comment(number) or "")
 
 
