@@ -3,7 +3,7 @@ own cluster client.
 
 A router update reads the router object, server-side applies or merge-patches its weights, may
 replace it under a resourceVersion precondition, and deletes what it made. Each of those is run
-here against the CRDs of tests/harness/crds/ (Istio VirtualService and DestinationRule, Gateway
+here against the CRDs of bot/sim/crds/ (Istio VirtualService and DestinationRule, Gateway
 API HTTPRoute, SMI TrafficSplit) and the built-in Ingress that NGINX reads, so a router adapter
 tested on the fake meets a server that behaves as a cluster with those routers installed does.
 """
