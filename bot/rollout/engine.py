@@ -23,6 +23,13 @@ Steps, as in Argo Rollouts' canary strategy:
   Inconclusive → Paused until Promote, which moves past the step.
 - background analysis (strategy.analysis) starts at `startingStep` and runs until completion;
   Failed/Error → abort; Inconclusive → Paused until Promote (which starts a fresh run).
+- setCanaryScale / setHeaderRoute / setMirrorRoute: SetWeight again at the same weight (new pod
+  count or routes, `canary_scale` and `route_state` say which); done like setWeight.
+- experiment: StartExperiment, then its analyses once its pods are healthy; done after its
+  duration and its required analyses (`experiment_done`); StopExperiment when it ends.
+- A routed strategy (a traffic router, or blue-green, compiled to these same steps) starts with
+  RouteToStable; a finished rollout keeps its canary for the scale-down delay (`scale_down_at`,
+  a due tick, then RemoveCanary).
 
 Commands:
 - Promote clears a user pause and then: moves past a pause or inconclusive analysis step; after
@@ -50,7 +57,7 @@ for the deadline; `continues_with` says whether a new merge lets a rollout carry
 NewRevision that starts no canary asks for RemoveCanary. History entries are typed (step,
 phase, reason, actor), so reports never read the wording back.
 
-Why this file is long (~900 lines): as in h11's `_state.py`, everything that affects the state
+Why this file is long (~1150 lines): as in h11's `_state.py`, everything that affects the state
 machine lives here — the transitions, the handlers of each event, and the queries the shell and
 the report ask (`next_wakeup`, `status`, `waiting_on_people`), which must agree with the
 transitions exactly. Split apart, a change to one rule would have to be made in several files.

@@ -2,7 +2,7 @@
 it asks the shell to perform. All values are immutable and serialise to plain JSON, because the
 shell stores the state in Redis between jobs.
 
-Why this file is long (~460 lines): it is the engine's whole vocabulary, and the JSON codec at
+Why this file is long (~650 lines): it is the engine's whole vocabulary, and the JSON codec at
 its end must name every type in it; kept together, a new event or action is added in one place
 and cannot be forgotten by the codec. Each part is a run of small frozen dataclasses.
 """
