@@ -36,6 +36,8 @@ KNOWN_HIDDEN_IMPORTS: dict[tuple[str, str], str] = {
     ("bot/services.py", "fakeredis"): "embedded mode only",
     # README, dependency notes: scipy (0.8 s) only for `coalmine judge`.
     ("bot/cli.py", "bot.judge_cli"): "scipy only for coalmine judge",
+    # README, dependency notes: the web app and the simulators only for `coalmine demo`.
+    ("bot/cli.py", "bot.demo"): "the web app and simulators only for coalmine demo",
     ("bot/analysis/providers/kayenta.py", "bot.judge.score"):
         "scipy only in a process that measures a kayenta metric, not in every web worker",
 }
