@@ -138,8 +138,9 @@ def deploy_app(
     canary: tuple[CanaryPlan, dict[str, Any]] | None = None
     held: list[ObjectRef] = []  # the workload the rollout moves: kept out of apply and prune
     short = ""  # why the workload was held back, for the status line
+    routed = traffic.router_objects(plan.strategy, plan.name, plan.namespace) if plan else []
     violations = _policy_violations(policy, app, cluster,
-                                    objects + ([plan.deployment] if plan else []))
+                                    objects + ([plan.deployment] if plan else []) + routed)
     if violations:
         listed = [str(v) for v in violations]
         return AppOutcome(

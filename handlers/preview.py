@@ -221,9 +221,12 @@ def preview_app(app: AppConfig, tree: Tree, *, policy: Policy, server_rules: con
     base = dataclasses.replace(base, rules=broken)
     cluster = clusters.cluster(app.cluster, impersonate=policy.impersonate_user)
     try:
-        refused = check(policy, checked, cluster=app.cluster or "default",
+        # The router's objects too: the rollout would write them as the repository.
+        policed = checked + (traffic.router_objects(plan.strategy, plan.name, plan.namespace)
+                             if plan else [])
+        refused = check(policy, policed, cluster=app.cluster or "default",
                         default_namespace=app.namespace,
-                        cluster_scoped=scope_judge(cluster.discovered, checked))
+                        cluster_scoped=scope_judge(cluster.discovered, policed))
         if refused:  # nothing is read or dry-run where the repository may not deploy
             return dataclasses.replace(base, policy=tuple(str(v) for v in refused))
         live, held = None, []

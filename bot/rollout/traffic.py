@@ -256,3 +256,16 @@ def router_context(strategy: CanaryStrategy, name: str, namespace: str
     return routers.RouterContext(rollout=name, namespace=namespace,
                                  canary_service=strategy.canary_service,
                                  stable_service=strategy.stable_service)
+
+
+def router_objects(strategy: CanaryStrategy, name: str, namespace: str) -> list[Obj]:
+    """Stand-ins (kind, namespace, name) for every object the strategy's router reads or
+    writes: the canary Ingress it creates, an HTTPRoute in the namespace the Gateway API
+    plugin names. The rollout writes them as the repository, so the repository's policy must
+    allow them exactly as it allows the app's own manifests."""
+    router_ctx = router_context(strategy, name, namespace)
+    if strategy.traffic is None or router_ctx is None:
+        return []
+    return [{"apiVersion": key.api_version, "kind": key.kind,
+             "metadata": {"name": key.name, "namespace": key.namespace}}
+            for key in routers.reads(strategy.traffic, router_ctx)]

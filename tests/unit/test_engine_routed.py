@@ -8,6 +8,8 @@ import dataclasses
 import pytest
 import yaml
 
+from bot.policy import check
+from bot.policy_parse import parse_policy
 from bot.rollout import engine, routers, traffic
 from bot.rollout import model as m
 from bot.rollout.argo_rollout import parse_rollout
@@ -228,3 +230,22 @@ def test_a_rollout_and_a_deployment_of_the_same_name_are_refused():
         "deploy/web/rollout.yaml: Rollout web: Coalmine runs the Rollout as Deployment 'web', "
         "which deploy/web/old.yaml also declares; remove one of them (or point "
         "spec.workloadRef at it)")
+
+
+def test_the_routers_objects_answer_to_the_repositorys_policy():
+    """A Gateway API plugin config may name another namespace's HTTPRoute: the rollout would
+    write it as the repository, so the policy judges it like the app's own manifests."""
+    doc = yaml.safe_load(ROLLOUT)
+    canary = doc["spec"]["strategy"]["canary"]
+    canary["trafficRouting"] = {"plugins": {"argoproj-labs/gatewayAPI": {
+        "httpRoute": "shared-route", "namespace": "kube-system"}}}
+    canary["steps"] = [{"setWeight": 10}]
+    canary.pop("analysis")
+    strategy = parse_rollout(doc, source="r.yaml")
+    stand_ins = traffic.router_objects(strategy, "web", "shop")
+    assert [(o["kind"], o["metadata"]["namespace"], o["metadata"]["name"])
+            for o in stand_ins] == [("HTTPRoute", "kube-system", "shared-route")]
+    only_shop = parse_policy({"namespaces": ["shop"]}, "server.yaml", "acme/gitops")
+    refused = check(only_shop, stand_ins, cluster="default", default_namespace="shop",
+                    cluster_scoped=lambda _api, _kind: False)
+    assert [v.object for v in refused] == ["HTTPRoute kube-system/shared-route"]
