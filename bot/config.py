@@ -83,6 +83,7 @@ class Settings:
     # server secret its session cookies are signed with (derived from the token if unset).
     dashboard_token: str | None = None
     dashboard_secret: str | None = None
+    dashboard_proxy_hops: int = 0  # reverse proxies in front: where the login throttle looks
     egress: Egress = DENY_ALL  # where metric providers may connect
     github_min_permission: str = "write"
     gitlab_min_access: int = 30
@@ -224,6 +225,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         view_token=_secret(env, "COALMINE_VIEW_TOKEN"),
         dashboard_token=_dashboard_token(env),
         dashboard_secret=_secret(env, "COALMINE_DASHBOARD_SECRET"),
+        dashboard_proxy_hops=_proxy_hops(env),
         egress=parse_egress(file_data.get("egress"), src, env,
                             own_hosts=[url for url in (env.get("REDIS_URL"),) if url]),
         github_min_permission=gh_min,
@@ -252,6 +254,15 @@ def _dashboard_token(env: Mapping[str, str]) -> str | None:
                           f"must be at least {DASHBOARD_TOKEN_MIN_LENGTH} characters "
                           "(e.g. `openssl rand -hex 32`)")
     return token
+
+
+def _proxy_hops(env: Mapping[str, str]) -> int:
+    """How many reverse proxies stand in front (0: the peer is the client)."""
+    raw = (env.get("COALMINE_DASHBOARD_PROXY_HOPS") or "0").strip()
+    if not raw.isdigit() or int(raw) > 10:
+        raise ConfigError("COALMINE_DASHBOARD_PROXY_HOPS", "",
+                          f"{raw!r} is not a count of proxies from 0 to 10")
+    return int(raw)
 
 
 def _number(env: Mapping[str, str], name: str, default: float) -> float:

@@ -188,3 +188,10 @@ def drift_state(forge: str, repo: str, app: str) -> str:
 
 
 DRIFT_COUNTS = f"{PREFIX}drift:counts"  # hash: "repo\napp" → drifted objects (the gauge)
+
+
+# -- the dashboard's login (bot/dashboard/throttle.py) -------------------------------------------
+def login_failures(client: str) -> str:
+    """Wrong tokens given from one client address in the current window. The address is hashed:
+    it may come from a header, and a key's length must not be the client's choice."""
+    return f"{PREFIX}dashboard:login-failures:{hashlib.sha256(client.encode()).hexdigest()[:32]}"

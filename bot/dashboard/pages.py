@@ -27,6 +27,7 @@ from bot.config import Settings
 from bot.dashboard import svg, views
 from bot.dashboard.reader import FORGES, DashboardReader
 from bot.dashboard.session import COOKIE, SESSION_TTL_S, Gate
+from bot.dashboard.throttle import LoginThrottle, client_address
 from bot.redact import Redactor
 
 log = logging.getLogger(__name__)
@@ -50,14 +51,17 @@ PUBLIC_ENDPOINTS = frozenset({"dashboard.login", "dashboard.static"})
 
 
 def register(app: Flask, settings: Settings, redis: Redis, *,
-             clock: Callable[[], float] = time.time, poll_s: int = POLL_S) -> None:
+             clock: Callable[[], float] = time.time, poll_s: int = POLL_S,
+             throttle: LoginThrottle | None = None) -> None:
     """Mount the dashboard on `app` (off, answering 404, without a dashboard token)."""
-    app.register_blueprint(blueprint(settings, redis, clock=clock, poll_s=poll_s))
+    app.register_blueprint(blueprint(settings, redis, clock=clock, poll_s=poll_s,
+                                     throttle=throttle))
 
 
 def blueprint(settings: Settings, redis: Redis, *, clock: Callable[[], float] = time.time,
-              poll_s: int = POLL_S) -> Blueprint:
+              poll_s: int = POLL_S, throttle: LoginThrottle | None = None) -> Blueprint:
     token = settings.dashboard_token
+    throttle = throttle or LoginThrottle(redis)
     gate = Gate(token, settings.dashboard_secret, clock) if token else None
     reader = DashboardReader(redis)
     render = _renderer(Redactor(settings.secrets()), poll_s)
@@ -90,8 +94,18 @@ def blueprint(settings: Settings, redis: Redis, *, clock: Callable[[], float] = 
             return _plain(403, "cross-origin form refused")
         if (request.content_length or 0) > MAX_LOGIN_BYTES:
             return _plain(413, "login form too large")
+        client = client_address(request.remote_addr, request.headers.get("X-Forwarded-For"),
+                                settings.dashboard_proxy_hops)
+        wait_s = throttle.blocked_for(client)
+        if wait_s:
+            log.warning("dashboard login from %s refused: too many wrong tokens", client)
+            resp = render("login.html", 429, signed_in=False, throttled=True)
+            resp.headers["Retry-After"] = str(wait_s)
+            return resp
         if not gate.token_matches(request.form.get("token", "")):
+            throttle.failed(client)
             return render("login.html", 401, signed_in=False, refused=True)
+        throttle.succeeded(client)
         resp = redirect(url_for("dashboard.index"), 303)
         resp.set_cookie(COOKIE, gate.issue(), max_age=SESSION_TTL_S, path=PREFIX + "/",
                         secure=https or request.is_secure, httponly=True, samesite="Strict")

@@ -51,6 +51,8 @@ def test_key_formats_are_unchanged():
     assert keys.delivery("github", "d" * 300) == "coalmine:delivery:github:" + "d" * 200
     assert keys.lease_alive("l1") == "coalmine:lease-alive:l1"
     assert keys.lease_attempts("p").startswith("coalmine:lease-attempts:")
+    assert keys.login_failures("203.0.113.7") == \
+        "coalmine:dashboard:login-failures:" + "fec52565aa0cf18f57d7cf5b3ac72850"
 
 
 def test_a_rollout_key_is_read_back_into_forge_repository_and_app():
