@@ -5,6 +5,7 @@ every mistake names the file, the app's key path and the reason."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -210,3 +211,16 @@ def test_a_manifest_template_may_not_take_the_judges_name():
     assert str(refused.value).startswith(
         "deploy/web/judge.yaml: metadata.name: AnalysisTemplate 'coalmine-judge' is the name "
         "of the judge .coalmine.yaml apps[0].canary.judge defines")
+
+
+def test_the_readme_example_is_accepted_as_written():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("**Without an AnalysisTemplate: `judge:`"):]
+    start = section.index("```yaml\n") + len("```yaml\n")
+    strategy = parsed(yaml.safe_load(section[start:section.index("\n```", start)]))
+    assert [describe_step(s) for s in strategy.steps] == [
+        "setWeight 20", "judge", "setWeight 50", "judge"]
+    (metric,) = strategy.templates[0].metrics
+    assert (metric.interval, metric.count, metric.initial_delay) == (300.0, 2, 300.0)
+    names = [m.settings.name for m in kayenta.parse_kayenta(metric.provider["kayenta"]).metrics]
+    assert names == ["p99 latency", "error rate"]
