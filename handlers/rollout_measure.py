@@ -104,9 +104,10 @@ def measure_and_hand_back(ports: MeasurePorts, record: RolloutRecord, request: R
                 return  # running: its poll hands the verdict back
         else:
             settings = ports.settings
+            run = live_run(record, action.run_id)
             result = measure(provider, success or None, failure or None,
                              prometheus_url=settings.prometheus_url, egress=settings.egress,
-                             now=now)
+                             now=now, run_started_at=None if run is None else run.started_at)
     except ProviderError as error:
         result = Measurement("Error", None, str(error), now)
     ports.queue.enqueue(measured, request.key, action.run_id, action.metric,

@@ -75,17 +75,19 @@ def measure(
     prometheus_url: str | None,
     egress: Egress = DENY_ALL,
     now: float,
+    run_started_at: float | None = None,
 ) -> Measurement:
     """Run one already-resolved metric `provider` (Argo's shape: `{"prometheus": {...}}` or
     `{"web": {...}}`) and judge the result with Argo's table and the no-data rule.
 
     Every request the provider makes must be allowed by `egress` (without one, only the
     server's own `prometheus_url` is reachable); a refusal is an Error measurement naming the
-    destination and the reason."""
+    destination and the reason. `run_started_at` is the analysis run's start (a kayenta
+    metric with lookback reads from it)."""
     try:
         if isinstance(provider, Mapping) and set(provider) == {"kayenta"}:  # judged, no conditions
             return measure_kayenta(provider["kayenta"], default_address=prometheus_url,
-                                   egress=egress, now=now)
+                                   egress=egress, now=now, run_started_at=run_started_at)
         result = _fetch(provider, prometheus_url, egress)
     except ProviderError as error:
         return Measurement("Error", None, str(error), now)

@@ -92,6 +92,9 @@ class KayentaConfig:
     scopes: tuple[Scope, ...]
     metrics: tuple[QueryMetric, ...]
     window: float | None = None  # seconds read back from the measurement
+    # Argo's lookback: a scope without start reads from the analysis run's start instead of
+    # one window back, so each measurement judges everything since the run began.
+    lookback: bool = False
     application: str = ""
     config_name: str = ""
     prometheus: Mapping[str, Any] = field(default_factory=dict)
@@ -111,10 +114,9 @@ def parse_kayenta(spec: Any, *, need_window: bool = True) -> KayentaConfig:
             "Coalmine does not call an external Kayenta: it judges canary against baseline "
             "itself, from Prometheus; remove address and list the queries under metrics "
             "(README: Judge in a rollout)"))
-    if spec.get("lookback") not in (None, False):
-        raise KayentaError("lookback", (
-            "lookback is not supported: set window (how far back each measurement reads, "
-            "e.g. 10m) or the scopes' start and end"))
+    lookback = spec.get("lookback", False)
+    if not isinstance(lookback, bool):
+        raise KayentaError("lookback", f"must be true or false, got {_shown(lookback)}")
     for key in ("application", "canaryConfigName", "metricsAccountName",
                 "configurationAccountName", "storageAccountName"):
         _text(spec, key, "", required=False)
@@ -129,15 +131,17 @@ def parse_kayenta(spec: Any, *, need_window: bool = True) -> KayentaConfig:
     if window is not None and (isinstance(window, bool) or not isinstance(window, int | float)
                                or not math.isfinite(window) or window <= 0):
         raise KayentaError("window", f"must be a positive number of seconds, got {window!r}")
-    if need_window and window is None:
+    if need_window and window is None and not lookback:
         open_scope = next((s for s in scopes if not s.control.start), None)
         if open_scope is not None:
             raise KayentaError("window", (
                 f"scope '{open_scope.name}' has no start, so each measurement reads back a "
-                "window: set window (e.g. 10m), the metric's interval, or the scopes' start"))
+                "window: set window (e.g. 10m), the metric's interval, lookback: true (read "
+                "from the analysis run's start) or the scopes' start"))
     return KayentaConfig(
         thresholds=thresholds, scopes=scopes, metrics=metrics,
         window=None if window is None else float(window),
+        lookback=lookback,
         application=str(spec.get("application") or ""),
         config_name=str(spec.get("canaryConfigName") or ""),
         prometheus=_prometheus(spec.get("prometheus")),
@@ -338,12 +342,20 @@ def render_query(template: str, detail: ScopeDetail) -> str:
     return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
 
 
-def time_range(detail: ScopeDetail, window: float | None, now: float) -> tuple[float, float]:
-    """(start, end) in epoch seconds: the scope's own start and end, else `window` before `now`
-    and `now`, as Argo's provider does without lookback."""
+def time_range(detail: ScopeDetail, window: float | None, now: float,
+               since: float | None = None) -> tuple[float, float]:
+    """(start, end) in epoch seconds: the scope's own start and end; else, with lookback,
+    from `since` (the analysis run's start) to `now`, as Argo's provider sends the run's start
+    time; else `window` before `now` and `now`, as Argo's provider does without lookback."""
     end = _instant(detail.end, "end") if detail.end else now
     if detail.start:
         start = _instant(detail.start, "start")
+    elif since is not None:
+        start = since
+        if start >= end:
+            raise KayentaError("lookback", (
+                "the analysis run started no earlier than this measurement, so there is "
+                "nothing to read back yet: give the metric an initialDelay"))
     elif window is not None:
         start = end - window
     else:
@@ -351,9 +363,10 @@ def time_range(detail: ScopeDetail, window: float | None, now: float) -> tuple[f
     if start >= end:
         raise KayentaError("start", "the scope's start is not before its end")
     if (end - start) / detail.step > MAX_POINTS:
+        longer = "; with lookback the range grows with the run" if since is not None else ""
         raise KayentaError("step", (
             f"{end - start:g} s at a step of {detail.step} s is more than {MAX_POINTS} samples; "
-            "use a larger step or a shorter window"))
+            f"use a larger step or a shorter window{longer}"))
     return start, end
 
 

@@ -846,6 +846,9 @@ def _run_rules(analysis: AnalysisStep | BackgroundAnalysis) -> RunRules:
 
 
 def _evidence(run: AnalysisRun) -> tuple[str, ...]:
+    """What the PR, the revert PR and the status show for an abort: the run's verdict, then
+    each measured metric's recent values. A dry-run metric's line says so, since a Failed
+    among its values would otherwise read as a reason for the abort it never decided."""
     lines = [
         f"{run.purpose} analysis {run.id}: {runs.phase(run)} — {runs.message(run)}".rstrip(" —")
     ]
@@ -857,7 +860,8 @@ def _evidence(run: AnalysisRun) -> tuple[str, ...]:
             for m in result.measurements[-5:]
         )
         last = result.measurements[-1].message
-        line = f"{result.name}: {recent}"
+        dry = " (dry run: shown, never deciding)" if runs.is_dry_run(run, result.name) else ""
+        line = f"{result.name}{dry}: {recent}"
         lines.append(f"{line}; last: {last}" if last else line)
     return tuple(lines)
 

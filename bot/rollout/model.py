@@ -200,6 +200,9 @@ class CanaryStrategy:
     # `.coalmine.yaml` only: a baseline Deployment `<name>-baseline` from the stable template,
     # as many pods as the canary at every step, so the judge compares like with like.
     baseline: bool = False
+    # `.coalmine.yaml` only: templates the strategy defines itself, beside the app's manifests
+    # (its `judge:` section, compiled by bot.rollout.judge_config).
+    templates: tuple[AnalysisTemplate, ...] = ()
     canary_metadata: PodMetadata | None = None  # blue-green: the preview's
     stable_metadata: PodMetadata | None = None  # blue-green: the active's
 

@@ -96,6 +96,7 @@ def split(objects: list[Obj], app: AppSpec,
         workload = found[0]
         rest = [o for o in rest if o is not workload]
         where = (".coalmine.yaml", strategy.source_key)
+        templates = _with_own_templates(templates, strategy, where)
     else:
         return rest, None
     argo_templates.check_template_refs(strategy, templates, where[0])
@@ -104,6 +105,19 @@ def split(objects: list[Obj], app: AppSpec,
     workload = traffic.with_rolling_update(workload, strategy.max_surge, strategy.max_unavailable)
     services = _strategy_services(strategy, rest, app, where)
     return rest, CanaryPlan(strategy, templates, workload, services)
+
+
+def _with_own_templates(templates: tuple[AnalysisTemplate, ...], strategy: CanaryStrategy,
+                        where: tuple[str, str]) -> tuple[AnalysisTemplate, ...]:
+    """The manifests' templates and those the strategy defines (its compiled `judge:`), whose
+    names the manifests may not take: a step would not know which one it names."""
+    for own in strategy.templates:
+        clash = next((t for t in templates if t.name == own.name and not t.cluster_scope), None)
+        if clash is not None:
+            raise StrategyError(clash.source, "metadata.name", (
+                f"AnalysisTemplate '{own.name}' is the name of the judge {where[0]} "
+                f"{where[1]}.judge defines; rename this template"))
+    return (*templates, *strategy.templates)
 
 
 def _strategy_services(strategy: CanaryStrategy, objects: list[Obj], app: AppSpec,

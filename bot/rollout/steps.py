@@ -51,6 +51,8 @@ _STEP_KINDS = _MAIN_KINDS + _MODIFIER_KINDS
 _UNSUPPORTED_STEPS = {
     "plugin": "step plugins are not supported by Coalmine",
 }
+# Read by bot.rollout.judge_config, which adds `.coalmine.yaml`'s own `judge` step to them.
+MAIN_KINDS, STEP_KINDS, UNSUPPORTED_STEPS = _MAIN_KINDS, _STEP_KINDS, _UNSUPPORTED_STEPS
 _EXPERIMENT_KEYS = ("templates", "analyses", "duration", "analysisRunMetadata",
                     "scaleDownDelaySeconds")
 _EXPERIMENT_TEMPLATE_KEYS = ("name", "specRef", "replicas", "metadata", "selector")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from bot.rollout import options, specs
+from bot.rollout import judge_config, options, specs
 from bot.rollout.fields import At, StrategyError, as_mapping, as_text
 from bot.rollout.model import CanaryStrategy, WorkloadRef
 from bot.rollout.steps import parse_deadline
@@ -20,23 +20,39 @@ from bot.rollout.steps import parse_deadline
 __all__ = ["StrategyError", "parse_blue_green_config", "parse_canary_config"]
 
 _WORKLOAD_KEYS = ("workload", "progressDeadlineSeconds")
+_OWN_CANARY_KEYS = ("baseline", "judge")  # `.coalmine.yaml`'s own, beside Argo's canary fields
 
 
 def parse_canary_config(raw: Any, *, source: str, key: str) -> CanaryStrategy:
     """The `canary:` mapping of one app in `.coalmine.yaml` (`key` is e.g. "apps[0].canary"):
     Argo's canary fields, with `workload: Deployment/<name>` and the progress deadline, and
-    Coalmine's `baseline: true` (a baseline Deployment beside the canary, see the model)."""
+    Coalmine's `baseline: true` (a baseline Deployment beside the canary, see the model) and
+    `judge:` with its `- judge: {}` steps (bot.rollout.judge_config)."""
     at = At(source, key)
     baseline = False
-    if isinstance(raw, dict) and "baseline" in raw:
-        baseline = options.flag(raw["baseline"], at.key("baseline"), False)
-        raw = {k: v for k, v in raw.items() if k != "baseline"}
+    judge = None
+    if isinstance(raw, dict):
+        if "baseline" in raw:
+            baseline = options.flag(raw["baseline"], at.key("baseline"), False)
+        if raw.get("judge") is not None:
+            judge = as_mapping(raw["judge"], at.key("judge"),
+                               "a mapping with metrics (and thresholds, interval, window...)")
+            judge_config.check_default_scope_keys(judge, at.key("judge"))
+        raw = {k: v for k, v in raw.items() if k not in _OWN_CANARY_KEYS}
+        if "steps" in raw:
+            raw["steps"] = judge_config.compile_steps(raw["steps"], at.key("steps"),
+                                                      judged=judge is not None)
     strategy = _parse(raw, source=source, key=key, parse=specs.parse_canary,
-                      own_keys=("baseline",))
+                      own_keys=_OWN_CANARY_KEYS)
     if baseline and strategy.traffic is not None:
         at.key("baseline").fail("a baseline gets its traffic share from the app's Service, "
                                 "which a traffic router bypasses; use an experiment step")
-    return dataclasses.replace(strategy, baseline=baseline)
+    strategy = dataclasses.replace(strategy, baseline=baseline)
+    if judge is None:
+        return strategy
+    template = judge_config.parse_judge(judge, at.key("judge"), baseline=baseline,
+                                        workload=strategy.workload.name)
+    return judge_config.with_judge(strategy, template, at.key("judge"))
 
 
 def parse_blue_green_config(raw: Any, *, source: str, key: str) -> CanaryStrategy:

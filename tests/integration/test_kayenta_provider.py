@@ -125,3 +125,25 @@ def test_a_prometheus_the_egress_policy_refuses_is_never_asked(prometheus, track
                                                 "{address: 'http://10.9.9.9:9090'}")
     m = judge(prometheus, tracks["same"], tracks["baseline"], template=elsewhere)
     assert m.phase == "Error" and "10.9.9.9" in m.message, m.message
+
+
+def test_lookback_reads_from_the_analysis_run_start(prometheus, tracks):
+    """`lookback: true` (no window): each measurement reads from the run's start, as Argo's
+    provider sends the AnalysisRun's start time. A run started 15 s ago gives 16 one-second
+    samples per side; one started 5 s ago too few (no data), whatever the window would say."""
+    looking_back = TEMPLATE.replace("window: 15s", "lookback: true")
+    spec = provider(tracks["same"], tracks["baseline"], template=looking_back)
+    now = time.time()
+
+    def since(seconds: float):
+        return measure(spec, None, None, prometheus_url=prometheus.url, egress=LOOPBACK,
+                       now=now, run_started_at=now - seconds)
+
+    long_run, young_run = since(15), since(5)
+    assert long_run.phase == "Successful", long_run.message
+    (latency,) = long_run.judgement.metrics
+    assert 14 <= latency.canary_count <= 16 and 14 <= latency.baseline_count <= 16
+    assert young_run.phase == "Inconclusive" and young_run.judgement.verdict == "nodata"
+    assert young_run.judgement.metrics[0].canary_count <= 6
+    unknown = measure(spec, None, None, prometheus_url=prometheus.url, egress=LOOPBACK, now=now)
+    assert unknown.phase == "Error" and "lookback" in unknown.message

@@ -190,6 +190,26 @@ def test_a_failing_dry_run_metric_neither_aborts_the_rollout_and_is_marked_in_th
     assert "(dry run" not in ok[0]
 
 
+def test_the_abort_evidence_marks_dry_run_metrics_and_never_gives_them_as_the_reason():
+    step = replace(analysis(), dry_run=("latency",))
+    rollout = Rollout([SetWeightStep(50), step, SetWeightStep(100)],
+                      spec("success-rate"), spec("latency", success_condition="result[0] < 1"))
+    rollout.send(Start()).healthy()
+    run_id = rollout.state.step_run.id
+    rollout.send(MeasurementTaken(run_id, "latency", Measurement("Failed", "3", "slow", T0)))
+    rollout.send(MeasurementTaken(run_id, "success-rate",
+                                  Measurement("Failed", "0.5", "too low", T0)))
+    state = rollout.state
+    assert state.phase == "Aborted"
+    assert "success-rate" in state.aborted_reason and "latency" not in state.aborted_reason
+    (dry,) = [line for line in state.evidence if line.startswith("latency")]
+    assert dry == "latency (dry run: shown, never deciding): 3 (Failed); last: slow"
+    (deciding,) = [line for line in state.evidence if line.startswith("success-rate")]
+    assert "dry run" not in deciding and "0.5 (Failed)" in deciding
+    body = rollout.text()
+    assert "latency (dry run: shown, never deciding): 3 (Failed)" in body.replace("\\", "")
+
+
 def test_a_job_metric_is_shown_judged_by_its_job():
     job = {"spec": {"template": {"spec": {"containers": [{"name": "t", "image": "t:1"}]}}}}
     rollout = Rollout([SetWeightStep(50), analysis()], MetricSpec(name="smoke",

@@ -86,11 +86,37 @@ def test_scopes_with_their_own_start_and_end_need_no_window():
     assert "window" not in spec
 
 
+def test_lookback_needs_no_window_and_reads_from_the_run_start():
+    """Argo's provider sends the AnalysisRun's start as the scopes' start when lookback is
+    set (metricproviders/kayenta getStartTime), so every measurement reads since then."""
+    spec = provider(template(lookback=True, metric_interval=None, metric_count=None))
+    config = kayenta.parse_kayenta(spec)
+    assert config.lookback and config.window is None
+    detail = config.scopes[0].control
+    assert kayenta.time_range(detail, config.window, now=1000.0, since=400.0) == (400.0, 1000.0)
+    # Without lookback the same scope reads one window back.
+    assert kayenta.time_range(detail, 300.0, now=1000.0) == (700.0, 1000.0)
+
+
+def test_lookback_at_the_run_start_asks_for_an_initial_delay():
+    detail = kayenta.ScopeDetail(scope="a")
+    with pytest.raises(kayenta.KayentaError) as refused:
+        kayenta.time_range(detail, None, now=1000.0, since=1000.0)
+    assert refused.value.key == "lookback" and "initialDelay" in refused.value.reason
+
+
+def test_scopes_start_wins_over_lookback():
+    detail = kayenta.ScopeDetail(scope="a", start="2024-05-01T12:00:00Z",
+                                 end="2024-05-01T12:10:00Z")
+    start, end = kayenta.time_range(detail, None, now=0.0, since=5.0)
+    assert end - start == 600.0
+
+
 @pytest.mark.parametrize(("changes", "key", "reason"), [
     ({"address": "https://kayenta.example.com"}, f"{KEY}.address",
      "Coalmine does not call an external Kayenta"),
     ({"metrics": None}, f"{KEY}.metrics", "is required: without a Kayenta server"),
-    ({"lookback": True}, f"{KEY}.lookback", "lookback is not supported"),
+    ({"lookback": "yes"}, f"{KEY}.lookback", "must be true or false"),
     ({"thresholds": {"pass": 90, "marginal": 75}}, f"{KEY}.thresholds", "not both"),
     ({"threshold": {"pass": 70, "marginal": 75}}, f"{KEY}.threshold.marginal",
      "75 is above pass 70"),

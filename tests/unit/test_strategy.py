@@ -455,7 +455,7 @@ def test_progress_deadline_must_be_positive():
             {"workload": "Deployment/web", "stpes": []},
             (
                 ".coalmine.yaml: apps[0].canary.stpes: unknown key (allowed: workload, "
-                "progressDeadlineSeconds, baseline, steps, analysis, trafficRouting, canaryService, "
+                "progressDeadlineSeconds, baseline, judge, steps, analysis, trafficRouting, canaryService, "
                 "stableService, dynamicStableScale, scaleDownDelaySeconds, "
                 "abortScaleDownDelaySeconds, maxSurge, maxUnavailable, canaryMetadata, "
                 "stableMetadata, minPodsPerReplicaSet)"

@@ -56,14 +56,23 @@ MEASUREMENT_DEADLINE_S = 60.0
 
 
 def measure_kayenta(spec: Mapping[str, Any], *, default_address: str | None,
-                    egress: Egress = DENY_ALL, now: float) -> Measurement:
+                    egress: Egress = DENY_ALL, now: float,
+                    run_started_at: float | None = None) -> Measurement:
     """Judge the canary against the baseline as `spec` (Argo's kayenta mapping, args resolved)
-    says. Raises ProviderError with a message fit for the PR when a query cannot be run."""
+    says; with `lookback`, scopes without a start read from `run_started_at` (the analysis
+    run's start). Raises ProviderError with a message fit for the PR when a query cannot be
+    run."""
     try:
         config = parse_kayenta(spec)
     except KayentaError as error:
         where = f"provider.kayenta.{error.key}" if error.key else "provider.kayenta"
         raise ProviderError(f"{where}: {error.reason}") from None
+    since = None
+    if config.lookback:
+        if run_started_at is None:
+            raise ProviderError("provider.kayenta.lookback: the analysis run's start is not "
+                                "known, so there is no time to read back from")
+        since = run_started_at
     settings = config.prometheus
     address = settings.get("address") or default_address
     if not address:
@@ -81,8 +90,8 @@ def measure_kayenta(spec: Mapping[str, Any], *, default_address: str | None,
     specs = []
     for metric in config.metrics:
         scope = config.scope(metric.scope)
-        canary = reader.samples(metric, "canary", scope.experiment, config.window, now)
-        baseline = reader.samples(metric, "baseline", scope.control, config.window, now)
+        canary = reader.samples(metric, "canary", scope.experiment, config.window, now, since)
+        baseline = reader.samples(metric, "baseline", scope.control, config.window, now, since)
         specs.append(with_samples(metric, canary, baseline))
     case = Case(id=config.config_name or "kayenta", thresholds=config.thresholds,
                 metrics=tuple(specs), group_weights=dict(config.group_weights))
@@ -110,10 +119,10 @@ class _RangeReader:
         self.headers, self.insecure, self.deadline = headers, insecure, deadline
 
     def samples(self, metric: QueryMetric, side: str, detail: ScopeDetail,
-                window: float | None, now: float) -> list[float]:
+                window: float | None, now: float, since: float | None) -> list[float]:
         what = f"the {side} query of '{metric.settings.name}'"
         try:
-            start, end = time_range(detail, window, now)
+            start, end = time_range(detail, window, now, since)
         except KayentaError as error:
             raise ProviderError(f"{what}: {error.key}: {error.reason}") from None
         template = metric.canary_query if side == "canary" else metric.baseline_query
