@@ -172,8 +172,9 @@ def _confirmed_target(event: CheckRunAction, forge: ClickForge, rollouts: ClickR
     if target is None:
         _refuse(event, "Coalmine recorded no such check run")
         return None
-    same_id = None in (target.repo_id, event.repo.repo_id) or target.repo_id == event.repo.repo_id
-    if target.repo.casefold() != event.repo.full_name.casefold() or not same_id:
+    # By name: the API read above was scoped to this name, and the payload's repository id is
+    # as unconfirmed as the rest of it.
+    if target.repo.casefold() != event.repo.full_name.casefold():
         _refuse(event, f"the check run was recorded for {target.repo}")
         return None
     if facts.head_sha != target.sha:
