@@ -27,6 +27,7 @@ RUN, PR, SHA = 9001, 7, "a" * 40
 REPO = RepoRef("github", "org/app", "https://github.example/org/app.git", repo_id=11)
 OTHER_REPO = RepoRef("github", "org/other", "https://github.example/org/other.git", repo_id=12)
 KEY = "coalmine:rollout:github:org/app:web"
+RECORDED = CheckRunTarget(REPO.full_name, 11, PR, SHA, "web", KEY)
 DENIED = "your command was not run"
 
 
@@ -75,7 +76,7 @@ class Case:
     run_app: int | None = APP_ID  # who created the run, per the API
     run_sha: str = SHA
     api_has_run: bool = True
-    recorded: CheckRunTarget | None = CheckRunTarget(REPO.full_name, 11, PR, SHA, "web", KEY)
+    recorded: CheckRunTarget | None = RECORDED
     rollout: tuple[str, bool] | None = (SHA, False)  # (revision, finished)
     app_mode: bool = True
     permissions: dict[str, Permission] = field(
@@ -93,8 +94,8 @@ CASES = {
         identifier="abort", fed=((KEY, m.Abort("alice", "aborted by @alice"), PR),)),
     "a read-only user is denied on the PR as for a comment command": Case(
         sender="reader",
-        replies=(f"@reader commands need write permission on this repository (you have "
-                 f"read); {DENIED}.",)),
+        replies=((f"@reader commands need write permission on this repository (you have "
+                  f"read); {DENIED}."),)),
     "an unknown user is denied": Case(sender="mallory", replies=("@mallory ",)),
     "a run id the API does not know changes nothing": Case(api_has_run=False),
     "a run id Coalmine never recorded changes nothing": Case(recorded=None),
@@ -146,10 +147,9 @@ def test_a_denied_click_reads_the_permission_through_the_api_for_the_sender() ->
     forge = ClickForge(permissions={"alice": "write"})
     forge.runs[(REPO.full_name, RUN)] = CheckRunFacts(RUN, APP_ID, SHA, "coalmine/web",
                                                       "in_progress", None)
-    clicks = Clicks(targets={RUN: CheckRunTarget(REPO.full_name, 11, PR, SHA, "web", KEY)},
-                    rollouts={KEY: (SHA, False)})
+    clicks = Clicks(targets={RUN: RECORDED}, rollouts={KEY: (SHA, False)})
     on_check_action(CheckRunAction(REPO, RUN, "abort", "reader", 5), forge=forge,
                     rollouts=clicks, settings=CommandSettings(bot_name=None))
     assert forge.reads == ["check_run_facts", "permission"] and clicks.fed == []
-    assert forge.calls == [("comment", PR, f"@reader commands need write permission on this "
-                                           f"repository (you have none); {DENIED}.")]
+    reply = f"@reader commands need write permission on this repository (you have none); {DENIED}."
+    assert forge.calls == [("comment", PR, reply)]
