@@ -275,7 +275,7 @@ def now_iso(at: float | None = None) -> str:
 # Endpoints an App calls as itself (RS256 JWT), not with an installation token.
 # The permissions a GitHub App for Coalmine asks for (deploy/README.md), as GET /app lists them.
 APP_PERMISSIONS = {"contents": "write", "pull_requests": "write", "issues": "write",
-                   "statuses": "write", "metadata": "read"}
+                   "statuses": "write", "checks": "write", "metadata": "read"}
 JWT_OPERATIONS = frozenset(
     {
         "apps/get-authenticated",
