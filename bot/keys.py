@@ -206,4 +206,3 @@ def drift_state(forge: str, repo: str, app: str) -> str:
 
 
 DRIFT_COUNTS = f"{PREFIX}drift:counts"  # hash: "repo\napp" → drifted objects (the gauge)
-
