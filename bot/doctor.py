@@ -34,9 +34,10 @@ from bot.policy import ANY, DEFAULT_CLUSTER, Policy
 
 OK, FAIL, SKIP = "ok", "fail", "skip"
 # What the bot does on GitHub: statuses, PR comments and reactions, labels, revert branches
-# and PRs. A classic token needs `repo` (or `public_repo` for public repositories only).
+# and PRs, and as an App a check run per app with buttons. A classic token needs `repo` (or
+# `public_repo` for public repositories only).
 GITHUB_APP_PERMISSIONS = {"contents": "write", "pull_requests": "write", "issues": "write",
-                          "statuses": "write"}
+                          "statuses": "write", "checks": "write"}
 GITHUB_SCOPES = ("repo", "public_repo")
 GITLAB_SCOPES = ("api",)  # statuses, notes, merge requests; also Git over HTTP (the push)
 EXPIRY_WARNING_S = 7 * 86400

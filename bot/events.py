@@ -54,6 +54,22 @@ class PullRequestComment:
 
 
 @dataclass(frozen=True)
+class CheckRunAction:
+    """A click on a button of a check run (GitHub `check_run` / `requested_action`).
+
+    Only `check_run_id` is used to find what to act on (through the API and Redis); the
+    identifier is checked against the known three, and `sender` cannot be confirmed by any API
+    (see handlers.check_actions)."""
+
+    repo: RepoRef
+    check_run_id: int
+    identifier: str
+    sender: str
+    sender_id: int | None
+    delivery: str = ""  # the forge's delivery id, set by the edge, for log lines
+
+
+@dataclass(frozen=True)
 class Ping:
     pass
 
@@ -68,7 +84,8 @@ class Malformed:
     reason: str
 
 
-Event = MergedPullRequest | PullRequestUpdated | PullRequestComment | Ping | Ignored | Malformed
+Event = (MergedPullRequest | PullRequestUpdated | PullRequestComment | CheckRunAction | Ping
+         | Ignored | Malformed)
 GITHUB_PREVIEW_ACTIONS = ("opened", "synchronize", "reopened")
 GITLAB_PREVIEW_ACTIONS = ("open", "update", "reopen")
 
@@ -131,6 +148,8 @@ def parse_github(event_name: str, payload: Any) -> Event:
             return _github_pull_request(payload)
         if event_name == "issue_comment":
             return _github_comment(payload)
+        if event_name == "check_run":
+            return _github_check_run(payload)
     except _Missing as missing:
         return Malformed(f"{event_name} payload lacks {missing}")
     return Ignored(f"event {event_name!r} is not acted on")
@@ -194,6 +213,19 @@ def _github_comment(payload: Mapping[str, Any]) -> Event:
         author=_str(comment, "user", "login"),
         author_id=_opt_int(comment, "user", "id"),
         author_is_bot=user_type == "Bot",
+    )
+
+
+def _github_check_run(payload: Mapping[str, Any]) -> Event:
+    action = _opt(payload, "action")
+    if action != "requested_action":
+        return Ignored(f"check_run action {action!r} is not acted on")
+    return CheckRunAction(
+        repo=_github_repo(payload),
+        check_run_id=_int(payload, "check_run", "id"),
+        identifier=_str(payload, "requested_action", "identifier"),
+        sender=_str(payload, "sender", "login"),
+        sender_id=_opt_int(payload, "sender", "id"),
     )
 
 

@@ -110,6 +110,24 @@ def comment_at(repo: RepoRef, number: int) -> str:
     return f"{PREFIX}comment-at:{repo.forge}:{repo.full_name}:{number}"
 
 
+# -- check runs with buttons (bot/report/check_runs.py; GitHub App mode) -----------------------
+
+
+def pr_check_runs(repo: RepoRef, number: int) -> str:
+    """Hash: app → the PR's check run of that app (id, commit, digest of what was posted)."""
+    return f"{PREFIX}pr:{repo.forge}:{repo.full_name}:{number}:check-runs"
+
+
+def pr_check_runs_lock(repo: RepoRef, number: int) -> str:
+    return f"{PREFIX}check-runs-lock:{repo.forge}:{repo.full_name}:{number}"
+
+
+def check_run_target(forge: str, run_id: int) -> str:
+    """What a check run's buttons steer (repository, PR, commit, rollout key), by its id: the
+    click's payload names only the id, and nothing else in it is believed."""
+    return f"{PREFIX}check-run:{forge}:{run_id}"
+
+
 # -- merges (bot/services.py ports, bot/deployments.py) ----------------------------------------
 
 

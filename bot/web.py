@@ -66,6 +66,7 @@ class Jobs:
     merged: Callable[..., Any]
     command: Callable[..., Any]
     preview: Callable[..., Any] | None = None  # None: open PRs are not previewed
+    check_action: Callable[..., Any] | None = None  # None: check run buttons are not acted on
 
 
 def create_app(svc: EdgePorts, jobs: Jobs,
@@ -259,6 +260,12 @@ def _accept(svc: EdgePorts, jobs: Jobs, forge: str, delivery: str, event: events
         return _answer(400, event.reason)
     if isinstance(event, events.Ignored):
         return _answer(200, "ignored", reason=event.reason)
+    if isinstance(event, events.CheckRunAction) and not svc.settings.github.app_id:
+        # Only an App's own webhook receives requested_action; with a token set-up, such a
+        # payload can only come from a hook someone added by hand (see handlers.check_actions).
+        reason = "check run actions are acted on only when Coalmine runs as a GitHub App"
+        log.warning("refused %s delivery %s: %s", forge, delivery, reason)
+        return _answer(200, "ignored", reason=reason)
     try:
         # Deny by default: a repository the server config does not serve enqueues nothing.
         # The entry is looked up once (it also names the deploy branch); only a name no entry
@@ -303,4 +310,6 @@ def _job_for(jobs: Jobs, event: events.Event,
         if event.author_is_bot or not mentions_command(event.body):
             return None, "comment holds no command"
         return jobs.command, ""
+    if isinstance(event, events.CheckRunAction):
+        return jobs.check_action, "" if jobs.check_action else "check run actions are off"
     return None, "not acted on"

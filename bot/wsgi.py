@@ -22,7 +22,7 @@ from handlers.drift import drift_counts
 
 # The webhook jobs, from the table of every trigger and its use case (handlers/registry.py).
 JOBS = web.Jobs(merged=registry.job("merge"), command=registry.job("command"),
-                preview=registry.job("preview"))
+                preview=registry.job("preview"), check_action=registry.job("check run action"))
 # Gunicorn's code for a worker that could not boot: the arbiter then stops instead of starting
 # workers that fail the same way forever.
 WORKER_BOOT_ERROR = 3

@@ -207,10 +207,9 @@ def on_command(event: PullRequestComment, *, forge: CommandForge, rollouts: Roll
     if not commands:
         _refuse(trusted, "the comment the forge holds has no command")
         return
-    allowed, why = _permitted(forge, trusted, settings)
+    allowed, why = permitted(forge, trusted.repo, trusted.author, trusted.author_id, settings)
     if not allowed:
-        forge.comment(trusted.repo, trusted.number,
-                      f"@{trusted.author} {why}; your command was not run.")
+        forge.comment(trusted.repo, trusted.number, denial(trusted.author, why))
         return
     forge.acknowledge(trusted.repo, trusted.number, trusted.comment_id)
     # No lease here: unlike a merge, a command is not idempotent (/promote twice skips two
@@ -252,20 +251,35 @@ def _is_bot(settings: CommandSettings, author: str) -> bool:
     return bool(own) and author.lower() == str(own).lower()
 
 
-def _permitted(forge: CommandForge, event: PullRequestComment,
-               settings: CommandSettings) -> tuple[bool, str]:
-    if event.repo.forge == "gitlab":
-        return _permitted_gitlab(cast(AccessLevels, forge), event, settings.gitlab_min_access)
-    level = forge.permission(event.repo, event.author, event.author_id)
+class PermissionForge(Protocol):
+    """What the permission check reads (a GitLab forge must also be an `AccessLevels`)."""
+
+    def permission(self, repo: RepoRef, username: str, user_id: int | None = None) -> Permission:
+        """The user's permission on the repository, normalised to four levels."""
+
+
+def permitted(forge: PermissionForge, repo: RepoRef, user: str, user_id: int | None,
+              settings: CommandSettings) -> tuple[bool, str]:
+    """Whether `user` may steer rollouts of `repo` now, read through the forge API, and why
+    not. Comment commands and check run buttons share it, so one minimum holds for both."""
+    if repo.forge == "gitlab":
+        return _permitted_gitlab(cast(AccessLevels, forge), repo, user, user_id,
+                                 settings.gitlab_min_access)
+    level = forge.permission(repo, user, user_id)
     need = settings.github_min_permission
     ok = _RANK_GITHUB[level] >= _RANK_GITHUB[need]
     return ok, f"commands need {need} permission on this repository (you have {level})"
 
 
-def _permitted_gitlab(forge: AccessLevels, event: PullRequestComment,
+def denial(user: str, why: str) -> str:
+    """The PR reply to a command (or a button click) the user may not give."""
+    return f"@{user} {why}; your command was not run."
+
+
+def _permitted_gitlab(forge: AccessLevels, repo: RepoRef, user: str, user_id: int | None,
                       need: int) -> tuple[bool, str]:
     """GitLab's exact access level against the configured minimum (Owner admits only Owners)."""
-    level = forge.access_level(event.repo, event.author, event.author_id)
+    level = forge.access_level(repo, user, user_id)
     return level >= need, (f"commands need the {gitlab_role(need)} role or above on this "
                            f"project (you have {gitlab_role(level)})")
 

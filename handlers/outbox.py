@@ -11,6 +11,9 @@ again: each post costs rate limit, and GitHub keeps at most 1000 statuses per co
 context. Posts of one commit are
 made under a short lock that re-reads the desired state, so what is remembered as posted is what
 the forge shows, even when a flush and a new status race.
+
+With a GitHub App, each app's check run (bot.report.check_runs) goes out with the comment and is
+retried with it: like the comment, it is re-derived from the stored sections on every attempt.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from redis.exceptions import LockError, LockNotOwnedError
 from bot import services
 from bot.forge.base import Forge, ForgeError, RepoRef, StatusState
 from bot.logs import job_context, repo_job_fields
-from bot.report import comment
+from bot.report import check_runs, comment
 from bot.report.outbox_store import OutboxStore, status_parts, status_text
 
 log = logging.getLogger(__name__)
@@ -102,9 +105,16 @@ def post_comment(svc: services.Services, repo: RepoRef, number: int, sha: str,
             return
     store.note_comment_edit(repo, number, now, int(COMMENT_EVERY_S) + 60)
     try:
-        comment.publish(svc.redis, svc.forge(repo), repo, number)
+        _publish_pr(svc, svc.forge(repo), repo, number)
     except (ForgeError, LockError) as exc:
         _later(svc, repo, number, sha, str(exc))
+
+
+def _publish_pr(svc: services.Services, forge: Forge, repo: RepoRef, number: int) -> None:
+    """The PR's comment, then its check runs (GitHub App mode only), both from the stored
+    sections: a retry re-derives them, so the newest state is what reaches the forge."""
+    comment.publish(svc.redis, forge, repo, number)
+    check_runs.publish(svc.redis, forge, repo, number, svc.settings.public_url)
 
 
 @job_context(repo_job_fields)
@@ -133,6 +143,6 @@ def flush(repo_data: dict[str, Any], number: int, sha: str, attempt: int) -> Non
     forge = svc.forge(repo)
     try:
         _post_desired(svc, forge, repo, sha)
-        comment.publish(svc.redis, forge, repo, number)
+        _publish_pr(svc, forge, repo, number)
     except (ForgeError, LockError) as exc:
         _later(svc, repo, number, sha, str(exc), attempt)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from handlers import commands, drift, merged, outbox, preview, revert, rollout
+from handlers import check_actions, commands, drift, merged, outbox, preview, revert, rollout
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,11 @@ TRIGGERS: tuple[Trigger, ...] = (
             "and the preview comment (handlers.preview)"),
     Trigger("command", "webhook: a PR/MR comment holding a command", commands.run,
             "read the comment through the API, check the author's permission, act (COMMANDS)"),
+    Trigger("check run action", "webhook (GitHub App only): a click on a check run's Promote, "
+            "Promote fully or Abort button", check_actions.run,
+            "read the run through the API (this App's, on the recorded commit), map its id "
+            "through Redis to the rollout, check the clicker's permission, then act as the PR "
+            "command does (handlers.check_actions)"),
     Trigger("operator command", "the CLI: coalmine promote/abort/retry/pause/resume "
             "(bot.cli_rollouts)", rollout.dispatch,
             "feed the PR command's engine event, attributed to 'USER (CLI)', under the "

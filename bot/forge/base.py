@@ -7,7 +7,7 @@ interchangeable and the handlers never learn which one they drive.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from bot.gate import CheckResult  # a value of the core (the CI gate's), as RepoRef is
 from bot.refs import RepoRef  # a value type of the core; adapters may import it from here
@@ -107,6 +107,96 @@ class AccessLevels(Protocol):
 
     def access_level(self, repo: RepoRef, username: str, user_id: int | None = None) -> int:
         """The user's effective access level on the project (inherited included); 0 if none."""
+
+
+# GitHub's limits on a check run's requested actions (REST API "Create a check run").
+CHECK_ACTIONS_MAX = 3
+CHECK_ACTION_LABEL_MAX = 20
+CHECK_ACTION_DESCRIPTION_MAX = 40
+CHECK_ACTION_IDENTIFIER_MAX = 20
+CHECK_SUMMARY_MAX = 65535  # output.summary
+CHECK_TITLE_MAX = 255  # Coalmine's own cap: the title is one line above the summary
+
+CheckStatus = Literal["in_progress", "completed"]
+CheckConclusion = Literal["success", "failure", "neutral", "cancelled"]
+
+
+@dataclass(frozen=True)
+class CheckAction:
+    """A button on a check run; a click comes back as `requested_action` naming `identifier`."""
+
+    label: str
+    description: str
+    identifier: str
+
+    def __post_init__(self) -> None:
+        for field_name, limit in (("label", CHECK_ACTION_LABEL_MAX),
+                                  ("description", CHECK_ACTION_DESCRIPTION_MAX),
+                                  ("identifier", CHECK_ACTION_IDENTIFIER_MAX)):
+            value = getattr(self, field_name)
+            if not value or len(value) > limit:
+                raise ValueError(f"check run action {field_name} {value!r} must be 1 to {limit}"
+                                 " characters (GitHub's limit)")
+
+
+@dataclass(frozen=True)
+class CheckRunSpec:
+    """What a check run should show: the whole of it, so an update is the same call as a
+    create. `conclusion` is set exactly when `status` is completed."""
+
+    name: str
+    status: CheckStatus
+    title: str
+    summary: str  # Markdown; adapters cut it to CHECK_SUMMARY_MAX keeping the tail
+    conclusion: CheckConclusion | None = None
+    actions: tuple[CheckAction, ...] = ()
+    details_url: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.status == "completed") != (self.conclusion is not None):
+            raise ValueError("a check run has a conclusion exactly when it is completed")
+        if len(self.actions) > CHECK_ACTIONS_MAX:
+            raise ValueError(f"a check run offers at most {CHECK_ACTIONS_MAX} actions")
+
+
+@dataclass(frozen=True)
+class CheckRunFacts:
+    """A check run as the forge API describes it (never as a webhook payload claims)."""
+
+    id: int
+    app_id: int | None  # the App that created it
+    head_sha: str
+    name: str
+    status: str
+    conclusion: str | None
+
+
+@runtime_checkable
+class CheckRuns(Protocol):
+    """A forge that shows a deploy as a check run with buttons (GitHub, as an App only: check
+    runs are written with an installation token). Use `check_runs_of` to reach it."""
+
+    def check_runs_app(self) -> int | None:
+        """The id of the App whose check runs this adapter writes; None when it writes none
+        (token mode), in which case the other methods must not be called."""
+
+    def create_check_run(self, repo: RepoRef, sha: str, run: CheckRunSpec) -> int:
+        """Create a check run on `sha`; returns its id."""
+
+    def update_check_run(self, repo: RepoRef, run_id: int, run: CheckRunSpec) -> None:
+        """Make check run `run_id` show `run` (actions replaced, an empty tuple removes them);
+        NotFound when it does not exist in `repo`."""
+
+    def check_run_facts(self, repo: RepoRef, run_id: int) -> CheckRunFacts:
+        """Check run `run_id` of `repo` as the API holds it; NotFound when it is not there."""
+
+
+def check_runs_of(forge: object) -> CheckRuns | None:
+    """The forge's check-run capability when it can write check runs now, else None (GitLab,
+    GitHub with a token: they keep commit statuses only)."""
+    if isinstance(forge, CheckRuns) and forge.check_runs_app() is not None:
+        return forge
+    return None
 
 
 class Forge(Protocol):

@@ -22,7 +22,10 @@ import gidgethub.apps
 import httpx
 
 from bot.forge.base import (
+    CHECK_SUMMARY_MAX,
     CheckResult,
+    CheckRunFacts,
+    CheckRunSpec,
     CommentFacts,
     ForgeError,
     NotFound,
@@ -36,6 +39,8 @@ from bot.forge.base import (
 )
 from bot.forge.github_payloads import (
     check_run,
+    check_run_body,
+    check_run_facts,
     int_or_none,
     is_own_branch,
     issue_number,
@@ -268,6 +273,34 @@ class GitHubForge:
                 page += 1
 
         return self._call(repo, f"reading the checks of {sha[:12]}", fetch)
+
+    # -- CheckRuns (App mode only) ---------------------------------------------------------
+    def check_runs_app(self) -> int | None:
+        """The App's id in App mode; None with a token, which cannot write check runs."""
+        return None if self._app_id is None else int(self._app_id)
+
+    def create_check_run(self, repo: RepoRef, sha: str, run: CheckRunSpec) -> int:
+        data = {**check_run_body(run, CHECK_SUMMARY_MAX), "head_sha": sha}
+
+        async def create(gh: gidgethub.abc.GitHubAPI) -> int:
+            created = await gh.post("/repos/{owner}/{repo}/check-runs", url_parts(repo),
+                                    data=data)
+            return int(created["id"])
+
+        return self._call(repo, f"creating check run {run.name!r} on {sha[:12]}", create)
+
+    def update_check_run(self, repo: RepoRef, run_id: int, run: CheckRunSpec) -> None:
+        data = check_run_body(run, CHECK_SUMMARY_MAX)
+        url = "/repos/{owner}/{repo}/check-runs/{id}"
+        self._call(repo, f"updating check run {run_id}",
+                   lambda gh: gh.patch(url, {**url_parts(repo), "id": run_id}, data=data))
+
+    def check_run_facts(self, repo: RepoRef, run_id: int) -> CheckRunFacts:
+        async def fetch(gh: gidgethub.abc.GitHubAPI) -> CheckRunFacts:
+            url = "/repos/{owner}/{repo}/check-runs/{id}"
+            return check_run_facts(await gh.getitem(url, {**url_parts(repo), "id": run_id}))
+
+        return self._call(repo, f"reading check run {run_id}", fetch)
 
     def authenticated_clone_url(self, repo: RepoRef) -> str:
         token = self._guard(f"getting a clone token for {repo.full_name}",

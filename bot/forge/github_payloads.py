@@ -10,7 +10,15 @@ import re
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from bot.forge.base import CheckResult, PullRequest, PullRequestFacts, RepoRef
+from bot.forge.base import (
+    CheckResult,
+    CheckRunFacts,
+    CheckRunSpec,
+    PullRequest,
+    PullRequestFacts,
+    RepoRef,
+    truncate_keeping_tail,
+)
 
 
 def to_pull_request(data: dict[str, Any]) -> PullRequest:
@@ -103,3 +111,33 @@ def check_run(data: dict[str, Any]) -> CheckResult:
     conclusion = str(data.get("conclusion") or "")
     return CheckResult(name, "success" if conclusion in _PASSING_CONCLUSIONS else "failure",
                        url=url, kind="check run", detail=conclusion)
+
+
+def check_run_body(run: CheckRunSpec, summary_max: int) -> dict[str, Any]:
+    """The create/update body of a check run. `actions` is always sent, so an update to a
+    finished run removes the buttons; the summary keeps its tail (the newest events) when cut."""
+    body: dict[str, Any] = {
+        "name": run.name,
+        "status": run.status,
+        "output": {"title": run.title,
+                   "summary": truncate_keeping_tail(run.summary, summary_max)},
+        "actions": [{"label": a.label, "description": a.description,
+                     "identifier": a.identifier} for a in run.actions],
+    }
+    if run.conclusion is not None:
+        body["conclusion"] = run.conclusion
+    if run.details_url:
+        body["details_url"] = run.details_url
+    return body
+
+
+def check_run_facts(data: dict[str, Any]) -> CheckRunFacts:
+    """A check run as GET /repos/{owner}/{repo}/check-runs/{id} answers it."""
+    return CheckRunFacts(
+        id=int(data["id"]),
+        app_id=int_or_none((data.get("app") or {}).get("id")),
+        head_sha=str(data.get("head_sha") or ""),
+        name=str(data.get("name") or ""),
+        status=str(data.get("status") or ""),
+        conclusion=data.get("conclusion") or None,
+    )

@@ -161,7 +161,7 @@ def render(sections: dict[str, dict]) -> str:
             f"{counts['pruned']} |"
         )
     for app in sorted(sections):
-        lines += ["", *_app_details(app, sections[app])]
+        lines += ["", *app_details(app, sections[app])]
     return "\n".join(lines)
 
 
@@ -182,7 +182,9 @@ def _revert_lines(revert: dict[str, Any] | None) -> list[str]:
     return ["", f"↩️ Revert PR not needed: {escape(revert.get('reason', ''))}"]
 
 
-def _app_details(app: str, s: dict[str, Any]) -> list[str]:
+def app_details(app: str, s: dict[str, Any]) -> list[str]:
+    """One app's part of the comment below the table: errors, notes, health, its rollout,
+    the revert PR and the objects. Its check run (bot.report.check_runs) shows the same."""
     out = [f"#### {code(app)}"]
     if s.get("error"):
         out += ["", f"**{escape(s.get('error_title', 'Failed'))}:** {escape(s['error'], 2000)}"]

@@ -275,7 +275,7 @@ def now_iso(at: float | None = None) -> str:
 # Endpoints an App calls as itself (RS256 JWT), not with an installation token.
 # The permissions a GitHub App for Coalmine asks for (deploy/README.md), as GET /app lists them.
 APP_PERMISSIONS = {"contents": "write", "pull_requests": "write", "issues": "write",
-                   "statuses": "write", "metadata": "read"}
+                   "statuses": "write", "checks": "write", "metadata": "read"}
 JWT_OPERATIONS = frozenset(
     {
         "apps/get-authenticated",
@@ -476,6 +476,7 @@ class FakeGitHub(JsonFakeServer):
         self._users: dict[str, int] = {}
         self._apps: dict[int, _App] = {}
         self._installations: dict[int, tuple[int, set[str]]] = {}  # id → (app, repos)
+        self._token_installations: dict[str, int] = {}  # installation token → installation id
         self._forks: dict[str, int] = {}  # full name of a fork PRs come from → its repo id
         self.issued_tokens: list[str] = []
         self._handlers: dict[str, Callable[[Request, _Repo | None, dict[str, Any]], Reply]] = {
@@ -489,6 +490,9 @@ class FakeGitHub(JsonFakeServer):
             "repos/get-combined-status-for-ref": self._combined_status,
             "repos/list-commit-statuses-for-ref": self._list_statuses,
             "checks/list-for-ref": self._list_check_runs,
+            "checks/create": self._create_check_run,
+            "checks/update": self._update_check_run,
+            "checks/get": self._get_check_run,
             "issues/list-comments": self._list_comments,
             "issues/create-comment": self._create_comment,
             "issues/get-comment": self._get_comment,
@@ -623,6 +627,11 @@ class FakeGitHub(JsonFakeServer):
                                    completed_at=now_iso() if status == "completed" else None)
 
     # -- reading state --------------------------------------------------------------------
+    def check_runs(self, full_name: str, sha: str) -> list[dict[str, Any]]:
+        """Every check run on `sha` (an App's own included), oldest first."""
+        with self._lock:
+            return copy.deepcopy(self._repo(full_name).check_runs.get(sha, []))
+
     def comments(self, full_name: str, number: int) -> list[dict[str, Any]]:
         with self._lock:
             repo = self._repo(full_name)
@@ -765,6 +774,7 @@ class FakeGitHub(JsonFakeServer):
         token = "ghs_" + secrets.token_hex(18)
         expires = time.time() + self.token_ttl_s
         self._tokens[token] = (f"{self._apps[app_id].slug}[bot]", expires)
+        self._token_installations[token] = p["installation_id"]
         self.issued_tokens.append(token)
         body = {"token": token, "expires_at": now_iso(expires), "repository_selection": "selected"}
         return Reply(201, body)
@@ -863,6 +873,85 @@ class FakeGitHub(JsonFakeServer):
                 runs = [r for r in runs if r["name" if key == "check_name" else key] == p[key]]
         page = paginate(request, runs)
         return Reply(200, {"total_count": len(runs), "check_runs": page.body}, page.headers)
+
+    # -- check runs written by an App -------------------------------------------------------
+    def _calling_app(self, request: Request, repo: _Repo) -> dict[str, Any] | Reply:
+        """The App behind the request's installation token, as a check run's `app` shows it;
+        GitHub refuses check-run writes by anyone else, and by an App not installed on `repo`."""
+        token = request.headers.get("authorization", "").partition(" ")[2]
+        installation = self._installations.get(self._token_installations.get(token, -1))
+        if installation is None:
+            return Reply(403, {"message": "You must authenticate via a GitHub App.",
+                               "documentation_url": DOCS_URL}, {}, "auth")
+        app_id, repos = installation
+        if repo.full_name not in repos:
+            return Reply(403, {"message": "Resource not accessible by integration",
+                               "documentation_url": DOCS_URL}, {}, "auth")
+        app = self._apps[app_id]
+        return {"id": app.app_id, "slug": app.slug, "name": app.slug}
+
+    def _find_check_run(self, repo: _Repo, run_id: int) -> dict[str, Any] | None:
+        return next((r for runs in repo.check_runs.values() for r in runs if r["id"] == run_id),
+                    None)
+
+    @staticmethod
+    def _check_run_fields(body: dict[str, Any]) -> dict[str, Any] | Reply:
+        """The fields a create or update sets, with GitHub's rule that a completed run has a
+        conclusion (and that a conclusion completes it)."""
+        fields = {k: body[k] for k in ("name", "details_url", "status", "conclusion", "output",
+                                       "actions") if k in body}
+        if fields.get("conclusion"):
+            fields["status"] = "completed"
+        elif fields.get("status") == "completed":
+            return _validation_failed("CheckRun", "conclusion",
+                                      "conclusion is required when status is completed",
+                                      "missing_field")
+        if fields.get("status") == "completed":
+            fields["completed_at"] = now_iso()
+        return fields
+
+    def _create_check_run(self, request: Request, repo: _Repo | None,
+                          p: dict[str, Any]) -> Reply:
+        assert repo is not None
+        app = self._calling_app(request, repo)
+        if isinstance(app, Reply):
+            return app
+        fields = self._check_run_fields(request.json)
+        if isinstance(fields, Reply):
+            return fields
+        run_id = self.next_id()
+        sha = request.json["head_sha"]
+        run = {"id": run_id, "head_sha": sha, "name": request.json["name"], "status": "queued",
+               "conclusion": None, "started_at": now_iso(), "completed_at": None,
+               "html_url": f"{self.url}/{repo.full_name}/runs/{run_id}",
+               "url": f"{request.base_url}/repos/{repo.full_name}/check-runs/{run_id}",
+               "details_url": None, "output": {}, "actions": [], "app": app, **fields}
+        repo.check_runs.setdefault(sha, []).append(run)
+        return Reply(201, run)
+
+    def _update_check_run(self, request: Request, repo: _Repo | None,
+                          p: dict[str, Any]) -> Reply:
+        assert repo is not None
+        app = self._calling_app(request, repo)
+        if isinstance(app, Reply):
+            return app
+        run = self._find_check_run(repo, p["check_run_id"])
+        if run is None:
+            return _not_found()
+        if run["app"]["id"] != app["id"]:  # only the App that created a run may change it
+            return Reply(403, {"message": f"Invalid app_id `{app['id']}` - check run can only "
+                               "be modified by the GitHub App that created it.",
+                               "documentation_url": DOCS_URL}, {}, "auth")
+        fields = self._check_run_fields(request.json)
+        if isinstance(fields, Reply):
+            return fields
+        run.update(fields)
+        return Reply(200, run)
+
+    def _get_check_run(self, request: Request, repo: _Repo | None, p: dict[str, Any]) -> Reply:
+        assert repo is not None
+        run = self._find_check_run(repo, p["check_run_id"])
+        return _not_found() if run is None else Reply(200, run)
 
     # -- comments and reactions -----------------------------------------------------------
     def _new_comment(

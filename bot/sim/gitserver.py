@@ -17,6 +17,7 @@ import hashlib
 import os
 import subprocess
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -201,11 +202,15 @@ class GitHttpServer:
     """
 
     def __init__(
-        self, project_root: Path, username: str = "x-access-token", password: str = "s3cret"
+        self, project_root: Path, username: str = "x-access-token", password: str = "s3cret",
+        accepts: Callable[[str], bool] | None = None,
     ) -> None:
+        """`accepts` admits other passwords too (a GitHub App's installation tokens, which the
+        fake GitHub issues at run time)."""
         self.project_root = Path(project_root)
         self.username = username
         self.password = password
+        self.accepts = accepts
         self.requests: list[tuple[str, str, bool]] = []
         token = base64.b64encode(f"{username}:{password}".encode()).decode()
         self._expected = f"Basic {token}"
@@ -234,6 +239,18 @@ class GitHttpServer:
         self._server.server_close()
         self._thread.join(timeout=10)
 
+    def _authorized(self, header: str) -> bool:
+        if header == self._expected:
+            return True
+        scheme, _, encoded = header.partition(" ")
+        if self.accepts is None or scheme != "Basic":
+            return False
+        try:
+            user, _, password = base64.b64decode(encoded).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return False
+        return user == self.username and self.accepts(password)
+
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         server = self
 
@@ -248,7 +265,7 @@ class GitHttpServer:
                 pass  # keep test output quiet
 
             def _serve(self) -> None:
-                authorized = self.headers.get("Authorization") == server._expected
+                authorized = server._authorized(self.headers.get("Authorization", ""))
                 path, _, query = self.path.partition("?")
                 server.requests.append((self.command, path, authorized))
                 body = self._read_body()

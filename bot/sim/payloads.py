@@ -145,6 +145,38 @@ def github_comment(
     }
 
 
+def github_check_run_action(
+    check_run_id: int,
+    identifier: str = "promote",
+    full_name: str = "acme/gitops",
+    clone_url: str = "https://github.com/acme/gitops.git",
+    login: str = "alice",
+    head_sha: str = "6dcb09b5b57875f334f61aebed695e2e4193db5e",
+    name: str = "coalmine/web",
+    app_id: int = 4242,
+    installation_id: int | None = 42,
+) -> dict[str, Any]:
+    """A click on a check run's button: `check_run` with action `requested_action`."""
+    payload: dict[str, Any] = {
+        "action": "requested_action",
+        "check_run": {
+            "id": check_run_id, "name": name, "head_sha": head_sha, "status": "in_progress",
+            "conclusion": None, "external_id": "",
+            "url": f"https://api.github.com/repos/{full_name}/check-runs/{check_run_id}",
+            "html_url": f"https://github.com/{full_name}/runs/{check_run_id}",
+            "started_at": "2026-11-22T19:05:00Z", "completed_at": None,
+            "app": {"id": app_id, "slug": "coalmine", "name": "coalmine"},
+            "pull_requests": [],
+        },
+        "requested_action": {"identifier": identifier},
+        "repository": _github_repo(full_name, clone_url, "main"),
+        "sender": _github_user(login, 40 + len(login)),
+    }
+    if installation_id is not None:
+        payload["installation"] = {"id": installation_id}
+    return payload
+
+
 def _gitlab_project(pid: int, path: str, clone_url: str, default_branch: str) -> dict[str, Any]:
     return {
         "id": pid, "name": path.rsplit("/", 1)[-1], "description": "GitOps repository",

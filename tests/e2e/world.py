@@ -114,6 +114,38 @@ def github_world(tmp_path, redis_url, fake_kube, gitops_remote) -> Iterator[Worl
             gh.stop()
 
 
+GH_APP_ID = 4242
+GH_INSTALLATION = 77
+
+
+@pytest.fixture
+def github_app_world(tmp_path, redis_url, fake_kube, gitops_remote,
+                     github_app_key) -> Iterator[World]:
+    """The GitHub world with Coalmine running as a GitHub App (installation tokens, check
+    runs with buttons) instead of with a token."""
+    private, public = github_app_key
+    gh = FakeGitHub()
+    gh.start()
+    gh.add_repo(REPO)
+    gh.add_app(GH_APP_ID, public, slug="coalmine")
+    gh.add_installation(GH_INSTALLATION, GH_APP_ID, [REPO])
+    # Git over HTTP takes whatever installation token the fake GitHub issued, as GitHub does.
+    with GitHttpServer(tmp_path / "repos", username="x-access-token",
+                       accepts=lambda token: token in gh.issued_tokens) as http:
+        bot = BotHarness(tmp_path, redis_url, {
+            "GITHUB_WEBHOOK_SECRET": GH_SECRET,
+            "GITHUB_APP_ID": str(GH_APP_ID),
+            "GITHUB_PRIVATE_KEY": private,
+            "GITHUB_API_URL": gh.url,
+            "KUBECONFIG": str(fake_kube.kubeconfig),
+        })
+        try:
+            yield World(bot, gitops_remote, http, "github", github=gh)
+        finally:
+            bot.stop()
+            gh.stop()
+
+
 @pytest.fixture
 def gitlab_world(tmp_path, redis_url, fake_kube, gitops_remote) -> Iterator[World]:
     gl = FakeGitLab()

@@ -32,7 +32,8 @@ header_values = st.text(
     alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF, blacklist_characters="\x7f"),
     max_size=80,
 )
-GITHUB_EVENTS = st.sampled_from(["pull_request", "issue_comment", "ping", "push"]) | header_values
+GITHUB_EVENTS = (st.sampled_from(["pull_request", "issue_comment", "check_run", "ping", "push"])
+                 | header_values)
 GITLAB_EVENTS = (
     st.sampled_from(["Merge Request Hook", "Note Hook", "System Hook", "Push Hook"])
     | header_values
@@ -40,6 +41,7 @@ GITLAB_EVENTS = (
 GITHUB_BASES = [
     ("pull_request", payloads.github_pr_merged()),
     ("issue_comment", payloads.github_comment("/promote web")),
+    ("check_run", payloads.github_check_run_action(77)),
 ]
 GITLAB_BASES = [
     ("Merge Request Hook", payloads.gitlab_mr_merged()),
@@ -55,6 +57,15 @@ def client(redis_url: str):
         github=GitHubSettings(webhook_secret=GH_SECRET, token="t"),
         gitlab=GitLabSettings(webhook_token=GL_TOKEN, token="t"),
     )
+    return app_for(services.Services(settings, redis, RQJobQueue(redis))).test_client()
+
+
+@pytest.fixture
+def app_client(redis_url: str):
+    """The edge of a GitHub App set-up: the only one that acts on check run button clicks."""
+    redis = Redis.from_url(redis_url)
+    settings = Settings(redis_url=redis_url, github=GitHubSettings(
+        webhook_secret=GH_SECRET, app_id="4242", private_key="not used by the edge"))
     return app_for(services.Services(settings, redis, RQJobQueue(redis))).test_client()
 
 
@@ -164,6 +175,17 @@ def test_gitlab_mutated_payloads_get_a_deliberate_answer(client, case):
     parsed = events.parse_gitlab(event, doc)
     if isinstance(parsed, events.Malformed):
         assert answer == {"error": parsed.reason}
+
+
+@FUZZ
+@given(doc=mutated(payloads.github_check_run_action(77), max_mutations=4))
+def test_github_app_mutated_check_run_payloads_get_a_deliberate_answer(app_client, doc):
+    answer = _assert_deliberate(_post_github(app_client, _dumps(doc), "check_run"))
+    parsed = events.parse_github("check_run", doc)
+    if isinstance(parsed, events.Malformed):
+        assert answer == {"error": parsed.reason}
+    if isinstance(parsed, events.CheckRunAction):
+        assert isinstance(parsed.check_run_id, int) and isinstance(parsed.identifier, str)
 
 
 # -- headers --------------------------------------------------------------------------------------

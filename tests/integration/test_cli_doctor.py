@@ -115,7 +115,8 @@ def test_an_app_lacking_a_permission_and_a_fine_grained_token(setup, fake_github
     private, public = github_app_key
     fake_github.add_app(7, public, slug="coalmine",
                         permissions={"contents": "write", "issues": "write",
-                                     "statuses": "read", "metadata": "read"})
+                                     "statuses": "read", "checks": "write",
+                                     "metadata": "read"})
     env = {k: v for k, v in setup.items() if k != "GITHUB_TOKEN"}
     done = doctor({**env, "GITHUB_APP_ID": "7", "GITHUB_PRIVATE_KEY": private},
                   "--output", "json")

@@ -75,6 +75,25 @@ def test_github_bot_comment_is_marked():
     assert isinstance(ev, events.PullRequestComment) and ev.author_is_bot
 
 
+def test_github_check_run_requested_action_becomes_event():
+    ev = events.parse_github("check_run", payloads.github_check_run_action(
+        77, "promote-full", login="bob", installation_id=42))
+    assert isinstance(ev, events.CheckRunAction)
+    assert (ev.check_run_id, ev.identifier, ev.sender, ev.repo.full_name,
+            ev.repo.installation_id) == (77, "promote-full", "bob", "acme/gitops", 42)
+
+
+def test_github_other_check_run_actions_are_ignored_and_bad_ones_malformed():
+    for action in ("created", "completed", "rerequested"):
+        payload = {**payloads.github_check_run_action(77), "action": action}
+        assert isinstance(events.parse_github("check_run", payload), events.Ignored), action
+    payload = payloads.github_check_run_action(77)
+    payload["check_run"]["id"] = "77"  # not an integer: not a run id
+    assert isinstance(events.parse_github("check_run", payload), events.Malformed)
+    del payload["requested_action"]
+    assert isinstance(events.parse_github("check_run", payload), events.Malformed)
+
+
 def test_gitlab_merge_becomes_event():
     ev = events.parse_gitlab("Merge Request Hook", payloads.gitlab_mr_merged())
     assert isinstance(ev, events.MergedPullRequest)

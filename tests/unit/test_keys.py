@@ -33,6 +33,9 @@ def test_key_formats_are_unchanged():
     assert keys.posted_status(REPO, "abc") == "coalmine:posted-status:github:acme/gitops:abc"
     assert keys.status_lock(REPO, "abc") == "coalmine:status-lock:github:acme/gitops:abc"
     assert keys.comment_at(REPO, 7) == "coalmine:comment-at:github:acme/gitops:7"
+    assert keys.pr_check_runs(REPO, 7) == "coalmine:pr:github:acme/gitops:7:check-runs"
+    assert keys.pr_check_runs_lock(REPO, 7) == "coalmine:check-runs-lock:github:acme/gitops:7"
+    assert keys.check_run_target("github", 42) == "coalmine:check-run:github:42"
     assert keys.deployed("github", 9, "main") == "coalmine:deployed:github:9:main"
     assert keys.merge_lock("github", 9, "main") == "coalmine:merge:github:9:main"
     assert keys.deployment("github", "acme/gitops", "abc", "web") == \

@@ -44,3 +44,4 @@ def test_each_job_resolves_by_its_dotted_path():
 def test_the_webhook_jobs_come_from_the_table():
     assert wsgi.JOBS.merged is registry.job("merge")
     assert wsgi.JOBS.command is registry.job("command")
+    assert wsgi.JOBS.check_action is registry.job("check run action")

@@ -26,6 +26,8 @@ OPERATIONS: dict[str, tuple[str, ...]] = {
     "/repos/{owner}/{repo}/commits/{ref}/status": ("get",),
     "/repos/{owner}/{repo}/commits/{ref}/statuses": ("get",),
     "/repos/{owner}/{repo}/commits/{ref}/check-runs": ("get",),
+    "/repos/{owner}/{repo}/check-runs": ("post",),
+    "/repos/{owner}/{repo}/check-runs/{check_run_id}": ("get", "patch"),
     "/repos/{owner}/{repo}/issues/{issue_number}/comments": ("get", "post"),
     "/repos/{owner}/{repo}/issues/comments/{comment_id}": ("get", "patch"),
     "/repos/{owner}/{repo}/issues/comments/{comment_id}/reactions": ("get", "post"),
@@ -38,9 +40,12 @@ OPERATIONS: dict[str, tuple[str, ...]] = {
 DROPPED_KEYS = {"description", "examples", "example", "summary", "externalDocs", "x-github"}
 
 
-def _strip(node: Any) -> Any:
+def _strip(node: Any, names: bool = False) -> Any:
+    """`node` without prose. The keys of a `properties` mapping are field names, not prose: a
+    field called `description` (a status's, a check run action's) keeps its schema."""
     if isinstance(node, dict):
-        return {k: _strip(v) for k, v in node.items() if k not in DROPPED_KEYS}
+        return {k: _strip(v, names=k == "properties" and not names) for k, v in node.items()
+                if names or k not in DROPPED_KEYS}
     if isinstance(node, list):
         return [_strip(v) for v in node]
     return node
