@@ -122,6 +122,12 @@ def pr_check_runs_lock(repo: RepoRef, number: int) -> str:
     return f"{PREFIX}check-runs-lock:{repo.forge}:{repo.full_name}:{number}"
 
 
+def check_runs_refused(repo: RepoRef) -> str:
+    """Set while the forge refuses (403) Coalmine's check runs in the repository, e.g. an App
+    installed without the Checks permission: statuses only until it expires."""
+    return f"{PREFIX}check-runs-refused:{repo.forge}:{repo.full_name}"
+
+
 def check_run_target(forge: str, run_id: int) -> str:
     """What a check run's buttons steer (repository, PR, commit, rollout key), by its id: the
     click's payload names only the id, and nothing else in it is believed."""

@@ -38,6 +38,11 @@ class NotFound(ForgeError):
     """
 
 
+class Forbidden(ForgeError):
+    """The forge answered 403 for a reason other than throttling: the credential may not do
+    this here (an App installed without a permission), so retrying will not help."""
+
+
 @dataclass(frozen=True)
 class RepoFacts:
     """A repository as the forge API describes it (never as a webhook payload claims)."""

@@ -27,6 +27,7 @@ from bot.forge.base import (
     CheckRunFacts,
     CheckRunSpec,
     CommentFacts,
+    Forbidden,
     ForgeError,
     NotFound,
     Permission,
@@ -371,6 +372,8 @@ class GitHubForge:
         except gidgethub.HTTPException as exc:
             if exc.status_code == 404:
                 raise NotFound(self._scrub(f"GitHub: {what} failed: 404 {exc}")) from exc
+            if exc.status_code == 403 and not isinstance(exc, gidgethub.RateLimitExceeded):
+                raise Forbidden(self._scrub(f"GitHub: {what} failed: 403 {exc}")) from exc
             raise ForgeError(
                 self._scrub(f"GitHub: {what} failed: {exc.status_code} {exc}")
             ) from exc

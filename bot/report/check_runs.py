@@ -32,6 +32,7 @@ from bot.forge.base import (
     CheckConclusion,
     CheckRuns,
     CheckRunSpec,
+    Forbidden,
     NotFound,
     RepoRef,
     check_runs_of,
@@ -42,6 +43,7 @@ from bot.rollout.model import RolloutState
 log = logging.getLogger(__name__)
 RECORD_TTL_S = comment.SECTION_TTL_S
 LOCK_TIMEOUT_S = 30
+REFUSED_PAUSE_S = 3600  # after a 403, how long the repository gets statuses only
 # The buttons of a running or paused rollout; identifiers are what a click sends back.
 PROMOTE = "promote"
 PROMOTE_FULL = "promote-full"
@@ -118,9 +120,10 @@ def conclusion(state: str, rollout: RolloutState | None) -> CheckConclusion:
 def publish(redis: Redis, forge: object, repo: RepoRef, number: int, public_url: str) -> None:
     """Bring every app's check run of PR `number` in line with its section; nothing on a forge
     without check runs. A `ForgeError` propagates after the runs before it were posted: the
-    caller schedules the outbox's retry, which calls this again."""
+    caller schedules the outbox's retry, which calls this again. A 403 (`Forbidden`) is no
+    passing fault: the repository gets statuses only for REFUSED_PAUSE_S, without a retry."""
     runs = check_runs_of(forge)
-    if runs is None:
+    if runs is None or redis.exists(keys.check_runs_refused(repo)):
         return
     lock = redis.lock(keys.pr_check_runs_lock(repo, number), timeout=LOCK_TIMEOUT_S,
                       blocking_timeout=60)
@@ -135,7 +138,17 @@ def publish(redis: Redis, forge: object, repo: RepoRef, number: int, public_url:
             url = public_url + deployment_path(repo.forge, repo.full_name, section["sha"], app)
             spec = spec_for(app, section, url if url.startswith(("http://", "https://"))
                             else None)
-            _post(redis, runs, repo, number, app, str(section["sha"]), spec, posted.get(app))
+            try:
+                _post(redis, runs, repo, number, app, str(section["sha"]), spec,
+                      posted.get(app))
+            except Forbidden as exc:
+                # Not a passing fault: retrying would cost rate limit for the same answer, and
+                # the statuses and the comment already say everything a check run would.
+                redis.set(keys.check_runs_refused(repo), "1", ex=REFUSED_PAUSE_S)
+                log.warning("GitHub refuses Coalmine's check runs in %s (does the App have the "
+                            "Checks: write permission? `coalmine doctor` tells): statuses only "
+                            "for %d s: %s", repo.full_name, REFUSED_PAUSE_S, exc)
+                return
     finally:
         try:
             lock.release()

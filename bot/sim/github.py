@@ -888,6 +888,9 @@ class FakeGitHub(JsonFakeServer):
             return Reply(403, {"message": "Resource not accessible by integration",
                                "documentation_url": DOCS_URL}, {}, "auth")
         app = self._apps[app_id]
+        if app.permissions.get("checks") != "write":  # installed without Checks: write
+            return Reply(403, {"message": "Resource not accessible by integration",
+                               "documentation_url": DOCS_URL}, {}, "auth")
         return {"id": app.app_id, "slug": app.slug, "name": app.slug}
 
     def _find_check_run(self, repo: _Repo, run_id: int) -> dict[str, Any] | None:

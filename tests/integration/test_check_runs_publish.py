@@ -22,6 +22,7 @@ from bot.rollout.model import (
     new_state,
 )
 from tests.harness.fixtures_forges import GITHUB_REPO
+from tests.harness.github import APP_PERMISSIONS
 
 APP_ID, PR = 4242, 3
 SHA = "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678"
@@ -99,3 +100,22 @@ def test_a_token_forge_publishes_no_check_run(redis_client, github_forge, fake_g
     comment.save_section(redis_client, REPO, PR, "web", rollout_section())
     check_runs.publish(redis_client, github_forge, REPO, PR, PUBLIC)
     assert writes(fake_github) == 0 and redis_client.keys("coalmine:check-run*") == []
+
+
+def test_an_app_without_the_checks_permission_gets_statuses_only_without_retries(
+        redis_client, fake_github, github_app_key, forge_sleeps):
+    private, public = github_app_key
+    fake_github.add_app(APP_ID, public, slug="coalmine",
+                        permissions={k: v for k, v in APP_PERMISSIONS.items() if k != "checks"})
+    fake_github.add_installation(77, APP_ID, [GITHUB_REPO])
+    forge = GitHubForge(api_url=fake_github.api_url, app_id=APP_ID, private_key=private,
+                        retry=RetryPolicy(sleep=forge_sleeps))
+    comment.save_section(redis_client, REPO, PR, "web", rollout_section())
+    check_runs.publish(redis_client, forge, REPO, PR, PUBLIC)  # no ForgeError: no retry
+    refused = len(fake_github.calls_to("POST", r".*/check-runs$"))
+    assert refused == 1 and fake_github.check_runs(GITHUB_REPO, SHA) == []
+    assert 0 < redis_client.ttl(f"coalmine:check-runs-refused:github:{GITHUB_REPO}") <= 3600
+
+    comment.save_section(redis_client, REPO, PR, "web", rollout_section(finished=True))
+    check_runs.publish(redis_client, forge, REPO, PR, PUBLIC)  # the pause: not asked again
+    assert len(fake_github.calls_to("POST", r".*/check-runs$")) == refused
