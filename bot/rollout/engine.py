@@ -707,6 +707,8 @@ class _Transition:
         if self.state.awaiting_health or ready is None:
             return False
         run = self.state.step_run
+        if run is None and step.duration is not None:
+            return self.now >= ready + step.duration  # pods only: they run for the duration
         if run is None or runs.phase(run) == "Successful":
             return True
         if step.duration is None or self.now < ready + step.duration:
