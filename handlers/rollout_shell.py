@@ -109,7 +109,7 @@ class Shell:
         if isinstance(action, m.StartExperiment):
             return self.start_experiment(action.step)
         if isinstance(action, m.StopExperiment):
-            return self.stop_experiment(action.step)
+            return self.stop_experiment(action.step, action.route)
         if isinstance(action, m.RestoreStable):
             return self.restore_stable(action.remove_canary)
         if isinstance(action, m.RemoveCanary):
@@ -198,19 +198,65 @@ class Shell:
                                       t, self.state.revision)
                 for t in self._experiment(index)]
 
+    def _experiment_services(self, index: int) -> list[tuple[m.ExperimentTemplate, Obj | None]]:
+        """(template, its Service or None) for each template that asks for a Service."""
+        workload = self.context.deployment["metadata"]["name"]
+        return [(t, traffic.experiment_service(obj, t, workload))
+                for t, obj in zip(self._experiment(index), self._experiment_objects(index),
+                                  strict=True)
+                if t.service_name(workload) is not None]
+
     def start_experiment(self, index: int) -> list[m.Event]:
-        """The experiment's Deployments, then their health (the analyses start once ready)."""
+        """The experiment's Deployments and Services, then their health (the analyses start
+        once ready, and the router gives the Services their weights then)."""
         try:
             for obj in self._experiment_objects(index):
                 self._apply(obj, self.state.revision)
+            for template, service in self._experiment_services(index):
+                refusal = self._service_refusal(template, service)
+                if refusal:
+                    return [m.WorkloadHealth(False, refusal, self.state.weight, failed=True)]
+                assert service is not None
+                self._apply(service, self.state.revision)
         except ClusterError as exc:
             return [m.WorkloadHealth(False, f"the cluster refused the experiment: {exc}",
                                      self.state.weight)]
         return [self.health_event(completing=False)]
 
-    def stop_experiment(self, index: int) -> list[m.Event]:
-        """Remove the experiment's Deployments; a refusal is left to the next removal (the
-        rollout's end removes them again) rather than failing the step that follows."""
+    def _service_refusal(self, template: m.ExperimentTemplate, service: Obj | None) -> str:
+        """Why the template's Service cannot be written ("" when it can): its pods declare no
+        port, or the name is taken by a Service that is not this template's."""
+        name = template.service_name(self.context.deployment["metadata"]["name"])
+        if service is None:
+            return (f"experiment template '{template.name}': its pods declare no container "
+                    f"port, so Service {name} cannot be made to send its traffic to")
+        live = self.cluster.get("v1", "Service", self.context.namespace, name)
+        if live is not None and not traffic.is_experiment_service(live, service):
+            return (f"experiment template '{template.name}': Service {name} already exists and "
+                    "is not this template's; choose another service.name")
+        return ""
+
+    def stop_experiment(self, index: int, route: routers.RouteState | None = None
+                        ) -> list[m.Event]:
+        """Take the experiment's weights off the router (`route`), then remove its Services
+        and Deployments; a refusal is logged and left to the next removal (the rollout's end
+        removes them again) rather than failing the step that follows."""
+        strategy = self.state.strategy
+        if route is not None and strategy.traffic is not None:
+            try:
+                rows = self._write_router(route)
+                self.context.traffic = rows + [row for row in self.context.traffic or []
+                                               if str(row.get("object")).startswith("Service ")]
+            except (ClusterError, routers.RouterError, ValueError) as exc:
+                log.warning("experiment weights not taken off the router yet: %s", exc)
+        for template, service in self._experiment_services(index):
+            name = template.service_name(self.context.deployment["metadata"]["name"])
+            try:
+                live = self.cluster.get("v1", "Service", self.context.namespace, name)
+                if service is not None and traffic.is_experiment_service(live, service):
+                    self.cluster.delete("v1", "Service", self.context.namespace, name)
+            except ClusterError as exc:
+                log.warning("experiment Service %s not removed yet: %s", name, exc)
         for obj in self._experiment_objects(index):
             try:
                 self.cluster.delete("apps/v1", "Deployment", self.context.namespace,
@@ -341,19 +387,25 @@ class Shell:
                             "detail": f"selects the {track} pods",
                             "canary_weight": 100 if track == "canary" else 0})
         if strategy.traffic is not None:
-            router_ctx = traffic.router_context(strategy, ctx.deployment["metadata"]["name"],
-                                                ctx.namespace)
-            assert router_ctx is not None
-            live = {key: self.cluster.get(key.api_version, key.kind, key.namespace, key.name)
-                    for key in routers.reads(strategy.traffic, router_ctx)}
             route = engine.route_state(state) if running else routers.RouteState(weight=0)
-            for obj in routers.desired(strategy.traffic, router_ctx, live, route):
-                self._apply(obj, state.revision)
-                live[_key_of(obj, ctx.namespace)] = obj
-            carried = [{"object": w.object, "detail": w.detail,
-                        "canary_weight": w.canary_weight}
-                       for w in routers.describe(strategy.traffic, router_ctx, live)] + carried
+            carried = self._write_router(route) + carried
         ctx.traffic = carried
+
+    def _write_router(self, route: routers.RouteState) -> list[Obj]:
+        """Write the strategy's router objects for `route`; what each now carries, for the PR
+        comment."""
+        ctx, strategy = self.context, self.state.strategy
+        assert strategy.traffic is not None
+        router_ctx = traffic.router_context(strategy, ctx.deployment["metadata"]["name"],
+                                            ctx.namespace)
+        assert router_ctx is not None
+        live = {key: self.cluster.get(key.api_version, key.kind, key.namespace, key.name)
+                for key in routers.reads(strategy.traffic, router_ctx)}
+        for obj in routers.desired(strategy.traffic, router_ctx, live, route):
+            self._apply(obj, self.state.revision)
+            live[_key_of(obj, ctx.namespace)] = obj
+        return [{"object": w.object, "detail": w.detail, "canary_weight": w.canary_weight}
+                for w in routers.describe(strategy.traffic, router_ctx, live)]
 
 
 def _key_of(obj: Obj, namespace: str) -> routers.ObjectKey:

@@ -135,7 +135,8 @@ from bot.rollout.model import (
     WeightPoint,
     WorkloadHealth,
 )
-from bot.rollout.routers import HeaderRoute, MirrorRoute, RouteState
+from bot.rollout.routers import HeaderRoute, MirrorRoute, RouteState, WeightDestination
+from bot.rollout.traffic import experiment_subset_labels
 
 HEALTH_RECHECK_SECONDS = 60.0
 HEALTH_POLL_SECONDS = 2.0
@@ -243,8 +244,9 @@ def canary_scale(state: RolloutState) -> SetCanaryScaleStep | None:
 def route_state(state: RolloutState) -> RouteState:
     """What the traffic router must say now: the canary's weight and the managed header and
     mirror routes the steps so far have set (a route set again replaces itself; one set with
-    no match is removed). Outside the steps (completing, finished) the router is back at
-    stable 100 with no managed route, as Argo leaves it."""
+    no match is removed), and during an experiment step its weighted templates' Services
+    (`experiment_destinations`). Outside the steps (completing, finished) the router is back
+    at stable 100 with no managed route, as Argo leaves it."""
     if state.phase not in _ACTIVE:
         return RouteState(weight=0)
     headers: dict[str, HeaderRoute] = {}
@@ -259,7 +261,24 @@ def route_state(state: RolloutState) -> RouteState:
             if step.route.matches:
                 mirrors[step.route.name] = step.route
     return RouteState(weight=state.weight, header_routes=tuple(headers.values()),
-                      mirror_routes=tuple(mirrors.values()))
+                      mirror_routes=tuple(mirrors.values()),
+                      extra=experiment_destinations(state))
+
+
+def experiment_destinations(state: RolloutState) -> tuple[WeightDestination, ...]:
+    """The current experiment step's templates that have a `weight`, as router destinations.
+
+    The shell writes the router with them once the experiment's pods are healthy (health
+    gates every routing), as Argo adds them only while the experiment is running."""
+    step = current_step(state)
+    if state.phase not in _ACTIVE or not isinstance(step, ExperimentStep):
+        return ()
+    workload = state.strategy.workload.name
+    return tuple(
+        WeightDestination(service=t.service_name(workload) or "", weight=t.weight,
+                          subset_labels=experiment_subset_labels(t))
+        for t in step.templates if t.weight is not None
+    )
 
 
 def scale_down_delay(state: RolloutState) -> int | None:
@@ -424,7 +443,8 @@ def describe_step(step: Step) -> str:
         verb = "setMirrorRoute" if step.route.matches else "remove mirror route"
         return f"{verb} {step.route.name}"
     if isinstance(step, ExperimentStep):
-        names = ", ".join(t.name for t in step.templates)
+        names = ", ".join(t.name + (f" ({t.weight}%)" if t.weight is not None else "")
+                          for t in step.templates)
         lasting = f" for {format_duration(step.duration)}" if step.duration is not None else ""
         return f"experiment {names}{lasting}"
     if isinstance(step, SetWeightStep):
@@ -625,7 +645,10 @@ class _Transition:
     def stop_experiment(self) -> None:
         """Remove the current step's experiment pods, if it is an experiment."""
         if isinstance(current_step(self.state), ExperimentStep):
-            self.actions.append(StopExperiment(self.state.step_index))
+            route = None
+            if self.state.strategy.traffic is not None and experiment_destinations(self.state):
+                route = replace(route_state(self.state), extra=())
+            self.actions.append(StopExperiment(self.state.step_index, route))
 
     def experiment_ready(self, step: ExperimentStep) -> None:
         """The experiment's pods are healthy: its clock starts and its analyses run."""
@@ -651,7 +674,9 @@ class _Transition:
                 return self._started(runs.errored_run(
                     run_id, f"{kind} '{ref.name}' not found", self.now, purpose))
             try:
-                resolved = resolve_metrics([found], analysis.args)
+                # Argo gives each analysis of the experiment its own run with the step's
+                # dryRun rules, so a rule must match a metric of every analysis.
+                resolved = resolve_metrics([found], analysis.args, RunRules(step.dry_run))
             except (UnresolvedArgument, ValueError) as error:
                 return self._started(runs.errored_run(run_id, str(error), self.now, purpose))
             prefix = f"{analysis.name}/" if len(step.analyses) > 1 else ""
@@ -682,6 +707,8 @@ class _Transition:
         if self.state.awaiting_health or ready is None:
             return False
         run = self.state.step_run
+        if run is None and step.duration is not None:
+            return self.now >= ready + step.duration  # pods only: they run for the duration
         if run is None or runs.phase(run) == "Successful":
             return True
         if step.duration is None or self.now < ready + step.duration:

@@ -98,6 +98,21 @@ class ExperimentTemplate:
     spec_ref: Literal["stable", "canary"]
     replicas: int = 1
     labels: tuple[tuple[str, str], ...] = ()  # the template's extra pod labels (metadata)
+    weight: int | None = None  # traffic share through the router while the step runs
+    service: str | None = None  # service.name ("" for the default name); None: not asked
+
+    def deployment_name(self, workload: str) -> str:
+        """`<workload>-exp-<template>`: a template named "canary" (as in Argo's own examples)
+        must not land on the canary track's `<workload>-canary`."""
+        return f"{workload}-exp-{self.name}"
+
+    def service_name(self, workload: str) -> str | None:
+        """The Service made for the template's pods: Argo makes one when the template has a
+        `weight` or a `service`, named `service.name` or else after the pods' ReplicaSet (here
+        the Deployment); None when there is none."""
+        if self.weight is None and self.service is None:
+            return None
+        return self.service or self.deployment_name(workload)
 
 
 @dataclass(frozen=True)
@@ -116,6 +131,7 @@ class ExperimentStep:
     templates: tuple[ExperimentTemplate, ...]
     analyses: tuple[ExperimentAnalysis, ...] = ()
     duration: float | None = None  # seconds
+    dry_run: tuple[str, ...] = ()  # Argo's dryRun metricName regexes, for each analysis's run
 
 
 Step = (
@@ -460,9 +476,13 @@ class StartExperiment:
 
 @dataclass(frozen=True)
 class StopExperiment:
-    """Delete the pods of the experiment step `step` (it ended, or the rollout did)."""
+    """Delete the pods and Services of the experiment step `step` (it ended, or the rollout
+    did). With a router, `route` is first written: what the router held during the step less
+    the experiment's destinations, so no traffic is sent to a Service about to go (Argo drops
+    them from the weights once the experiment is no longer running)."""
 
     step: int
+    route: routers.RouteState | None = None
 
 
 @dataclass(frozen=True)

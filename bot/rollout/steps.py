@@ -53,9 +53,10 @@ _UNSUPPORTED_STEPS = {
 }
 # Read by bot.rollout.judge_config, which adds `.coalmine.yaml`'s own `judge` step to them.
 MAIN_KINDS, STEP_KINDS, UNSUPPORTED_STEPS = _MAIN_KINDS, _STEP_KINDS, _UNSUPPORTED_STEPS
-_EXPERIMENT_KEYS = ("templates", "analyses", "duration", "analysisRunMetadata",
+_EXPERIMENT_KEYS = ("templates", "analyses", "duration", "dryRun", "analysisRunMetadata",
                     "scaleDownDelaySeconds")
-_EXPERIMENT_TEMPLATE_KEYS = ("name", "specRef", "replicas", "metadata", "selector")
+_EXPERIMENT_TEMPLATE_KEYS = ("name", "specRef", "replicas", "metadata", "selector", "weight",
+                             "service")
 _EXPERIMENT_ANALYSIS_KEYS = ("name", "templateName", "clusterScope", "args",
                              "requiredForCompletion")
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -92,7 +93,23 @@ def parse_steps(raw: Any, at: At, traffic: TrafficRouting | None = None,
     for i, item in enumerate(as_list(raw, at)):
         first_of.append(len(steps))
         steps.extend(_step(item, at.index(i), traffic, allowed))
+        _check_experiment_share(steps, at.index(i))
     return ParsedSteps(tuple(steps), tuple(first_of))
+
+
+def _check_experiment_share(steps: list[Step], at: At) -> None:
+    """During an experiment the canary keeps the last setWeight's share and the stable gives
+    up the templates' weights; more than 100 in all would leave the stable a negative weight
+    (Argo writes it to SMI and clamps it for Istio), so it is refused here."""
+    step = steps[-1]
+    if not isinstance(step, ExperimentStep):
+        return
+    shared = sum(t.weight or 0 for t in step.templates)
+    canary = next((s.weight for s in reversed(steps) if isinstance(s, SetWeightStep)), 0)
+    if shared and canary + shared > 100:
+        at.key("experiment.templates").fail(
+            f"the templates' weights ({shared}) and the canary's setWeight ({canary}) add up "
+            "to more than 100; the stable would be left a negative share")
 
 
 def parse_background(raw: Any, at: At, parsed: ParsedSteps) -> BackgroundAnalysis | None:
@@ -304,15 +321,16 @@ def _step(raw: Any, at: At, traffic: TrafficRouting | None, routed: bool) -> lis
         elif kind == "pause":
             steps.append(_pause_step(value, at.key(kind)))
         elif kind == "experiment":
-            steps.append(_experiment(value, at.key(kind)))
+            steps.append(_experiment(value, at.key(kind), traffic))
         else:
             steps.append(parse_analysis(value, at.key(kind)))
     return steps
 
 
-def _experiment(raw: Any, at: At) -> ExperimentStep:
-    """Argo's experiment step. Traffic `weight`s and per-template Services need a router to
-    send the experiment traffic, which Coalmine does not do: refused with the reason."""
+def _experiment(raw: Any, at: At, traffic: TrafficRouting | None) -> ExperimentStep:
+    """Argo's experiment step. A template's traffic `weight` needs a router that can give its
+    Service a destination of its own (Argo's validation: a router, and one of SMI, ALB,
+    Istio or a plugin)."""
     raw = as_mapping(raw, at, "a mapping with templates, analyses and duration")
     _reject_experiment_rules(raw, at)
     for key in key_names(raw):
@@ -323,7 +341,7 @@ def _experiment(raw: Any, at: At) -> ExperimentStep:
         at.key("templates").fail("needs at least one template")
     templates: list[ExperimentTemplate] = []
     for i, item in enumerate(items):
-        templates.append(_experiment_template(item, at.key("templates").index(i)))
+        templates.append(_experiment_template(item, at.key("templates").index(i), traffic))
         if [t.name for t in templates].count(templates[-1].name) > 1:
             at.key("templates").index(i).key("name").fail(
                 f"duplicate template name '{templates[-1].name}'")
@@ -336,27 +354,27 @@ def _experiment(raw: Any, at: At) -> ExperimentStep:
     duration = None
     if raw.get("duration") is not None:
         duration = as_seconds(raw["duration"], at.key("duration"))
+    services = [t.service for t in templates if t.service]
+    for i, t in enumerate(templates):
+        if t.service and services.count(t.service) > 1:
+            at.key("templates").index(i).key("service.name").fail(
+                f"Service '{t.service}' is named by more than one template")
     return ExperimentStep(templates=tuple(templates), analyses=tuple(analyses),
-                          duration=duration)
+                          duration=duration, dry_run=parse_dry_run(raw, at))
 
 
 def _reject_experiment_rules(raw: dict[str, Any], at: At) -> None:
-    """dryRun and measurementRetention work on analysis steps and background analysis; an
-    experiment's analyses do not take them yet."""
-    for key in ("dryRun", "measurementRetention"):
-        if raw.get(key):
-            at.key(key).fail(f"{key} is not supported on an experiment step yet; put the "
-                             "rule in the AnalysisTemplate's spec instead")
+    """Argo's RolloutExperimentStep has dryRun but no measurementRetention (its Experiment
+    has one, which a Rollout cannot set): Argo would drop the key unread."""
+    if raw.get("measurementRetention"):
+        at.key("measurementRetention").fail(
+            "Argo's experiment step has no measurementRetention (only dryRun); put the rule "
+            "in the AnalysisTemplate's spec instead")
 
 
-def _experiment_template(raw: Any, at: At) -> ExperimentTemplate:
+def _experiment_template(raw: Any, at: At, traffic: TrafficRouting | None
+                         ) -> ExperimentTemplate:
     raw = as_mapping(raw, at, "a mapping with name and specRef")
-    for key in ("weight", "service"):
-        if key in raw:
-            at.key(key).fail(f"experiment {key} needs Coalmine to route traffic to the "
-                             "experiment's pods, which it does not; leave it out (the pods "
-                             "then get the traffic of the app's Service if its selector "
-                             "matches them, as in Argo without a router)")
     for key in key_names(raw):
         if key not in _EXPERIMENT_TEMPLATE_KEYS:
             at.key(key).fail(f"unknown key (allowed: {', '.join(_EXPERIMENT_TEMPLATE_KEYS)})")
@@ -376,7 +394,41 @@ def _experiment_template(raw: Any, at: At) -> ExperimentTemplate:
         raw_labels = as_mapping(metadata.get("labels") or {}, at.key("metadata.labels"))
         labels = tuple(sorted((str(k), as_arg_text(v, at.key(f"metadata.labels.{k}")))
                               for k, v in raw_labels.items()))
-    return ExperimentTemplate(name=name, spec_ref=spec_ref, replicas=replicas, labels=labels)
+    weight = None
+    if raw.get("weight") is not None:
+        weight = as_whole(raw["weight"], at.key("weight"), 0, 100)
+        if traffic is None:
+            at.key("weight").fail("an experiment template's weight needs "
+                                  "spec.strategy.canary.trafficRouting (Argo refuses it too)")
+        if not routers.supports_experiment_weights(traffic):
+            why = ("Argo allows it only with SMI, ALB, Istio and plugins"
+                   if isinstance(traffic.router, routers.NginxRouting)
+                   else "Coalmine gives experiment templates their own destination only "
+                        "with Istio and SMI")
+            at.key("weight").fail(f"an experiment template's weight is not possible with the "
+                                  f"{traffic.name} router ({why})")
+    return ExperimentTemplate(name=name, spec_ref=spec_ref, replicas=replicas, labels=labels,
+                              weight=weight, service=_template_service(raw, at))
+
+
+def _template_service(raw: dict[str, Any], at: At) -> str | None:
+    """`service: {name}` (name optional): None when absent, "" for the default name."""
+    if "service" not in raw:
+        return None
+    value = raw["service"]
+    if value is None:
+        return ""
+    value = as_mapping(value, at.key("service"), "a mapping with an optional name")
+    unknown = key_names(set(value) - {"name"})
+    if unknown:
+        at.key("service").key(unknown[0]).fail("unknown key (a service takes only name)")
+    if value.get("name") in (None, ""):
+        return ""
+    name = as_text(value["name"], at.key("service.name"))
+    if not re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name) or len(name) > 63:
+        at.key("service.name").fail(f"{name!r} must be a DNS-1035 label of at most 63 "
+                                    "characters (a Service name)")
+    return name
 
 
 def _experiment_analysis(raw: Any, at: At) -> ExperimentAnalysis:

@@ -21,9 +21,6 @@ from bot.rollout.model import CanaryStrategy, ExperimentTemplate, PodMetadata
 Obj = dict[str, Any]
 TRACK_LABEL = "coalmine.dev/track"
 EXPERIMENT_LABEL = "coalmine.dev/experiment"  # the experiment template's name, on its pods
-# Experiment Deployments are `<name>-exp-<template>`: a template named "canary" (as in Argo's
-# own examples) must not land on the canary track's `<name>-canary`.
-EXPERIMENT_INFIX = "-exp-"
 TEMPLATE_HASH_ANNOTATION = "coalmine.dev/template-hash"
 CANARY_SUFFIX = "-canary"
 
@@ -128,7 +125,7 @@ def experiment_of(deployment: Obj, template: ExperimentTemplate, revision: str) 
                        if k not in (TRACK_LABEL, EXPERIMENT_LABEL)})
     pod_labels[EXPERIMENT_LABEL] = template.name
     meta = obj["metadata"]
-    meta["name"] = f"{meta['name']}{EXPERIMENT_INFIX}{template.name}"
+    meta["name"] = template.deployment_name(meta["name"])
     meta.setdefault("labels", {}).update({TRACK_LABEL: "experiment",
                                           EXPERIMENT_LABEL: template.name,
                                           REVISION_LABEL: revision})
@@ -138,6 +135,56 @@ def experiment_of(deployment: Obj, template: ExperimentTemplate, revision: str) 
     spec["replicas"] = template.replicas
     obj.pop("status", None)
     return obj
+
+
+def experiment_service(experiment: Obj, template: ExperimentTemplate, workload: str) -> Obj | None:
+    """The Service for an experiment template that has a `weight` or a `service`, as Argo's
+    experiment controller makes it: selecting exactly the template's pods (the experiment
+    Deployment's selector, where Argo uses its ReplicaSet's labels), one port per container
+    port (same number, protocol and name). None when the template asks for no Service, or its
+    pods declare no port (Argo then makes none either)."""
+    name = template.service_name(workload)
+    if name is None:
+        return None
+    spec = experiment.get("spec") or {}
+    containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
+    ports = []
+    for container in containers:
+        for port in container.get("ports") or []:
+            entry = {"protocol": port.get("protocol") or "TCP",
+                     "port": port["containerPort"], "targetPort": port["containerPort"]}
+            if port.get("name"):
+                entry["name"] = port["name"]
+            ports.append(entry)
+    if not ports:
+        return None
+    meta = experiment["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": meta.get("namespace"),
+                     "labels": dict(meta.get("labels") or {})},
+        "spec": {"selector": dict(spec["selector"]["matchLabels"]), "ports": ports},
+    }
+
+
+def is_experiment_service(live: Obj | None, desired: Obj) -> bool:
+    """Whether a live Service is the one Coalmine made for the same experiment template of
+    the same workload (labels and selector say so): the only Service an experiment may
+    overwrite or delete, since `service.name` could name the app's own Service, which the
+    cluster's ownership check lets the app's rollout write."""
+    if live is None:
+        return False
+    labels = (live.get("metadata") or {}).get("labels") or {}
+    wanted = desired["metadata"]["labels"]
+    return (labels.get(TRACK_LABEL) == "experiment"
+            and labels.get(EXPERIMENT_LABEL) == wanted.get(EXPERIMENT_LABEL)
+            and (live.get("spec") or {}).get("selector") == desired["spec"]["selector"])
+
+
+def experiment_subset_labels(template: ExperimentTemplate) -> tuple[tuple[str, str], ...]:
+    """The pod labels only `template`'s pods carry (an Istio subset selects them)."""
+    return ((EXPERIMENT_LABEL, template.name), (TRACK_LABEL, "experiment"))
 
 
 BASELINE_SUFFIX = "-baseline"

@@ -242,3 +242,48 @@ def test_istio_on_gitlab(gitlab_world, router_crds):
     w.command(s.world, number, "/abort", "alice")
     status = w.final_status(s.world, sha, timeout=90)
     assert status["state"] == "failure" and canary_weight(s.kube, "istio") == 0
+
+
+EXPERIMENT = """        - setWeight: 25
+        - experiment:
+            duration: 1h
+            templates:
+              - {name: baseline, specRef: stable, weight: 10}
+        - pause: {}
+"""
+
+
+def experiment_weight(kube, router: str) -> int | None:
+    """The share the router gives the experiment's Service web-exp-baseline (None: none)."""
+    if router == "istio":
+        obj = kube.get_object("networking.istio.io/v1beta1", "VirtualService", "shop", "web-vs")
+        routes = obj["spec"]["http"] if obj else []
+        return next((d.get("weight", 0) for r in routes if r.get("name") == "primary"
+                     for d in r["route"] if d["destination"]["host"] == "web-exp-baseline"),
+                    None)
+    obj = kube.get_object("split.smi-spec.io/v1alpha1", "TrafficSplit", "shop", "web-split")
+    backends = obj["spec"]["backends"] if obj else []
+    return next((int(b["weight"]) for b in backends if b["service"] == "web-exp-baseline"),
+                None)
+
+
+@pytest.mark.parametrize("router", ["istio", "smi"])
+def test_an_experiment_template_gets_its_service_and_weight_for_the_step(setup, router):
+    s = setup(router, EXPERIMENT)
+    number, sha = s.release("registry.example/web:2.0", "Web 2.0")
+    wait_until(lambda: experiment_weight(s.kube, router) == 10, 60, 0.05,
+               message=f"{router}: the experiment never got its 10 %")
+    assert canary_weight(s.kube, router) == 25
+    service = s.kube.get_object("v1", "Service", "shop", "web-exp-baseline")
+    assert service["spec"]["selector"]["coalmine.dev/experiment"] == "baseline"
+    assert service["spec"]["ports"] == [{"protocol": "TCP", "port": 8080, "targetPort": 8080}]
+    w.wait_comment(s.world, number, "`experiment baseline (10%) for 1h`")
+    w.command(s.world, number, "/promote", "alice")  # past the experiment, to the pause
+    wait_until(lambda: experiment_weight(s.kube, router) is None
+               and s.kube.get_object("v1", "Service", "shop", "web-exp-baseline") is None,
+               60, 0.05, message=f"{router}: the experiment's weight or Service stayed")
+    assert canary_weight(s.kube, router) == 25
+    assert s.kube.get_object("apps/v1", "Deployment", "shop", "web-exp-baseline") is None
+    w.command(s.world, number, "/promote", "alice")
+    status = w.final_status(s.world, sha, timeout=90)
+    assert status["description"] == "promoted"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import yaml
@@ -18,6 +19,7 @@ from bot.rollout.routers import (
     RouterWeight,
     RouteState,
     StringMatch,
+    WeightDestination,
     describe,
     desired,
     keep_live_traffic,
@@ -539,3 +541,74 @@ def test_describe_subset_level_reads_the_canary_subset_and_ignores_hostless_dest
     live["spec"]["http"][0]["route"].insert(0, {"destination": {"subset": "canary"}})
     assert describe(config, SUBSET_CTX, subset_live(live)) == [
         RouterWeight("VirtualService shop/web-vsvc", "route primary", 20)]
+
+
+# ------------------------------------------------------------------------ experiment weights
+
+BASELINE = WeightDestination("web-exp-baseline", 10, (("coalmine.dev/experiment", "baseline"),
+                                                      ("coalmine.dev/track", "experiment")))
+CANDIDATE = WeightDestination("web-candidate", 5, (("coalmine.dev/experiment", "candidate"),
+                                                   ("coalmine.dev/track", "experiment")))
+
+
+def test_host_level_experiment_services_are_appended_sorted_and_stable_gives_up_their_share():
+    (obj,) = desired(routing(HOST_LEVEL), CTX, {vs_key("web-vsvc"): VSVC},
+                     RouteState(20, extra=(BASELINE, CANDIDATE)))
+    assert weights(obj, 0) == [("web-stable", 65), ("web-canary", 20),
+                               ("web-candidate", 5), ("web-exp-baseline", 10)]
+    assert obj["spec"]["http"][0]["route"][2] == {"destination": {"host": "web-candidate"},
+                                                  "weight": 5}, "a bare host, as Argo adds it"
+    assert weights(obj, 1)[2:] == [("web-candidate", 5), ("web-exp-baseline", 10)]
+    assert obj["spec"]["http"][2] == VSVC["spec"]["http"][2], "other routes are left alone"
+
+
+def test_experiment_destinations_keep_their_place_and_go_when_the_experiment_ends():
+    config = routing(HOST_LEVEL)
+    (during,) = desired(config, CTX, {vs_key("web-vsvc"): VSVC},
+                        RouteState(20, extra=(BASELINE,)))
+    during["spec"]["http"][0]["route"][2]["destination"]["port"] = {"number": 8080}
+    (again,) = desired(config, CTX, {vs_key("web-vsvc"): during},
+                       RouteState(30, extra=(dataclasses.replace(BASELINE, weight=15),)))
+    assert again["spec"]["http"][0]["route"][2] == {
+        "destination": {"host": "web-exp-baseline", "port": {"number": 8080}}, "weight": 15}
+    (after,) = desired(config, CTX, {vs_key("web-vsvc"): again}, RouteState(30))
+    assert weights(after, 0) == [("web-stable", 70), ("web-canary", 30)]
+
+
+def test_experiment_share_is_read_by_describe():
+    config = routing(HOST_LEVEL)
+    (live,) = desired(config, CTX, {vs_key("web-vsvc"): VSVC},
+                      RouteState(20, extra=(BASELINE,)))
+    assert describe(config, CTX, {vs_key("web-vsvc"): live}) == [
+        RouterWeight("VirtualService shop/web-vsvc", "route primary", 20),
+        RouterWeight("VirtualService shop/web-vsvc", "route secondary", 20),
+        RouterWeight("VirtualService shop/web-vsvc",
+                     "route primary: experiment Service web-exp-baseline", 10),
+        RouterWeight("VirtualService shop/web-vsvc",
+                     "route secondary: experiment Service web-exp-baseline", 10),
+    ]
+
+
+def test_subset_level_experiment_gets_a_host_destination_and_a_subset_of_its_own():
+    config = routing(SUBSET_LEVEL, SUBSET_CTX)
+    dr, vs = desired(config, SUBSET_CTX, subset_live(), RouteState(20, extra=(BASELINE,)))
+    assert weights(vs, 0) == [("web", 60), ("web", 20), ("web", 10), ("web-exp-baseline", 10)], (
+        "the stable gives up both the additional subset's and the experiment's share")
+    assert dr["spec"]["subsets"][2] == {
+        "name": "web-exp-baseline",
+        "labels": {"coalmine.dev/experiment": "baseline", "coalmine.dev/track": "experiment"}}
+    live = copy.deepcopy(DESTRULE)
+    live["spec"]["subsets"].append({"name": "web-exp-baseline", "labels": {"app": "web"}})
+    dr, _ = desired(config, SUBSET_CTX, subset_live(destrule=live),
+                    RouteState(20, extra=(BASELINE,)))
+    assert dr["spec"]["subsets"][2]["labels"] == {
+        "app": "web", "coalmine.dev/experiment": "baseline", "coalmine.dev/track": "experiment"}
+    dr, _ = desired(config, SUBSET_CTX, subset_live(destrule=dr), RouteState(20))
+    assert [s["name"] for s in dr["spec"]["subsets"]] == ["canary", "stable"], (
+        "the experiment's subset goes with it")
+
+
+def test_experiment_weights_past_100_are_a_programming_error():
+    with pytest.raises(ValueError, match="do not fit the istio router"):
+        desired(routing(HOST_LEVEL), CTX, {vs_key("web-vsvc"): VSVC},
+                RouteState(95, extra=(BASELINE,)))

@@ -14,10 +14,12 @@ from bot.rollout.routers import (
     RouterWeight,
     RouteState,
     StringMatch,
+    WeightDestination,
     describe,
     desired,
     keep_live_traffic,
     reads,
+    supports_experiment_weights,
 )
 from tests.unit.routers_data import CTX, routing
 
@@ -118,3 +120,34 @@ def test_describe_reads_the_canary_share_of_the_backends(backends, weight):
 def test_describe_before_the_split_exists():
     assert describe(routing(SMI), CTX, {KEY: None}) == [
         RouterWeight("TrafficSplit shop/web", "not created yet", None)]
+
+
+# ------------------------------------------------------------------------ experiment weights
+
+EXPERIMENT = WeightDestination("web-exp-baseline", 10)
+
+
+def test_experiment_services_are_backends_between_canary_and_stable():
+    (obj,) = desired(routing(SMI), CTX, {KEY: split("5", "95")},
+                     RouteState(20, extra=(EXPERIMENT, WeightDestination("web-b", 5))))
+    assert obj["spec"]["backends"] == [
+        {"service": "web-canary", "weight": "20"},
+        {"service": "web-exp-baseline", "weight": "10"},
+        {"service": "web-b", "weight": "5"},
+        {"service": "web-stable", "weight": "65"},
+    ]
+    assert describe(routing(SMI), CTX, {KEY: obj}) == [
+        RouterWeight("TrafficSplit shop/web", "splits Service web-stable", 20),
+        RouterWeight("TrafficSplit shop/web", "experiment backend Service web-exp-baseline", 10),
+        RouterWeight("TrafficSplit shop/web", "experiment backend Service web-b", 5),
+    ]
+    (after,) = desired(routing(SMI), CTX, {KEY: obj}, RouteState(20))
+    assert after == split("20", "80"), "the experiment's backends go when it ends"
+
+
+def test_experiment_weights_are_refused_on_routers_that_cannot_carry_them():
+    nginx = routing("nginx: {stableIngress: web}")
+    assert supports_experiment_weights(routing(SMI))
+    assert not supports_experiment_weights(nginx)
+    with pytest.raises(ValueError, match="do not fit the nginx router"):
+        desired(nginx, CTX, {}, RouteState(20, extra=(EXPERIMENT,)))

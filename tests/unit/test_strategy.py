@@ -237,11 +237,35 @@ def rollout_error(steps_yaml: str) -> str:
             ),
         ),
         (
-            "        - experiment: {templates: [], dryRun: [{metricName: x}]}",
+            "        - experiment: {templates: [], measurementRetention: [{metricName: x}]}",
             (
                 "deploy/web/rollout.yaml: Rollout web: spec.strategy.canary.steps[0].experiment."
-                "dryRun: dryRun is not supported on an experiment step yet; put the rule in the "
-                "AnalysisTemplate's spec instead"
+                "measurementRetention: Argo's experiment step has no measurementRetention (only "
+                "dryRun); put the rule in the AnalysisTemplate's spec instead"
+            ),
+        ),
+        (
+            "        - experiment: {templates: [{name: b, specRef: stable, weight: 10}]}",
+            (
+                "deploy/web/rollout.yaml: Rollout web: spec.strategy.canary.steps[0].experiment."
+                "templates[0].weight: an experiment template's weight needs "
+                "spec.strategy.canary.trafficRouting (Argo refuses it too)"
+            ),
+        ),
+        (
+            "        - experiment: {templates: [{name: b, specRef: stable, service: {name: Web}}]}",
+            (
+                "deploy/web/rollout.yaml: Rollout web: spec.strategy.canary.steps[0].experiment."
+                "templates[0].service.name: 'Web' must be a DNS-1035 label of at most 63 "
+                "characters (a Service name)"
+            ),
+        ),
+        (
+            ("        - experiment: {templates: [{name: a, specRef: stable, service: {name: x}},"
+             " {name: b, specRef: canary, service: {name: x}}]}"),
+            (
+                "deploy/web/rollout.yaml: Rollout web: spec.strategy.canary.steps[0].experiment."
+                "templates[0].service.name: Service 'x' is named by more than one template"
             ),
         ),
         (

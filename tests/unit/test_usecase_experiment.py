@@ -198,3 +198,205 @@ def test_a_baseline_is_refused_under_a_router():
              "stableService": "s", "trafficRouting": {"smi": {}}, "steps": []},
             source=".coalmine.yaml", key="apps[0].canary")
     assert str(caught.value).startswith(".coalmine.yaml: apps[0].canary.baseline: a baseline")
+
+
+# ------------------------------------------------------- weighted templates behind a router
+
+ROUTED = """
+apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata: {name: web}
+spec:
+  replicas: 4
+  selector: {matchLabels: {app: web}}
+  template: {metadata: {labels: {app: web}}, spec: {containers: [{name: web, image: x}]}}
+  strategy:
+    canary:
+      canaryService: web-canary
+      stableService: web-stable
+      trafficRouting:
+        istio: {virtualService: {name: web-vs, routes: [primary]}}
+      steps:
+        - setWeight: 20
+        - experiment:
+            duration: 60
+            dryRun: [{metricName: errors}]
+            templates:
+              - {name: baseline, specRef: stable, weight: 10}
+              - {name: candidate, specRef: canary, weight: 5, service: {name: web-candidate}}
+              - {name: quiet, specRef: canary}
+            analyses:
+              - {name: compare, templateName: compare, args: [{name: template, value: baseline}]}
+        - pause: {}
+"""
+
+VIRTUAL_SERVICE = """
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: web-vs, namespace: shop}
+spec:
+  http:
+    - name: primary
+      route:
+        - {destination: {host: web-stable}, weight: 100}
+        - {destination: {host: web-canary}, weight: 0}
+"""
+
+
+def ported(image: str) -> dict:
+    obj = deployment(image)
+    obj["spec"]["template"]["spec"]["containers"][0]["ports"] = [
+        {"name": "http", "containerPort": 8080}, {"containerPort": 9090, "protocol": "UDP"}]
+    return obj
+
+
+def app_service(name: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "shop"},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}
+
+
+class RoutedWorld(World):
+    def __init__(self, rollout: str = ROUTED, image: str = "web:2") -> None:
+        super().__init__()
+        live = traffic.as_stable(ported("web:1"))
+        self.cluster = FakeCluster()
+        self.cluster.put(live)
+        self.cluster.others[("VirtualService", "web-vs")] = yaml.safe_load(VIRTUAL_SERVICE)
+        services = {name: app_service(name) for name in ("web-canary", "web-stable")}
+        for name, obj in services.items():
+            self.cluster.others[("Service", name)] = traffic.pin_service(obj, "stable")
+        new = ported(image)
+        context = RolloutContext(
+            repo=REPO, number=42, app="web", namespace="shop", deployment=new,
+            stable=traffic.stable_at(live, 4), replicas=4,
+            template_hash=traffic.template_hash(new), services=services)
+        strategy = parse_rollout(yaml.safe_load(rollout), source="rollout.yaml")
+        state = m.new_state(app="web", revision="b" * 40, stable_revision="a" * 40, pr=42,
+                            strategy=strategy, templates=(COMPARE,))
+        self.record = RolloutRecord(state, context)
+
+    def weights(self) -> dict[str, int]:
+        vs = self.cluster.others[("VirtualService", "web-vs")]
+        return {d["destination"]["host"]: d["weight"] for d in vs["spec"]["http"][0]["route"]}
+
+    def service(self, name: str) -> dict | None:
+        return self.cluster.others.get(("Service", name))
+
+
+def test_weighted_templates_get_a_service_and_their_share_once_their_pods_are_ready():
+    world = RoutedWorld()
+    world.cluster.unready.add("web-exp-baseline")
+    world.send(m.Start())
+    assert world.service("web-exp-baseline") is not None, "the Services come with the pods"
+    assert world.weights() == {"web-stable": 80, "web-canary": 20}, (
+        "no share for the experiment before its pods are ready")
+    world.cluster.unready.clear()
+    world.cluster.put(world.cluster.objects["web-exp-baseline"])
+    world.at(5)
+    assert world.weights() == {"web-stable": 65, "web-canary": 20, "web-candidate": 5,
+                               "web-exp-baseline": 10}
+    service = world.service("web-exp-baseline")
+    assert service["spec"]["selector"] == \
+        world.cluster.objects["web-exp-baseline"]["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["selector"][traffic.EXPERIMENT_LABEL] == "baseline"
+    assert service["spec"]["ports"] == [
+        {"protocol": "TCP", "port": 8080, "targetPort": 8080, "name": "http"},
+        {"protocol": "UDP", "port": 9090, "targetPort": 9090}]
+    assert world.service("web-candidate")["spec"]["selector"][traffic.EXPERIMENT_LABEL] == \
+        "candidate"
+    assert world.service("web-exp-quiet") is None, "no weight and no service: no Service"
+    rows = [(r["detail"], r["canary_weight"]) for r in world.record.context.traffic]
+    assert ("route primary: experiment Service web-exp-baseline", 10) in rows
+    assert engine.describe_step(world.state.strategy.steps[1]) == \
+        "experiment baseline (10%), candidate (5%), quiet for 1m"
+
+
+def test_when_the_step_ends_the_weights_return_before_the_services_go():
+    world = RoutedWorld()
+    world.send(m.Start())
+    world.at(70)  # the duration is over and no analysis is required for completion
+    assert world.state.step_index == 2 and world.state.phase == "Paused"
+    assert world.weights() == {"web-stable": 80, "web-canary": 20}
+    assert world.service("web-exp-baseline") is None and world.service("web-candidate") is None
+    calls = world.cluster.calls
+    last_router_write = max(i for i, c in enumerate(calls) if c[:2] == ("apply",
+                                                                         "VirtualService/web-vs"))
+    assert last_router_write < calls.index(("delete", "Service/web-exp-baseline"))
+    assert "web-exp-baseline" not in world.cluster.objects
+
+
+def test_an_abort_during_the_experiment_takes_its_weights_and_services_away():
+    world = RoutedWorld()
+    world.send(m.Start())
+    world.send(m.Abort(user="bob"))
+    assert world.state.phase == "Aborted"
+    assert world.weights() == {"web-stable": 100, "web-canary": 0}
+    assert world.service("web-exp-baseline") is None and world.service("web-candidate") is None
+
+
+def test_a_new_revision_during_the_experiment_takes_its_weights_and_services_away():
+    world = RoutedWorld()
+    world.send(m.Start())
+    world.send(m.NewRevision("c" * 40, 43))
+    assert world.state.phase == "Superseded"
+    assert world.weights() == {"web-stable": 80, "web-canary": 20}
+    assert world.service("web-exp-baseline") is None
+
+
+def test_a_dry_run_metric_of_the_experiment_never_decides():
+    world = RoutedWorld()
+    world.send(m.Start())
+    run_ = world.state.step_run
+    assert run_ is not None and [(s.name, s.dry_run) for s in run_.metrics] == [("errors", True)]
+    world.measure("errors", "7", "Failed")  # failureLimit 0: the metric has failed
+    assert world.state.phase == "Paused" and world.state.step_index == 2, (
+        "a run of dry-run metrics only is Successful once they finish: the step ends")
+
+
+def test_a_service_name_taken_by_another_service_is_refused_and_left_alone():
+    rollout = ROUTED.replace("service: {name: web-candidate}", "service: {name: web-stable}")
+    world = RoutedWorld(rollout)
+    before = world.service("web-stable")
+    world.send(m.Start())
+    assert world.state.phase == "Aborted"
+    assert "Service web-stable already exists and is not this template's" in \
+        world.state.aborted_reason
+    assert world.service("web-stable") == before, "the app's own Service is not changed"
+    assert ("delete", "Service/web-stable") not in world.cluster.calls, (
+        "nor deleted when the experiment stops")
+    assert not [obj for obj in world.cluster.written if obj["metadata"]["name"] == "web-stable"
+                and traffic.EXPERIMENT_LABEL in obj["spec"]["selector"]], "never overwritten"
+
+
+def test_a_weighted_template_whose_pods_declare_no_port_is_refused():
+    world = RoutedWorld()
+    world.record.context.stable["spec"]["template"]["spec"]["containers"][0].pop("ports")
+    world.send(m.Start())
+    assert world.state.phase == "Aborted"
+    assert "'baseline': its pods declare no container port" in world.state.aborted_reason
+
+
+@pytest.mark.parametrize(("router", "reason"), [
+    ("nginx: {stableIngress: web}", ("nginx router (Argo allows it only with SMI, ALB, Istio "
+     "and plugins)")),
+    ("plugins: {argoproj-labs/gatewayAPI: {httpRoute: web}}",
+     ("gatewayAPI router (Coalmine gives experiment templates their own destination only with "
+     "Istio and SMI)")),
+])
+def test_a_weight_on_a_router_that_cannot_carry_it_is_refused(router, reason):
+    rollout = ROUTED.replace("istio: {virtualService: {name: web-vs, routes: [primary]}}", router)
+    with pytest.raises(StrategyError) as caught:
+        parse_rollout(yaml.safe_load(rollout), source="rollout.yaml")
+    assert str(caught.value) == (
+        "rollout.yaml: Rollout web: spec.strategy.canary.steps[1].experiment.templates[0]."
+        f"weight: an experiment template's weight is not possible with the {reason}")
+
+
+def test_weights_that_leave_the_stable_a_negative_share_are_refused():
+    rollout = ROUTED.replace("setWeight: 20", "setWeight: 90")
+    with pytest.raises(StrategyError) as caught:
+        parse_rollout(yaml.safe_load(rollout), source="rollout.yaml")
+    assert str(caught.value) == (
+        "rollout.yaml: Rollout web: spec.strategy.canary.steps[1].experiment.templates: the "
+        "templates' weights (15) and the canary's setWeight (90) add up to more than 100; the "
+        "stable would be left a negative share")

@@ -1,5 +1,9 @@
 """Traffic routers for Argo's canary `trafficRouting`: NGINX, Istio, Gateway API and SMI.
 
+Istio and SMI also give a running experiment's weighted templates their own destinations
+(`RouteState.extra`, `supports_experiment_weights`), as Argo does; NGINX and the Gateway API
+plugin cannot, and the steps parser refuses such a Rollout.
+
 Pure: `parse_traffic_routing` reads the Rollout's config, `reads` names the live objects to
 fetch, `desired` computes the whole objects to apply for a wanted `RouteState`,
 `keep_live_traffic` protects the router-owned parts of Git's objects on later merges, and
@@ -29,6 +33,7 @@ from bot.rollout.routers.model import (
     SmiRouting,
     StringMatch,
     TrafficRouting,
+    WeightDestination,
 )
 from bot.rollout.routers.parse import (
     parse_header_route,
@@ -40,6 +45,7 @@ from bot.rollout.routers.routing import (
     desired,
     keep_live_traffic,
     reads,
+    supports_experiment_weights,
     supports_header_routes,
     supports_mirror_routes,
 )
@@ -67,6 +73,7 @@ __all__ = [
     "SmiRouting",
     "StringMatch",
     "TrafficRouting",
+    "WeightDestination",
     "describe",
     "desired",
     "keep_live_traffic",
@@ -74,6 +81,7 @@ __all__ = [
     "parse_mirror_route",
     "parse_traffic_routing",
     "reads",
+    "supports_experiment_weights",
     "supports_header_routes",
     "supports_mirror_routes",
 ]

@@ -15,6 +15,11 @@ Driven as Argo's Istio reconciler does (rollout/trafficrouting/istio/istio.go):
 - Subset-level: the DestinationRule's canary and stable subsets select the
   `coalmine.dev/track` label (Coalmine's equivalent of Argo's pod-template hash); Argo drops
   every other subset from the list it writes back, and so does Coalmine.
+- A running experiment's weighted templates (`RouteState.extra`): in each targeted route a
+  destination whose host is the template's Service gets its weight (appended, sorted by
+  Service, when missing) and the stable gives up as much (never below 0); with a
+  DestinationRule, a subset named after the Service selects the template's pods. Once the
+  experiment is over they are weighted destinations like any other, so deleted.
 Objects are written whole, DestinationRule first (Argo's UpdateHash runs before SetWeight).
 """
 
@@ -36,6 +41,7 @@ from bot.rollout.routers.model import (
     RouterWeight,
     RouteState,
     TrafficRouting,
+    WeightDestination,
 )
 from bot.rollout.routers.objects import (
     apply_copy,
@@ -118,7 +124,7 @@ def desired(
         dr_live = live.get(key)
         if dr_live is None:
             raise RouterError(f"{key.label}: not found")
-        out.append(_destination_rule(config, key, apply_copy(dr_live, key)))
+        out.append(_destination_rule(config, key, apply_copy(dr_live, key), state.extra))
         canary_host = str(mapping(dr_live.get("spec")).get("host") or "") or canary_host
     for vs in config.virtual_services:
         key = vs_key(config, vs, ctx)
@@ -126,7 +132,7 @@ def desired(
         if vs_live is None:
             raise RouterError(f"{key.label}: not found")
         obj = apply_copy(vs_live, key)
-        targets = _weighted(routing, config, vs, ctx, key, obj, state.weight)
+        targets = _weighted(routing, config, vs, ctx, key, obj, state.weight, state.extra)
         canary_subset = config.destination_rule.canary_subset if config.destination_rule else ""
         managed = managed_routes(key, obj, _first_weighted(obj, targets), state, canary_host,
                                  canary_subset)
@@ -143,6 +149,7 @@ def _weighted(
     key: ObjectKey,
     obj: Obj,
     weight: int,
+    extra: tuple[WeightDestination, ...] = (),
 ) -> list[_Target]:
     """Drop managed http routes from `obj`, set the targeted routes' weights, return them."""
     spec = spec_of(obj)
@@ -156,7 +163,7 @@ def _weighted(
     for target in targets:
         route = mapping(spec[target.section][target.index])
         _check_destinations(key, target, route, services)
-        _set_weights(route, weight, services)
+        _set_weights(route, weight, services, extra)
     return targets
 
 
@@ -263,9 +270,11 @@ def _is_track(dest: Obj, service: str, subset: str) -> bool:
     return host != "" and (host == service or (subset != "" and _subset(dest) == subset))
 
 
-def _set_weights(route: Obj, weight: int, s: _Services) -> None:
+def _set_weights(route: Obj, weight: int, s: _Services,
+                 extra: tuple[WeightDestination, ...] = ()) -> None:
     dests = [mapping(d) for d in items(route.get("route"))]
-    stable = 100 - weight
+    experiment = {d.service: d.weight for d in extra}
+    stable = 100 - weight - sum(experiment.values())
     for dest in dests:
         if _subset(dest) and _subset(dest) in s.additional_subsets:
             stable -= as_int(dest.get("weight")) or 0
@@ -279,9 +288,13 @@ def _set_weights(route: Obj, weight: int, s: _Services) -> None:
             kept.append(_with_weight(dest, current, weight))
         elif _is_stable(dest, s):
             kept.append(_with_weight(dest, current, stable))
+        elif _host(dest) in experiment:
+            kept.append(_with_weight(dest, current, experiment.pop(_host(dest))))
         elif (_subset(dest) and _subset(dest) in s.additional_subsets) or current == 0:
             kept.append(dest)  # additional subsets keep their weight; Argo deletes only weights
         # any other weighted destination is deleted
+    kept += [{"destination": {"host": service}, "weight": experiment[service]}
+             for service in sorted(experiment)]
     route["route"] = kept
 
 
@@ -294,23 +307,30 @@ def _with_weight(dest: Obj, current: int, weight: int) -> Obj:
 # --------------------------------------------------------------------------- DestinationRule
 
 
-def _destination_rule(config: IstioRouting, key: ObjectKey, obj: Obj) -> Obj:
-    """`obj` (a copy) with the canary and stable subsets selecting their tracks."""
+def _destination_rule(config: IstioRouting, key: ObjectKey, obj: Obj,
+                      extra: tuple[WeightDestination, ...] = ()) -> Obj:
+    """`obj` (a copy) with the canary and stable subsets selecting their tracks, and one
+    subset per experiment destination (named after its Service) selecting its pods."""
     dr = config.destination_rule
     assert dr is not None
     tracks = {dr.canary_subset: "canary", dr.stable_subset: "stable"}
+    experiment = {d.service: dict(d.subset_labels) for d in extra}
     subsets = []
     for subset in items(spec_of(obj).get("subsets")):
         subset = mapping(subset)
-        track = tracks.pop(subset.get("name"), None)
-        if track is None:
-            continue  # Argo drops every subset but the canary and stable ones
         labels = subset.get("labels") if isinstance(subset.get("labels"), dict) else {}
-        subset["labels"] = {**labels, TRACK_LABEL: track}
+        track = tracks.pop(subset.get("name"), None)
+        if track is not None:
+            subset["labels"] = {**labels, TRACK_LABEL: track}
+        elif subset.get("name") in experiment:
+            subset["labels"] = {**labels, **experiment.pop(subset["name"])}
+        else:
+            continue  # Argo drops every subset but the canary, stable and experiment ones
         subsets.append(subset)
     if tracks:
         raise RouterError(f"{key.label}: has no subset named '{next(iter(tracks))}'")
-    obj["spec"]["subsets"] = subsets
+    obj["spec"]["subsets"] = subsets + [{"name": name, "labels": labels}
+                                        for name, labels in experiment.items()]
     return obj
 
 
@@ -384,6 +404,34 @@ def _live_weights(
     return out
 
 
+def _experiment_weights(
+    routing: TrafficRouting,
+    config: IstioRouting,
+    vs: IstioVirtualService,
+    ctx: RouterContext,
+    key: ObjectKey,
+    live: Obj,
+) -> list[RouterWeight]:
+    """A row per weighted destination of a targeted route that is neither canary, stable nor
+    an additional subset: an experiment's Service while its step runs."""
+    spec = spec_of(copy.deepcopy(live))
+    if isinstance(spec.get("http"), list):
+        spec["http"] = [r for r in spec["http"]
+                        if mapping(r).get("name") not in routing.managed_routes]
+    services = _services(config, ctx)
+    out = []
+    for target in _targets(vs, key, spec):
+        for dest in items(mapping(spec[target.section][target.index]).get("route")):
+            dest = mapping(dest)
+            weight = as_int(dest.get("weight")) or 0
+            if (not _host(dest) or weight == 0 or _is_canary(dest, services)
+                    or _is_stable(dest, services) or _subset(dest) in services.additional_subsets):
+                continue
+            out.append(RouterWeight(key.label, f"{target.label}: experiment Service "
+                                    f"{_host(dest)}", weight))
+    return out
+
+
 def describe(
     routing: TrafficRouting,
     config: IstioRouting,
@@ -403,6 +451,7 @@ def describe(
             out.append(RouterWeight(key.label, str(error).removeprefix(f"{key.label}: "), None))
             continue
         out += [RouterWeight(key.label, label, weight) for label, weight in weights]
+        out += _experiment_weights(routing, config, vs, ctx, key, obj)
         for route in items(spec_of(copy.deepcopy(obj)).get("http")):
             route = mapping(route)
             if route.get("name") not in routing.managed_routes:

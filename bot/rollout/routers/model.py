@@ -93,12 +93,26 @@ class MirrorRoute:
 
 
 @dataclass(frozen=True)
+class WeightDestination:
+    """An extra destination beside canary and stable: an experiment template's Service with
+    its traffic share (Argo's WeightDestination). `subset_labels` are the pod labels that tell
+    its pods apart, which an Istio DestinationRule subset named after the Service selects (the
+    place of Argo's pod-template hash)."""
+
+    service: str
+    weight: int
+    subset_labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class RouteState:
     """What the router objects must say now."""
 
     weight: int  # canary weight, 0..max_traffic_weight (100 unless set; only NGINX uses it)
     header_routes: tuple[HeaderRoute, ...] = ()  # active managed header routes, in step order
     mirror_routes: tuple[MirrorRoute, ...] = ()
+    # A running experiment's weighted templates: the stable gets 100 - weight - their sum.
+    extra: tuple[WeightDestination, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -187,7 +201,8 @@ class TrafficRouting:
 
 @dataclass(frozen=True)
 class RouterWeight:
-    """What one router object holds now, for the PR comment."""
+    """What one router object holds now, for the PR comment (an experiment's destination is
+    a row of its own whose `canary_weight` is that destination's share)."""
 
     object: str  # "VirtualService shop/web-vs", "Ingress shop/web-web-ingress-canary"
     detail: str  # "route primary", "" ...
@@ -202,6 +217,7 @@ ALL_CLASSES: tuple[type, ...] = (
     HeaderRoute,
     MirrorMatch,
     MirrorRoute,
+    WeightDestination,
     RouteState,
     NginxRouting,
     IstioTlsRoute,

@@ -46,6 +46,10 @@ def desired(
     top = routing.max_traffic_weight or 100
     if not 0 <= state.weight <= top:
         raise ValueError(f"weight {state.weight} is outside 0..{top}")
+    shared = state.weight + sum(d.weight for d in state.extra)
+    if state.extra and (not supports_experiment_weights(routing) or shared > top):
+        raise ValueError(f"experiment destinations {[d.service for d in state.extra]} do not "
+                         f"fit the {routing.name} router at canary weight {state.weight}")
     strays = [r.name for r in (*state.header_routes, *state.mirror_routes)
               if r.name not in routing.managed_routes]
     if strays:
@@ -80,3 +84,12 @@ def supports_header_routes(routing: TrafficRouting) -> bool:
 
 def supports_mirror_routes(routing: TrafficRouting) -> bool:
     return isinstance(routing.router, IstioRouting)
+
+
+def supports_experiment_weights(routing: TrafficRouting) -> bool:
+    """Whether an experiment template's `weight` can get its own destination: Argo gives the
+    extra destinations to Istio, SMI, ALB and plugins (its validation refuses NGINX). Of
+    Coalmine's routers, Istio and SMI write them; the Gateway API plugin's own handling (extra
+    backends in the first matching HTTPRoute rule, the stable weight computed without the
+    canary's) is not reproduced yet."""
+    return isinstance(routing.router, IstioRouting | SmiRouting)

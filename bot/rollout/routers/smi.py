@@ -3,7 +3,9 @@
 As Argo's SMI reconciler does (rollout/trafficrouting/smi/smi.go): the TrafficSplit is named
 trafficSplitName (default: the Rollout's name); its spec is replaced by the root Service
 (default: the stable Service) and two backends, the canary Service with the weight and then the
-stable Service with 100 minus it. Argo writes v1alpha1 weights as quantities (the string "20"),
+stable Service with 100 minus it. A running experiment's weighted templates are backends between
+the two (their Services, in step order) and the stable's weight is reduced by theirs; Argo does
+not clamp it, Coalmine's steps parser refuses weights that add up past 100. Argo writes v1alpha1 weights as quantities (the string "20"),
 v1alpha2/v1alpha3 weights as integers; the version is a controller flag in Argo, so a Rollout
 cannot name it and Coalmine uses v1alpha1 unless its own configuration says otherwise. A
 TrafficSplit that another controller owns is refused, as Argo refuses one its Rollout does not
@@ -23,6 +25,7 @@ from bot.rollout.routers.model import (
     RouteState,
     SmiRouting,
     TrafficRouting,
+    WeightDestination,
 )
 from bot.rollout.routers.objects import (
     apply_copy,
@@ -54,18 +57,22 @@ def desired(
     key = split_key(config, ctx)
     current = live.get(key)
     refuse_controlled(key, current)
-    return [_with_split(config, ctx, key, current, state.weight)]
+    return [_with_split(config, ctx, key, current, state.weight, state.extra)]
 
 
 def _with_split(
-    config: SmiRouting, ctx: RouterContext, key: ObjectKey, base: Obj | None, weight: int
+    config: SmiRouting, ctx: RouterContext, key: ObjectKey, base: Obj | None, weight: int,
+    extra: tuple[WeightDestination, ...] = (),
 ) -> Obj:
     obj = apply_copy(base or {}, key)
+    stable = 100 - weight - sum(dest.weight for dest in extra)
     obj["spec"] = {
         "service": config.root_service or ctx.stable_service,
         "backends": [
             {"service": ctx.canary_service, "weight": _weight(config, weight)},
-            {"service": ctx.stable_service, "weight": _weight(config, 100 - weight)},
+            *({"service": dest.service, "weight": _weight(config, dest.weight)}
+              for dest in extra),
+            {"service": ctx.stable_service, "weight": _weight(config, stable)},
         ],
     }
     return obj
@@ -90,13 +97,22 @@ def _share(value: object) -> float | None:
 
 def _live_weight(ctx: RouterContext, live: Obj) -> int | None:
     """The canary backend's share of all backends' weights, in percent."""
+    return _percent(_shares(live), ctx.canary_service)
+
+
+def _shares(live: Obj) -> list[tuple[object, float | None]]:
+    """(Service, weight) of each backend of a live TrafficSplit."""
     backends = [mapping(b) for b in items(mapping(live.get("spec")).get("backends"))]
-    shares = [(b.get("service"), _share(b.get("weight"))) for b in backends]
-    canary = next((share for name, share in shares if name == ctx.canary_service), None)
-    if canary is None or any(share is None for _, share in shares):
+    return [(b.get("service"), _share(b.get("weight"))) for b in backends]
+
+
+def _percent(shares: list[tuple[object, float | None]], service: object) -> int | None:
+    """`service`'s share of all backends' weights, in percent (None when unreadable)."""
+    mine = next((share for name, share in shares if name == service), None)
+    if mine is None or any(share is None for _, share in shares):
         return None
     total = sum(share or 0 for _, share in shares)
-    return 0 if total <= 0 else round(100 * canary / total)
+    return 0 if total <= 0 else round(100 * mine / total)
 
 
 def keep_live_traffic(
@@ -124,4 +140,10 @@ def describe(
     if current is None:
         return [RouterWeight(key.label, "not created yet", None)]
     root = mapping(current.get("spec")).get("service")
-    return [RouterWeight(key.label, f"splits Service {root}", _live_weight(ctx, current))]
+    shares = _shares(current)
+    rows = [RouterWeight(key.label, f"splits Service {root}", _percent(shares, ctx.canary_service))]
+    for name, _share_of in shares:
+        if name not in (ctx.canary_service, ctx.stable_service):
+            rows.append(RouterWeight(key.label, f"experiment backend Service {name}",
+                                     _percent(shares, name)))
+    return rows
