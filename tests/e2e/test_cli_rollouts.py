@@ -49,7 +49,13 @@ def paused_release(world: w.World, image: str) -> tuple[int, str]:
     number, sha = w.release(world, image, f"Release {image}")
 
     def paused() -> bool:
-        found = rollout(world)
+        # Under load the merge job may not have saved the rollout at the first look: `get`
+        # then says there is none, which is "not yet", not a failure.
+        done = coalmine(world, "get", "rollout", repo_arg(world), "web", "--output", "json")
+        if done.returncode != 0 and "no rollout of 'web'" in done.stderr:
+            return False
+        assert done.returncode == 0, done.stderr
+        found = json.loads(done.stdout)
         return found["phase"] == "Paused" and found["revision"] == sha
 
     wait_until(paused, 60, 0.2)
