@@ -15,7 +15,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, assert_never
 
 from bot.cluster.health import assess
@@ -401,11 +401,24 @@ class Shell:
         assert router_ctx is not None
         live = {key: self.cluster.get(key.api_version, key.kind, key.namespace, key.name)
                 for key in routers.reads(strategy.traffic, router_ctx)}
+        route = self._with_experiment_ports(route)
         for obj in routers.desired(strategy.traffic, router_ctx, live, route):
             self._apply(obj, self.state.revision)
             live[_key_of(obj, ctx.namespace)] = obj
         return [{"object": w.object, "detail": w.detail, "canary_weight": w.canary_weight}
                 for w in routers.describe(strategy.traffic, router_ctx, live)]
+
+
+    def _with_experiment_ports(self, route: routers.RouteState) -> routers.RouteState:
+        """`route` with each experiment destination's port (a Gateway API backendRef names
+        one), taken from the Service the shell makes for its template."""
+        if not route.extra:
+            return route
+        ports = {service["metadata"]["name"]: traffic.experiment_backend_port(service)
+                 for _, service in self._experiment_services(self.state.step_index)
+                 if service is not None}
+        return replace(route, extra=tuple(replace(d, port=ports.get(d.service))
+                                          for d in route.extra))
 
 
 def _key_of(obj: Obj, namespace: str) -> routers.ObjectKey:

@@ -401,12 +401,9 @@ def _experiment_template(raw: Any, at: At, traffic: TrafficRouting | None
             at.key("weight").fail("an experiment template's weight needs "
                                   "spec.strategy.canary.trafficRouting (Argo refuses it too)")
         if not routers.supports_experiment_weights(traffic):
-            why = ("Argo allows it only with SMI, ALB, Istio and plugins"
-                   if isinstance(traffic.router, routers.NginxRouting)
-                   else "Coalmine gives experiment templates their own destination only "
-                        "with Istio and SMI")
             at.key("weight").fail(f"an experiment template's weight is not possible with the "
-                                  f"{traffic.name} router ({why})")
+                                  f"{traffic.name} router (Argo allows it only with SMI, ALB, "
+                                  "Istio and plugins)")
     return ExperimentTemplate(name=name, spec_ref=spec_ref, replicas=replicas, labels=labels,
                               weight=weight, service=_template_service(raw, at))
 

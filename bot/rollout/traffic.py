@@ -168,6 +168,16 @@ def experiment_service(experiment: Obj, template: ExperimentTemplate, workload: 
     }
 
 
+def experiment_backend_port(service: Obj) -> int | None:
+    """The port of an experiment Service that an HTTP route sends to: the one named `http`,
+    else the first TCP one (as the Gateway API plugin picks, minus UDP ports that cannot carry
+    HTTP); None when there is none."""
+    ports = [p for p in (service.get("spec") or {}).get("ports") or []
+             if (p.get("protocol") or "TCP") == "TCP"]
+    named = [p for p in ports if p.get("name") == "http"]
+    return (named or ports)[0]["port"] if ports else None
+
+
 def is_experiment_service(live: Obj | None, desired: Obj) -> bool:
     """Whether a live Service is the one Coalmine made for the same experiment template of
     the same workload (labels and selector say so): the only Service an experiment may

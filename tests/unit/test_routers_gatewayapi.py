@@ -17,6 +17,7 @@ from bot.rollout.routers import (
     RouterWeight,
     RouteState,
     StringMatch,
+    WeightDestination,
     describe,
     desired,
     keep_live_traffic,
@@ -25,6 +26,7 @@ from bot.rollout.routers import (
 from tests.unit.routers_data import CTX, routing
 
 LABEL = "rollouts.argoproj.io/gatewayapi-canary"
+EXPERIMENTS = "coalmine.dev/experiment-backends"
 
 
 def route_key(name: str, namespace: str = "shop") -> ObjectKey:
@@ -282,3 +284,98 @@ def test_describe_reads_the_canary_share_and_the_header_rules():
         RouterWeight("HTTPRoute shop/web-route", "", 50)], "the API weighs a backendRef 1"
     assert describe(routing(SINGLE), CTX, {route_key("web-route"): None}) == [
         RouterWeight("HTTPRoute shop/web-route", "not found", None)]
+
+
+# ------------------------------------------------------------------ experiment destinations
+
+EXTRA = (WeightDestination("web-exp-baseline", 10, port=8080),
+         WeightDestination("web-candidate", 5, port=8080))
+
+
+def experiment_backend(name: str, weight: int) -> dict:
+    return {"group": "", "kind": "Service", "name": name, "namespace": "shop", "port": 8080,
+            "weight": weight}
+
+
+def test_experiment_services_share_every_rule_that_splits_canary_and_stable():
+    (obj,) = desired(routing(SINGLE), CTX, live_of(HTTPROUTE), RouteState(20, extra=EXTRA))
+    assert backend_weights(obj) == [
+        [("web-stable", 65), ("web-canary", 20), ("web-exp-baseline", 10), ("web-candidate", 5)],
+        [("web-stable", 65), ("web-canary", 20), ("web-exp-baseline", 10), ("web-candidate", 5)],
+        [("files", None)],
+    ], "the stable gives up the templates' shares; the canary keeps its own; 100 in all"
+    assert obj["spec"]["rules"][0]["backendRefs"][2:] == [
+        experiment_backend("web-exp-baseline", 10), experiment_backend("web-candidate", 5)]
+    assert obj["metadata"]["annotations"] == {EXPERIMENTS: "web-exp-baseline,web-candidate"}
+    (again,) = desired(routing(SINGLE), CTX, live_of(obj), RouteState(20, extra=EXTRA))
+    assert again == obj, "a rewrite during the step changes nothing"
+
+
+def test_experiment_services_go_when_the_step_ends_and_the_canary_keeps_its_weight():
+    (during,) = desired(routing(SINGLE), CTX, live_of(HTTPROUTE), RouteState(20, extra=EXTRA))
+    (after,) = desired(routing(SINGLE), CTX, live_of(during), RouteState(20))
+    assert backend_weights(after)[:2] == [[("web-stable", 80), ("web-canary", 20)]] * 2
+    assert after["metadata"].get("annotations") in (None, {})
+    (at_stable,) = desired(routing(SINGLE), CTX, live_of(during), RouteState(0))
+    assert backend_weights(at_stable)[:2] == [[("web-stable", 100), ("web-canary", 0)]] * 2
+
+
+def test_backends_coalmine_did_not_add_are_never_removed():
+    route = copy.deepcopy(HTTPROUTE)
+    route["spec"]["rules"][0]["backendRefs"].append({"name": "web-shadow", "port": 80,
+                                                     "weight": 0})
+    (during,) = desired(routing(SINGLE), CTX, live_of(route), RouteState(20, extra=EXTRA[:1]))
+    assert [name for name, _ in backend_weights(during)[0]] == [
+        "web-stable", "web-canary", "web-shadow", "web-exp-baseline"]
+    (after,) = desired(routing(SINGLE), CTX, live_of(during), RouteState(20))
+    assert backend_weights(after)[0] == [("web-stable", 80), ("web-canary", 20),
+                                         ("web-shadow", 0)]
+
+
+def test_an_experiment_needs_a_rule_holding_both_services():
+    route = {"metadata": {"name": "web-route", "namespace": "shop"}, "spec": {"rules": [
+        {"backendRefs": [{"name": "web-stable", "port": 80}]},
+        {"backendRefs": [{"name": "web-canary", "port": 80}, {"name": "files", "port": 80}]}]}}
+    with pytest.raises(RouterError) as caught:
+        desired(routing(SINGLE), CTX, live_of(route), RouteState(20, extra=EXTRA))
+    assert str(caught.value) == (
+        "HTTPRoute shop/web-route: no rule has backendRefs to both 'web-canary' and "
+        "'web-stable' to share with the experiment's Services")
+
+
+def test_an_experiment_service_without_a_port_is_an_error():
+    with pytest.raises(RouterError) as caught:
+        desired(routing(SINGLE), CTX, live_of(HTTPROUTE),
+                RouteState(20, extra=(WeightDestination("web-exp-baseline", 10),)))
+    assert str(caught.value) == ("HTTPRoute shop/web-route: experiment Service "
+                                 "'web-exp-baseline' has no TCP port for a backendRef to name")
+
+
+def test_experiment_backends_name_the_rollouts_namespace_from_a_route_elsewhere():
+    config = routing("plugins: {argoproj-labs/gatewayAPI: {httpRoute: web-route, "
+                     "namespace: gateways}}")
+    route = copy.deepcopy(HTTPROUTE)
+    route["metadata"]["namespace"] = "gateways"
+    (obj,) = desired(config, CTX, live_of(route), RouteState(0, extra=EXTRA[:1]))
+    assert obj["metadata"]["namespace"] == "gateways"
+    assert obj["spec"]["rules"][0]["backendRefs"][2] == experiment_backend("web-exp-baseline", 10)
+    assert backend_weights(obj)[0][:2] == [("web-stable", 90), ("web-canary", 0)]
+
+
+def test_describe_shows_each_experiment_services_share():
+    (live,) = desired(routing(SINGLE), CTX, live_of(HTTPROUTE), RouteState(20, extra=EXTRA))
+    assert describe(routing(SINGLE), CTX, live_of(live)) == [
+        RouterWeight("HTTPRoute shop/web-route", "", 20),
+        RouterWeight("HTTPRoute shop/web-route", "experiment Service web-exp-baseline", 10),
+        RouterWeight("HTTPRoute shop/web-route", "experiment Service web-candidate", 5),
+    ]
+
+
+def test_keep_live_traffic_keeps_a_running_experiments_backends():
+    (live,) = desired(routing(SINGLE), CTX, live_of(HTTPROUTE), RouteState(20, extra=EXTRA))
+    git = copy.deepcopy(HTTPROUTE)
+    git["spec"]["hostnames"] = ["www.example.com"]
+    kept = keep_live_traffic(routing(SINGLE), CTX, git, live)
+    assert kept["spec"]["hostnames"] == ["www.example.com"]
+    assert kept["spec"]["rules"] == live["spec"]["rules"]
+    assert kept["metadata"]["annotations"] == {EXPERIMENTS: "web-exp-baseline,web-candidate"}

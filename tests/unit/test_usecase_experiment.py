@@ -376,20 +376,15 @@ def test_a_weighted_template_whose_pods_declare_no_port_is_refused():
     assert "'baseline': its pods declare no container port" in world.state.aborted_reason
 
 
-@pytest.mark.parametrize(("router", "reason"), [
-    ("nginx: {stableIngress: web}", ("nginx router (Argo allows it only with SMI, ALB, Istio "
-     "and plugins)")),
-    ("plugins: {argoproj-labs/gatewayAPI: {httpRoute: web}}",
-     ("gatewayAPI router (Coalmine gives experiment templates their own destination only with "
-     "Istio and SMI)")),
-])
-def test_a_weight_on_a_router_that_cannot_carry_it_is_refused(router, reason):
-    rollout = ROUTED.replace("istio: {virtualService: {name: web-vs, routes: [primary]}}", router)
+def test_a_weight_on_the_nginx_router_is_refused_as_argo_refuses_it():
+    rollout = ROUTED.replace("istio: {virtualService: {name: web-vs, routes: [primary]}}",
+                             "nginx: {stableIngress: web}")
     with pytest.raises(StrategyError) as caught:
         parse_rollout(yaml.safe_load(rollout), source="rollout.yaml")
     assert str(caught.value) == (
         "rollout.yaml: Rollout web: spec.strategy.canary.steps[1].experiment.templates[0]."
-        f"weight: an experiment template's weight is not possible with the {reason}")
+        "weight: an experiment template's weight is not possible with the nginx router (Argo "
+        "allows it only with SMI, ALB, Istio and plugins)")
 
 
 def test_weights_that_leave_the_stable_a_negative_share_are_refused():
@@ -400,3 +395,78 @@ def test_weights_that_leave_the_stable_a_negative_share_are_refused():
         "rollout.yaml: Rollout web: spec.strategy.canary.steps[1].experiment.templates: the "
         "templates' weights (15) and the canary's setWeight (90) add up to more than 100; the "
         "stable would be left a negative share")
+
+
+# ------------------------------------------------------- the same through the Gateway API plugin
+
+HTTPROUTE = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web-route, namespace: shop}
+spec:
+  rules:
+    - backendRefs:
+        - {name: web-stable, port: 80, weight: 100}
+        - {name: web-canary, port: 80, weight: 0}
+        - {name: web-shadow, port: 80, weight: 0}
+"""
+
+
+class GatewayWorld(RoutedWorld):
+    """RoutedWorld behind an HTTPRoute holding a backend someone else manages (web-shadow)."""
+
+    def __init__(self) -> None:
+        super().__init__(ROUTED.replace(
+            "istio: {virtualService: {name: web-vs, routes: [primary]}}",
+            "plugins: {argoproj-labs/gatewayAPI: {httpRoute: web-route}}"))
+        self.cluster.others[("HTTPRoute", "web-route")] = yaml.safe_load(HTTPROUTE)
+
+    def backends(self) -> list[dict]:
+        return self.cluster.others[("HTTPRoute", "web-route")]["spec"]["rules"][0][
+            "backendRefs"]
+
+    def weights(self) -> dict[str, int]:
+        return {b["name"]: b["weight"] for b in self.backends()}
+
+
+def test_through_the_gateway_api_the_templates_get_backend_refs_on_their_http_port():
+    world = GatewayWorld()
+    world.send(m.Start())
+    assert world.weights() == {"web-stable": 65, "web-canary": 20, "web-shadow": 0,
+                               "web-exp-baseline": 10, "web-candidate": 5}
+    assert world.backends()[3] == {"group": "", "kind": "Service", "name": "web-exp-baseline",
+                                   "namespace": "shop", "port": 8080, "weight": 10}, (
+        "the Service's port named http (its pods also declare UDP 9090)")
+    rows = [(r["detail"], r["canary_weight"]) for r in world.record.context.traffic]
+    assert ("experiment Service web-candidate", 5) in rows
+
+
+def test_through_the_gateway_api_the_backend_refs_go_before_the_services():
+    world = GatewayWorld()
+    world.send(m.Start())
+    world.at(70)
+    assert world.state.step_index == 2 and world.state.phase == "Paused"
+    assert world.weights() == {"web-stable": 80, "web-canary": 20, "web-shadow": 0}, (
+        "the canary keeps its weight; the backend Coalmine did not add stays")
+    calls = world.cluster.calls
+    last_router_write = max(i for i, c in enumerate(calls)
+                            if c[:2] == ("apply", "HTTPRoute/web-route"))
+    assert last_router_write < calls.index(("delete", "Service/web-exp-baseline"))
+
+
+def test_through_the_gateway_api_an_abort_takes_the_backend_refs_away():
+    world = GatewayWorld()
+    world.send(m.Start())
+    world.send(m.Abort(user="bob"))
+    assert world.state.phase == "Aborted"
+    assert world.weights() == {"web-stable": 100, "web-canary": 0, "web-shadow": 0}
+    assert world.service("web-exp-baseline") is None and world.service("web-candidate") is None
+
+
+@pytest.mark.parametrize(("ports", "chosen"), [
+    ([{"port": 9090, "protocol": "UDP"}, {"port": 7070}, {"name": "http", "port": 8080}], 8080),
+    ([{"port": 9090, "protocol": "UDP"}, {"port": 7070, "name": "metrics"}], 7070),
+    ([{"port": 9090, "protocol": "UDP"}], None),
+])
+def test_the_backend_port_is_the_http_one_else_the_first_tcp_one(ports, chosen):
+    assert traffic.experiment_backend_port({"spec": {"ports": ports}}) == chosen

@@ -1,8 +1,8 @@
 """Traffic routers for Argo's canary `trafficRouting`: NGINX, Istio, Gateway API and SMI.
 
-Istio and SMI also give a running experiment's weighted templates their own destinations
-(`RouteState.extra`, `supports_experiment_weights`), as Argo does; NGINX and the Gateway API
-plugin cannot, and the steps parser refuses such a Rollout.
+Istio, SMI and the Gateway API plugin also give a running experiment's weighted templates
+their own destinations (`RouteState.extra`, `supports_experiment_weights`), as Argo does; NGINX
+cannot, and the steps parser refuses such a Rollout.
 
 Pure: `parse_traffic_routing` reads the Rollout's config, `reads` names the live objects to
 fetch, `desired` computes the whole objects to apply for a wanted `RouteState`,

@@ -97,11 +97,14 @@ class WeightDestination:
     """An extra destination beside canary and stable: an experiment template's Service with
     its traffic share (Argo's WeightDestination). `subset_labels` are the pod labels that tell
     its pods apart, which an Istio DestinationRule subset named after the Service selects (the
-    place of Argo's pod-template hash)."""
+    place of Argo's pod-template hash). `port` is the Service port a Gateway API backendRef
+    must name (the API requires one for a Service); the shell fills it from the Service it
+    made, since the engine never sees the pods' ports."""
 
     service: str
     weight: int
     subset_labels: tuple[tuple[str, str], ...] = ()
+    port: int | None = None
 
 
 @dataclass(frozen=True)

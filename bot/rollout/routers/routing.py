@@ -88,8 +88,6 @@ def supports_mirror_routes(routing: TrafficRouting) -> bool:
 
 def supports_experiment_weights(routing: TrafficRouting) -> bool:
     """Whether an experiment template's `weight` can get its own destination: Argo gives the
-    extra destinations to Istio, SMI, ALB and plugins (its validation refuses NGINX). Of
-    Coalmine's routers, Istio and SMI write them; the Gateway API plugin's own handling (extra
-    backends in the first matching HTTPRoute rule, the stable weight computed without the
-    canary's) is not reproduced yet."""
-    return isinstance(routing.router, IstioRouting | SmiRouting)
+    extra destinations to Istio, SMI, ALB and plugins (its validation refuses NGINX), and all of
+    Coalmine's routers but NGINX write them (Istio, SMI, the Gateway API plugin's HTTPRoutes)."""
+    return isinstance(routing.router, IstioRouting | SmiRouting | GatewayApiRouting)
