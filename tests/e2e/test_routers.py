@@ -253,36 +253,52 @@ EXPERIMENT = """        - setWeight: 25
 """
 
 
-def experiment_weight(kube, router: str) -> int | None:
-    """The share the router gives the experiment's Service web-exp-baseline (None: none)."""
+def weight_of(kube, router: str, service: str) -> int | None:
+    """The weight the router gives `service` beside an experiment (None: no such destination);
+    only the routers that carry experiments (canary_weight covers NGINX)."""
     if router == "istio":
         obj = kube.get_object("networking.istio.io/v1beta1", "VirtualService", "shop", "web-vs")
         routes = obj["spec"]["http"] if obj else []
         return next((d.get("weight", 0) for r in routes if r.get("name") == "primary"
-                     for d in r["route"] if d["destination"]["host"] == "web-exp-baseline"),
-                    None)
+                     for d in r["route"] if d["destination"]["host"] == service), None)
+    if router == "gatewayAPI":
+        obj = kube.get_object("gateway.networking.k8s.io/v1", "HTTPRoute", "shop", "web-route")
+        refs = obj["spec"]["rules"][0]["backendRefs"] if obj else []
+        return next((r.get("weight") for r in refs if r["name"] == service), None)
     obj = kube.get_object("split.smi-spec.io/v1alpha1", "TrafficSplit", "shop", "web-split")
     backends = obj["spec"]["backends"] if obj else []
-    return next((int(b["weight"]) for b in backends if b["service"] == "web-exp-baseline"),
-                None)
+    return next((int(b["weight"]) for b in backends if b["service"] == service), None)
 
 
-@pytest.mark.parametrize("router", ["istio", "smi"])
+@pytest.mark.parametrize("router", ["istio", "smi", "gatewayAPI"])
 def test_an_experiment_template_gets_its_service_and_weight_for_the_step(setup, router):
     s = setup(router, EXPERIMENT)
     number, sha = s.release("registry.example/web:2.0", "Web 2.0")
-    wait_until(lambda: experiment_weight(s.kube, router) == 10, 60, 0.05,
+    wait_until(lambda: weight_of(s.kube, router, "web-exp-baseline") == 10, 60, 0.05,
                message=f"{router}: the experiment never got its 10 %")
     assert canary_weight(s.kube, router) == 25
+    assert weight_of(s.kube, router, "web-stable") == 65, "the weights add up to 100"
+    if router == "gatewayAPI":  # as the API server stored it (its CRD schema prunes strays)
+        route = s.kube.get_object("gateway.networking.k8s.io/v1", "HTTPRoute", "shop",
+                                  "web-route")
+        ref = route["spec"]["rules"][0]["backendRefs"][-1]
+        assert (ref["name"], ref["namespace"], ref["port"]) == ("web-exp-baseline", "shop", 8080)
+        assert route["metadata"]["annotations"]["coalmine.dev/experiment-backends"] == \
+            "web-exp-baseline"
     service = s.kube.get_object("v1", "Service", "shop", "web-exp-baseline")
     assert service["spec"]["selector"]["coalmine.dev/experiment"] == "baseline"
     assert service["spec"]["ports"] == [{"protocol": "TCP", "port": 8080, "targetPort": 8080}]
     w.wait_comment(s.world, number, "`experiment baseline (10%) for 1h`")
     w.command(s.world, number, "/promote", "alice")  # past the experiment, to the pause
-    wait_until(lambda: experiment_weight(s.kube, router) is None
+    wait_until(lambda: weight_of(s.kube, router, "web-exp-baseline") is None
                and s.kube.get_object("v1", "Service", "shop", "web-exp-baseline") is None,
                60, 0.05, message=f"{router}: the experiment's weight or Service stayed")
-    assert canary_weight(s.kube, router) == 25
+    assert (canary_weight(s.kube, router), weight_of(s.kube, router, "web-stable")) == (25, 75)
+    if router == "gatewayAPI":
+        route = s.kube.get_object("gateway.networking.k8s.io/v1", "HTTPRoute", "shop",
+                                  "web-route")
+        assert "coalmine.dev/experiment-backends" not in (
+            route["metadata"].get("annotations") or {})
     assert s.kube.get_object("apps/v1", "Deployment", "shop", "web-exp-baseline") is None
     w.command(s.world, number, "/promote", "alice")
     status = w.final_status(s.world, sha, timeout=90)
