@@ -19,9 +19,9 @@ gatewayapi, pkg/plugin/httproute.go):
   annotation `coalmine.dev/experiment-backends` lists the Services Coalmine added (the plugin
   keeps that list in the Rollout's status): once the experiment is over only backendRefs named
   there are removed, never backends someone else manages, and the canary keeps its weight.
-  Two departures from the plugin, which adds the Services to the first rule naming either
-  Service only and leaves the stable at 100 - their sum (so with a canary weight the weights
-  add up to more than 100 and every share shrinks), then resets the canary to 0 on removal.
+  Three departures from the plugin, which adds the Services to the first rule naming either
+  Service only, leaves the stable at 100 - their sum (so with a canary weight the weights add
+  up to more than 100 and every share shrinks), and resets the canary to 0 on removal.
 Mirror routes are a no-op, as in the plugin.
 """
 
