@@ -20,6 +20,7 @@ from typing import Any, Protocol, assert_never
 
 from bot.cluster.health import assess
 from bot.cluster.model import ClusterError, Owner
+from bot.cluster.ownership import owned_by
 from bot.rollout import engine, routers, traffic
 from bot.rollout import model as m
 from bot.rollout.context import RolloutContext
@@ -158,12 +159,21 @@ class Shell:
     def _baseline_name(self) -> str:
         return self.context.deployment["metadata"]["name"] + traffic.BASELINE_SUFFIX
 
-    def _apply(self, obj: dict[str, Any], revision: str | None) -> None:
+    def _owner(self) -> Owner:
         ctx = self.context
         assert ctx.repo.repo_id is not None, "rollouts start from verified merges"
-        owner = Owner(ctx.repo.forge, ctx.repo.repo_id, ctx.repo.full_name, ctx.app)
+        return Owner(ctx.repo.forge, ctx.repo.repo_id, ctx.repo.full_name, ctx.app)
+
+    def _apply(self, obj: dict[str, Any], revision: str | None) -> None:
+        ctx = self.context
         self.cluster.apply([obj], app=ctx.app, revision=revision or "unknown",
-                           default_namespace=ctx.namespace, owner=owner, adopt=ctx.adopt)
+                           default_namespace=ctx.namespace, owner=self._owner(), adopt=ctx.adopt)
+
+    def _is_own_experiment_service(self, live: Obj | None, service: Obj) -> bool:
+        """The live Service is this template's and this app's: labels and a selector anyone
+        can copy say the first, only the owner labels Coalmine wrote say the second."""
+        return (live is not None and traffic.is_experiment_service(live, service)
+                and owned_by(live, self._owner()))
 
     def set_weight(self, weight: int) -> list[m.Event]:
         """Pods for the new weight; with a router the traffic moves once the canary is healthy
@@ -231,7 +241,7 @@ class Shell:
             return (f"experiment template '{template.name}': its pods declare no container "
                     f"port, so Service {name} cannot be made to send its traffic to")
         live = self.cluster.get("v1", "Service", self.context.namespace, name)
-        if live is not None and not traffic.is_experiment_service(live, service):
+        if live is not None and not self._is_own_experiment_service(live, service):
             return (f"experiment template '{template.name}': Service {name} already exists and "
                     "is not this template's; choose another service.name")
         return ""
@@ -253,7 +263,7 @@ class Shell:
             name = template.service_name(self.context.deployment["metadata"]["name"])
             try:
                 live = self.cluster.get("v1", "Service", self.context.namespace, name)
-                if service is not None and traffic.is_experiment_service(live, service):
+                if service is not None and self._is_own_experiment_service(live, service):
                     self.cluster.delete("v1", "Service", self.context.namespace, name)
             except ClusterError as exc:
                 log.warning("experiment Service %s not removed yet: %s", name, exc)

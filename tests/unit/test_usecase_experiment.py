@@ -10,6 +10,8 @@ import yaml
 
 from bot.analysis.measurement import Measurement
 from bot.analysis.templates import AnalysisTemplate, MetricSpec, TemplateArg
+from bot.cluster.apply import labelled
+from bot.cluster.model import Owner
 from bot.rollout import engine, traffic
 from bot.rollout import model as m
 from bot.rollout.argo_rollout import parse_rollout
@@ -361,7 +363,8 @@ def test_a_service_name_taken_by_another_service_is_refused_and_left_alone():
     assert world.state.phase == "Aborted"
     assert "Service web-stable already exists and is not this template's" in \
         world.state.aborted_reason
-    assert world.service("web-stable") == before, "the app's own Service is not changed"
+    assert world.service("web-stable")["spec"] == before["spec"], (
+        "the app's own Service is not changed")
     assert ("delete", "Service/web-stable") not in world.cluster.calls, (
         "nor deleted when the experiment stops")
     assert not [obj for obj in world.cluster.written if obj["metadata"]["name"] == "web-stable"
@@ -400,3 +403,27 @@ def test_weights_that_leave_the_stable_a_negative_share_are_refused():
         "rollout.yaml: Rollout web: spec.strategy.canary.steps[1].experiment.templates: the "
         "templates' weights (15) and the canary's setWeight (90) add up to more than 100; the "
         "stable would be left a negative share")
+
+
+def test_another_owners_experiment_service_is_neither_taken_over_nor_deleted():
+    """Attack: a repository serving another app in the same namespace names its template's
+    `service.name` after that app's experiment Service and copies its labels and selector
+    (all readable in the victim's Git). Labels alone said "this template's", so the stop that
+    followed the cluster's refusal to overwrite it deleted the victim's Service."""
+    world = RoutedWorld()
+    template = world.state.strategy.steps[1].templates[1]
+    assert template.service == "web-candidate"
+    victim = Owner("github", 99, "acme/payments", "payments")
+    desired = traffic.experiment_service(
+        traffic.experiment_of(world.record.context.deployment, template, "c" * 40),
+        template, "web")
+    theirs = labelled(desired, victim, "c" * 40)
+    world.cluster.others[("Service", "web-candidate")] = theirs
+    world.send(m.Start())
+    assert world.state.phase == "Aborted"
+    assert "Service web-candidate already exists and is not this template's" in \
+        world.state.aborted_reason
+    world.send(m.Abort(user="bob"))
+    assert world.service("web-candidate") == theirs, "the other app's Service is untouched"
+    assert ("delete", "Service/web-candidate") not in world.cluster.calls
+    assert world.service("web-exp-baseline") is None, "this rollout's own Service still goes"
