@@ -234,9 +234,15 @@ class Shell:
         return [self.health_event(completing=False)]
 
     def _service_refusal(self, template: m.ExperimentTemplate, service: Obj | None) -> str:
-        """Why the template's Service cannot be written ("" when it can): its pods declare no
-        port, or the name is taken by a Service that is not this template's."""
+        """Why the template's Service cannot be written ("" when it can): its name is no
+        Service name, its pods declare no port, or the name is taken by a Service that is not
+        this template's."""
         name = template.service_name(self.context.deployment["metadata"]["name"])
+        if name is not None and not m.is_service_name(name):
+            # The default name follows the workload's: the API would answer 422, a refusal
+            # the health loop would retry until the deadline without naming the key.
+            return (f"experiment template '{template.name}': Service {name} is not a DNS-1035 "
+                    "label of at most 63 characters; set the template's service.name")
         if service is None:
             return (f"experiment template '{template.name}': its pods declare no container "
                     f"port, so Service {name} cannot be made to send its traffic to")

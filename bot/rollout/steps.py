@@ -40,6 +40,7 @@ from bot.rollout.model import (
     SetWeightStep,
     Step,
     TemplateRef,
+    is_service_name,
 )
 from bot.rollout.routers import TrafficRouting
 
@@ -425,7 +426,7 @@ def _template_service(raw: dict[str, Any], at: At) -> str | None:
     if value.get("name") in (None, ""):
         return ""
     name = as_text(value["name"], at.key("service.name"))
-    if not re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name) or len(name) > 63:
+    if not is_service_name(name):
         at.key("service.name").fail(f"{name!r} must be a DNS-1035 label of at most 63 "
                                     "characters (a Service name)")
     return name

@@ -245,8 +245,9 @@ spec:
 """
 
 
-def ported(image: str) -> dict:
+def ported(image: str, name: str = "web") -> dict:
     obj = deployment(image)
+    obj["metadata"]["name"] = name
     obj["spec"]["template"]["spec"]["containers"][0]["ports"] = [
         {"name": "http", "containerPort": 8080}, {"containerPort": 9090, "protocol": "UDP"}]
     return obj
@@ -258,16 +259,18 @@ def app_service(name: str) -> dict:
 
 
 class RoutedWorld(World):
-    def __init__(self, rollout: str = ROUTED, image: str = "web:2") -> None:
+    def __init__(self, rollout: str = ROUTED, image: str = "web:2", workload: str = "web"
+                 ) -> None:
         super().__init__()
-        live = traffic.as_stable(ported("web:1"))
+        rollout = rollout.replace("metadata: {name: web}", f"metadata: {{name: {workload}}}")
+        live = traffic.as_stable(ported("web:1", workload))
         self.cluster = FakeCluster()
         self.cluster.put(live)
         self.cluster.others[("VirtualService", "web-vs")] = yaml.safe_load(VIRTUAL_SERVICE)
         services = {name: app_service(name) for name in ("web-canary", "web-stable")}
         for name, obj in services.items():
             self.cluster.others[("Service", name)] = traffic.pin_service(obj, "stable")
-        new = ported(image)
+        new = ported(image, workload)
         context = RolloutContext(
             repo=REPO, number=42, app="web", namespace="shop", deployment=new,
             stable=traffic.stable_at(live, 4), replicas=4,
@@ -427,3 +430,19 @@ def test_another_owners_experiment_service_is_neither_taken_over_nor_deleted():
     assert world.service("web-candidate") == theirs, "the other app's Service is untouched"
     assert ("delete", "Service/web-candidate") not in world.cluster.calls
     assert world.service("web-exp-baseline") is None, "this rollout's own Service still goes"
+
+
+def test_a_default_service_name_that_is_no_dns_label_is_refused_before_anything_routes():
+    """Attack: a workload name long enough that `<workload>-exp-<template>` passes 63
+    characters. The Service cannot exist under that name: the cluster's 422 was taken for a
+    passing refusal, and the rollout kept the experiment's pods until its deadline with no
+    reason naming the key. Now the step fails at once, saying what to set."""
+    workload = "w" * 55
+    world = RoutedWorld(workload=workload)
+    world.send(m.Start())
+    assert world.state.phase == "Aborted"
+    assert (f"experiment template 'baseline': Service {workload}-exp-baseline is not a "
+            "DNS-1035 label of at most 63 characters; set the template's service.name"
+            ) in world.state.aborted_reason
+    assert not [obj for obj in world.cluster.written if obj["kind"] == "Service"
+                and len(obj["metadata"]["name"]) > 63], "never written"
