@@ -16,6 +16,7 @@ from bot.rollout import engine, traffic
 from bot.rollout import model as m
 from bot.rollout.argo_rollout import parse_rollout
 from bot.rollout.context import RolloutContext
+from bot.rollout.steps import MAX_EXPERIMENT_TEMPLATES
 from bot.rollout.store import RolloutRecord
 from bot.rollout.strategy import StrategyError, parse_canary_config
 from handlers.rollout_shell import Shell
@@ -446,3 +447,18 @@ def test_a_default_service_name_that_is_no_dns_label_is_refused_before_anything_
             ) in world.state.aborted_reason
     assert not [obj for obj in world.cluster.written if obj["kind"] == "Service"
                 and len(obj["metadata"]["name"]) > 63], "never written"
+
+
+def test_an_experiment_of_more_templates_than_the_limit_is_refused():
+    """Attack: a PR whose experiment step lists thousands of templates, each a Deployment, a
+    Service and a router destination (and a quadratic duplicate check in the parser)."""
+    many = "\n".join(f"              - {{name: t{i}, specRef: canary, weight: 0}}"
+                     for i in range(MAX_EXPERIMENT_TEMPLATES + 1))
+    rollout = ROUTED.replace(
+        "              - {name: baseline, specRef: stable, weight: 10}\n", many + "\n")
+    with pytest.raises(StrategyError) as caught:
+        parse_rollout(yaml.safe_load(rollout), source="rollout.yaml")
+    assert str(caught.value) == (
+        "rollout.yaml: Rollout web: spec.strategy.canary.steps[1].experiment.templates: has "
+        f"{MAX_EXPERIMENT_TEMPLATES + 3} templates; at most {MAX_EXPERIMENT_TEMPLATES} (each is "
+        "a Deployment, and with weight or service a Service and a router destination)")
