@@ -20,6 +20,7 @@ from typing import Any, Protocol, assert_never
 
 from bot.cluster.health import assess
 from bot.cluster.model import ClusterError, Owner
+from bot.cluster.ownership import owned_by
 from bot.rollout import engine, routers, traffic
 from bot.rollout import model as m
 from bot.rollout.context import RolloutContext
@@ -158,12 +159,21 @@ class Shell:
     def _baseline_name(self) -> str:
         return self.context.deployment["metadata"]["name"] + traffic.BASELINE_SUFFIX
 
-    def _apply(self, obj: dict[str, Any], revision: str | None) -> None:
+    def _owner(self) -> Owner:
         ctx = self.context
         assert ctx.repo.repo_id is not None, "rollouts start from verified merges"
-        owner = Owner(ctx.repo.forge, ctx.repo.repo_id, ctx.repo.full_name, ctx.app)
+        return Owner(ctx.repo.forge, ctx.repo.repo_id, ctx.repo.full_name, ctx.app)
+
+    def _apply(self, obj: dict[str, Any], revision: str | None) -> None:
+        ctx = self.context
         self.cluster.apply([obj], app=ctx.app, revision=revision or "unknown",
-                           default_namespace=ctx.namespace, owner=owner, adopt=ctx.adopt)
+                           default_namespace=ctx.namespace, owner=self._owner(), adopt=ctx.adopt)
+
+    def _is_own_experiment_service(self, live: Obj | None, service: Obj) -> bool:
+        """The live Service is this template's and this app's: labels and a selector anyone
+        can copy say the first, only the owner labels Coalmine wrote say the second."""
+        return (live is not None and traffic.is_experiment_service(live, service)
+                and owned_by(live, self._owner()))
 
     def set_weight(self, weight: int) -> list[m.Event]:
         """Pods for the new weight; with a router the traffic moves once the canary is healthy
@@ -224,14 +234,20 @@ class Shell:
         return [self.health_event(completing=False)]
 
     def _service_refusal(self, template: m.ExperimentTemplate, service: Obj | None) -> str:
-        """Why the template's Service cannot be written ("" when it can): its pods declare no
-        port, or the name is taken by a Service that is not this template's."""
+        """Why the template's Service cannot be written ("" when it can): its name is no
+        Service name, its pods declare no port, or the name is taken by a Service that is not
+        this template's."""
         name = template.service_name(self.context.deployment["metadata"]["name"])
+        if name is not None and not m.is_service_name(name):
+            # The default name follows the workload's: the API would answer 422, a refusal
+            # the health loop would retry until the deadline without naming the key.
+            return (f"experiment template '{template.name}': Service {name} is not a DNS-1035 "
+                    "label of at most 63 characters; set the template's service.name")
         if service is None:
             return (f"experiment template '{template.name}': its pods declare no container "
                     f"port, so Service {name} cannot be made to send its traffic to")
         live = self.cluster.get("v1", "Service", self.context.namespace, name)
-        if live is not None and not traffic.is_experiment_service(live, service):
+        if live is not None and not self._is_own_experiment_service(live, service):
             return (f"experiment template '{template.name}': Service {name} already exists and "
                     "is not this template's; choose another service.name")
         return ""
@@ -253,7 +269,7 @@ class Shell:
             name = template.service_name(self.context.deployment["metadata"]["name"])
             try:
                 live = self.cluster.get("v1", "Service", self.context.namespace, name)
-                if service is not None and traffic.is_experiment_service(live, service):
+                if service is not None and self._is_own_experiment_service(live, service):
                     self.cluster.delete("v1", "Service", self.context.namespace, name)
             except ClusterError as exc:
                 log.warning("experiment Service %s not removed yet: %s", name, exc)

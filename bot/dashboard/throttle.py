@@ -11,11 +11,13 @@ Behind a reverse proxy every client arrives from the proxy's address, and one gu
 lock everybody out of signing in (sessions already issued keep working): COALMINE_DASHBOARD_PROXY_HOPS
 names how many proxies the operator runs in front, and the client is then read from
 X-Forwarded-For that many entries from the right, the part those proxies wrote. Entries further
-left are the client's own claim and are never used.
+left are the client's own claim and are never used. An IPv6 client counts by its /64 (see
+`_counted`).
 """
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from redis import Redis
@@ -56,5 +58,20 @@ def client_address(remote_addr: str | None, forwarded_for: str | None, proxy_hop
     if proxy_hops > 0 and forwarded_for:
         entries = [e.strip() for e in forwarded_for.split(",") if e.strip()]
         if len(entries) >= proxy_hops:
-            return entries[-proxy_hops][:64]
-    return remote_addr or "unknown"
+            return _counted(entries[-proxy_hops][:64])
+    return _counted(remote_addr or "unknown")
+
+
+def _counted(address: str) -> str:
+    """An IPv6 client is counted by its /64: one subscriber or host is routed a whole /64
+    and may pick a fresh address for every guess. IPv4 (mapped too) and anything that is
+    no address stay as they are."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network((parsed, 64), strict=False))
+    return str(parsed)

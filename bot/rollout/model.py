@@ -10,6 +10,7 @@ and cannot be forgotten by the codec. Each part is a run of small frozen datacla
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -86,6 +87,14 @@ class SetMirrorRouteStep:
     """Argo's setMirrorRoute: a managed route mirroring matching requests to the canary."""
 
     route: MirrorRoute
+
+
+_SERVICE_NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+
+
+def is_service_name(name: str) -> bool:
+    """Whether a Service may be called `name` (a DNS-1035 label of at most 63 characters)."""
+    return len(name) <= 63 and _SERVICE_NAME.fullmatch(name) is not None
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from bot.rollout.model import (
     SetWeightStep,
     Step,
     TemplateRef,
+    is_service_name,
 )
 from bot.rollout.routers import TrafficRouting
 
@@ -55,6 +56,9 @@ _UNSUPPORTED_STEPS = {
 MAIN_KINDS, STEP_KINDS, UNSUPPORTED_STEPS = _MAIN_KINDS, _STEP_KINDS, _UNSUPPORTED_STEPS
 _EXPERIMENT_KEYS = ("templates", "analyses", "duration", "dryRun", "analysisRunMetadata",
                     "scaleDownDelaySeconds")
+# Each template is a Deployment, a Service and a router destination in the cluster: a PR may
+# not make thousands of them (nor cost a worker the quadratic duplicate-name checks).
+MAX_EXPERIMENT_TEMPLATES = 10
 _EXPERIMENT_TEMPLATE_KEYS = ("name", "specRef", "replicas", "metadata", "selector", "weight",
                              "service")
 _EXPERIMENT_ANALYSIS_KEYS = ("name", "templateName", "clusterScope", "args",
@@ -339,6 +343,10 @@ def _experiment(raw: Any, at: At, traffic: TrafficRouting | None) -> ExperimentS
     items = as_list(raw.get("templates"), at.key("templates"), "a list of templates")
     if not items:
         at.key("templates").fail("needs at least one template")
+    if len(items) > MAX_EXPERIMENT_TEMPLATES:
+        at.key("templates").fail(
+            f"has {len(items)} templates; at most {MAX_EXPERIMENT_TEMPLATES} (each is a "
+            "Deployment, and with weight or service a Service and a router destination)")
     templates: list[ExperimentTemplate] = []
     for i, item in enumerate(items):
         templates.append(_experiment_template(item, at.key("templates").index(i), traffic))
@@ -422,7 +430,7 @@ def _template_service(raw: dict[str, Any], at: At) -> str | None:
     if value.get("name") in (None, ""):
         return ""
     name = as_text(value["name"], at.key("service.name"))
-    if not re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name) or len(name) > 63:
+    if not is_service_name(name):
         at.key("service.name").fail(f"{name!r} must be a DNS-1035 label of at most 63 "
                                     "characters (a Service name)")
     return name

@@ -182,7 +182,8 @@ def is_experiment_service(live: Obj | None, desired: Obj) -> bool:
     """Whether a live Service is the one Coalmine made for the same experiment template of
     the same workload (labels and selector say so): the only Service an experiment may
     overwrite or delete, since `service.name` could name the app's own Service, which the
-    cluster's ownership check lets the app's rollout write."""
+    cluster's ownership check lets the app's rollout write. Labels and selector can be copied
+    by another repository, so the shell also requires this app's owner labels."""
     if live is None:
         return False
     labels = (live.get("metadata") or {}).get("labels") or {}

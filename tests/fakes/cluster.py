@@ -4,7 +4,9 @@
 `others` by kind and name) and makes each Deployment ready as soon as it is written,
 unless its name is in `unready` (pods never become available) or `failing` (its own progress
 deadline is exceeded); an operation named in `refuse` raises `ClusterError` as a refusing API
-server would. Every write is recorded in `calls`, in order.
+server would. Every write is recorded in `calls`, in order. Like `bot.cluster.apply`, an apply
+labels what it writes with its owner and is refused over an object another owner's labels
+fence (objects put there unlabelled are taken over, as with the policy's `adopt`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.cluster.apply import labelled
 from bot.cluster.model import ClusterError, Owner
+from bot.cluster.ownership import refusal
 from bot.rollout.store import RolloutRecord
 
 Obj = dict[str, Any]
@@ -68,8 +72,13 @@ class FakeCluster:
               owner: Owner, adopt: bool) -> None:
         self._check("apply")
         for obj in objects:
-            stored = copy.deepcopy(obj)
+            stored = copy.deepcopy(labelled(obj, owner, revision))
             name = stored["metadata"]["name"]
+            fenced = refusal(self.get(stored.get("apiVersion", ""), stored.get("kind",
+                                      "Deployment"), default_namespace, name), owner, adopt=True)
+            if fenced:
+                raise ClusterError(f"{stored.get('kind', 'Deployment')} {name} {fenced}",
+                                   status=409)
             if stored.get("kind", "Deployment") != "Deployment":
                 self.calls.append(("apply", f"{stored['kind']}/{name}", revision, owner.app))
                 self.others[(stored["kind"], name)] = stored

@@ -70,6 +70,21 @@ def test_without_proxy_hops_a_forwarded_header_is_ignored(redis_url):
     assert post(client, TOKEN, forwarded="192.0.2.200").status_code == 429
 
 
+def test_an_ipv6_guesser_is_counted_by_its_64_whatever_address_it_picks(redis_url):
+    """Attack: a host routed a /64 takes a fresh source address for every guess, so counted
+    per address it never reached the limit."""
+    client = make_app(redis_url, COALMINE_DASHBOARD_TOKEN=TOKEN).test_client()
+    for attempt in range(MAX_FAILURES):
+        resp = post(client, "wrong-0123456789abcdef", addr=f"2001:db8:1:2::{attempt + 1:x}")
+        assert resp.status_code == 401
+    assert post(client, TOKEN, addr="2001:db8:1:2:ffff::9").status_code == 429
+    # Another /64 is another client; an IPv4-mapped peer counts as its IPv4 address.
+    assert post(client, TOKEN, addr="2001:db8:1:3::1").status_code == 303
+    for _ in range(MAX_FAILURES):
+        post(client, "wrong-0123456789abcdef", addr="::ffff:192.0.2.55")
+    assert post(client, TOKEN, addr="192.0.2.55").status_code == 429
+
+
 @pytest.mark.parametrize("raw", ["-1", "two", "11"])
 def test_a_bad_proxy_hop_count_is_a_config_error(redis_url, raw):
     with pytest.raises(ConfigError, match="COALMINE_DASHBOARD_PROXY_HOPS"):

@@ -7,12 +7,15 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
+from bot.analysis.measure import measure
 from bot.analysis.templates import resolve_metrics
 from bot.config import ConfigError, parse_repo_config
+from bot.egress import DENY_ALL
 from bot.judge import kayenta
 from bot.rollout.engine import describe_step
 from bot.rollout.fields import StrategyError
@@ -224,3 +227,16 @@ def test_the_readme_example_is_accepted_as_written():
     assert (metric.interval, metric.count, metric.initial_delay) == (300.0, 2, 300.0)
     names = [m.settings.name for m in kayenta.parse_kayenta(metric.provider["kayenta"]).metrics]
     assert names == ["p99 latency", "error rate"]
+
+
+@pytest.mark.parametrize("address", ["http://10.9.9.9:9090", "http://metadata.internal/"])
+def test_the_judges_own_prometheus_address_answers_to_the_egress_policy(address):
+    """A repository writer's `judge.prometheus.address` (an internal host, a cloud metadata
+    endpoint) is refused by the server's egress policy before any request, as the kayenta
+    provider's own is: the judge compiles into that provider, not beside it."""
+    strategy = parsed(config(judge_with(prometheus={"address": address})))
+    (metric,) = strategy.templates[0].metrics
+    result = measure(metric.provider, None, None, prometheus_url="http://127.0.0.1:9",
+                     egress=DENY_ALL, now=1_800_000_000.0, run_started_at=None)
+    assert result.phase == "Error"
+    assert "egress" in result.message and urlsplit(address).hostname in result.message

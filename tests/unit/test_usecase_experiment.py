@@ -10,10 +10,13 @@ import yaml
 
 from bot.analysis.measurement import Measurement
 from bot.analysis.templates import AnalysisTemplate, MetricSpec, TemplateArg
+from bot.cluster.apply import labelled
+from bot.cluster.model import Owner
 from bot.rollout import engine, traffic
 from bot.rollout import model as m
 from bot.rollout.argo_rollout import parse_rollout
 from bot.rollout.context import RolloutContext
+from bot.rollout.steps import MAX_EXPERIMENT_TEMPLATES
 from bot.rollout.store import RolloutRecord
 from bot.rollout.strategy import StrategyError, parse_canary_config
 from handlers.rollout_shell import Shell
@@ -243,8 +246,9 @@ spec:
 """
 
 
-def ported(image: str) -> dict:
+def ported(image: str, name: str = "web") -> dict:
     obj = deployment(image)
+    obj["metadata"]["name"] = name
     obj["spec"]["template"]["spec"]["containers"][0]["ports"] = [
         {"name": "http", "containerPort": 8080}, {"containerPort": 9090, "protocol": "UDP"}]
     return obj
@@ -256,16 +260,18 @@ def app_service(name: str) -> dict:
 
 
 class RoutedWorld(World):
-    def __init__(self, rollout: str = ROUTED, image: str = "web:2") -> None:
+    def __init__(self, rollout: str = ROUTED, image: str = "web:2", workload: str = "web"
+                 ) -> None:
         super().__init__()
-        live = traffic.as_stable(ported("web:1"))
+        rollout = rollout.replace("metadata: {name: web}", f"metadata: {{name: {workload}}}")
+        live = traffic.as_stable(ported("web:1", workload))
         self.cluster = FakeCluster()
         self.cluster.put(live)
         self.cluster.others[("VirtualService", "web-vs")] = yaml.safe_load(VIRTUAL_SERVICE)
         services = {name: app_service(name) for name in ("web-canary", "web-stable")}
         for name, obj in services.items():
             self.cluster.others[("Service", name)] = traffic.pin_service(obj, "stable")
-        new = ported(image)
+        new = ported(image, workload)
         context = RolloutContext(
             repo=REPO, number=42, app="web", namespace="shop", deployment=new,
             stable=traffic.stable_at(live, 4), replicas=4,
@@ -361,7 +367,8 @@ def test_a_service_name_taken_by_another_service_is_refused_and_left_alone():
     assert world.state.phase == "Aborted"
     assert "Service web-stable already exists and is not this template's" in \
         world.state.aborted_reason
-    assert world.service("web-stable") == before, "the app's own Service is not changed"
+    assert world.service("web-stable")["spec"] == before["spec"], (
+        "the app's own Service is not changed")
     assert ("delete", "Service/web-stable") not in world.cluster.calls, (
         "nor deleted when the experiment stops")
     assert not [obj for obj in world.cluster.written if obj["metadata"]["name"] == "web-stable"
@@ -470,3 +477,58 @@ def test_through_the_gateway_api_an_abort_takes_the_backend_refs_away():
 ])
 def test_the_backend_port_is_the_http_one_else_the_first_tcp_one(ports, chosen):
     assert traffic.experiment_backend_port({"spec": {"ports": ports}}) == chosen
+
+
+def test_another_owners_experiment_service_is_neither_taken_over_nor_deleted():
+    """Attack: a repository serving another app in the same namespace names its template's
+    `service.name` after that app's experiment Service and copies its labels and selector
+    (all readable in the victim's Git). Labels alone said "this template's", so the stop that
+    followed the cluster's refusal to overwrite it deleted the victim's Service."""
+    world = RoutedWorld()
+    template = world.state.strategy.steps[1].templates[1]
+    assert template.service == "web-candidate"
+    victim = Owner("github", 99, "acme/payments", "payments")
+    desired = traffic.experiment_service(
+        traffic.experiment_of(world.record.context.deployment, template, "c" * 40),
+        template, "web")
+    theirs = labelled(desired, victim, "c" * 40)
+    world.cluster.others[("Service", "web-candidate")] = theirs
+    world.send(m.Start())
+    assert world.state.phase == "Aborted"
+    assert "Service web-candidate already exists and is not this template's" in \
+        world.state.aborted_reason
+    world.send(m.Abort(user="bob"))
+    assert world.service("web-candidate") == theirs, "the other app's Service is untouched"
+    assert ("delete", "Service/web-candidate") not in world.cluster.calls
+    assert world.service("web-exp-baseline") is None, "this rollout's own Service still goes"
+
+
+def test_a_default_service_name_that_is_no_dns_label_is_refused_before_anything_routes():
+    """Attack: a workload name long enough that `<workload>-exp-<template>` passes 63
+    characters. The Service cannot exist under that name: the cluster's 422 was taken for a
+    passing refusal, and the rollout kept the experiment's pods until its deadline with no
+    reason naming the key. Now the step fails at once, saying what to set."""
+    workload = "w" * 55
+    world = RoutedWorld(workload=workload)
+    world.send(m.Start())
+    assert world.state.phase == "Aborted"
+    assert (f"experiment template 'baseline': Service {workload}-exp-baseline is not a "
+            "DNS-1035 label of at most 63 characters; set the template's service.name"
+            ) in world.state.aborted_reason
+    assert not [obj for obj in world.cluster.written if obj["kind"] == "Service"
+                and len(obj["metadata"]["name"]) > 63], "never written"
+
+
+def test_an_experiment_of_more_templates_than_the_limit_is_refused():
+    """Attack: a PR whose experiment step lists thousands of templates, each a Deployment, a
+    Service and a router destination (and a quadratic duplicate check in the parser)."""
+    many = "\n".join(f"              - {{name: t{i}, specRef: canary, weight: 0}}"
+                     for i in range(MAX_EXPERIMENT_TEMPLATES + 1))
+    rollout = ROUTED.replace(
+        "              - {name: baseline, specRef: stable, weight: 10}\n", many + "\n")
+    with pytest.raises(StrategyError) as caught:
+        parse_rollout(yaml.safe_load(rollout), source="rollout.yaml")
+    assert str(caught.value) == (
+        "rollout.yaml: Rollout web: spec.strategy.canary.steps[1].experiment.templates: has "
+        f"{MAX_EXPERIMENT_TEMPLATES + 3} templates; at most {MAX_EXPERIMENT_TEMPLATES} (each is "
+        "a Deployment, and with weight or service a Service and a router destination)")
