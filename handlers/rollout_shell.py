@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, assert_never
 
@@ -38,7 +38,8 @@ class WorkloadCluster(Protocol):
     def apply(self, objects: Sequence[Obj], *, app: str, revision: str, default_namespace: str,
               owner: Owner, adopt: bool) -> Any: ...
 
-    def delete(self, api_version: str, kind: str, namespace: str | None, name: str) -> Any: ...
+    def delete(self, api_version: str, kind: str, namespace: str | None, name: str, *,
+               preconditions: Mapping[str, str] | None = None) -> Any: ...
 
     def scale(self, namespace: str, name: str, replicas: int) -> Any: ...
 
@@ -151,10 +152,29 @@ class Shell:
     def _delete_canary(self) -> None:
         """The canary, and the baseline that lives and dies with it."""
         canary = self._canary()
-        self.cluster.delete(canary.api_version, canary.kind, canary.namespace, canary.name)
+        self._delete_own(canary.api_version, canary.kind, canary.name)
         if self.state.strategy.baseline:
-            self.cluster.delete("apps/v1", "Deployment", canary.namespace,
-                                self._baseline_name())
+            self._delete_own("apps/v1", "Deployment", self._baseline_name())
+
+    def _delete_own(self, api_version: str, kind: str, name: str) -> None:
+        """Delete an object the rollout made (canary, baseline, experiment pods) only when the
+        live one carries this app's owner labels, and only that very object (uid and
+        resourceVersion as preconditions). The names are derived from names a repository
+        chooses (`<workload>-canary`, `<workload>-exp-<template>`), so they may be another
+        app's object in a shared namespace: the apply refused to overwrite it, and the clean-up
+        that follows must not delete it either."""
+        namespace = self.context.namespace
+        live = self.cluster.get(api_version, kind, namespace, name)
+        if live is None:
+            return
+        if not owned_by(live, self._owner()):
+            log.warning("rollout %s: %s %s/%s is not this app's; left in place", self.key, kind,
+                        namespace, name)
+            return
+        meta = live.get("metadata") or {}
+        preconditions = ({"uid": meta["uid"], "resourceVersion": meta["resourceVersion"]}
+                         if meta.get("uid") and meta.get("resourceVersion") else None)
+        self.cluster.delete(api_version, kind, namespace, name, preconditions=preconditions)
 
     def _baseline_name(self) -> str:
         return self.context.deployment["metadata"]["name"] + traffic.BASELINE_SUFFIX
@@ -275,8 +295,7 @@ class Shell:
                 log.warning("experiment Service %s not removed yet: %s", name, exc)
         for obj in self._experiment_objects(index):
             try:
-                self.cluster.delete("apps/v1", "Deployment", self.context.namespace,
-                                    obj["metadata"]["name"])
+                self._delete_own("apps/v1", "Deployment", obj["metadata"]["name"])
             except ClusterError as exc:
                 log.warning("experiment Deployment %s not removed yet: %s",
                             obj["metadata"]["name"], exc)

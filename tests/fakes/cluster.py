@@ -12,6 +12,7 @@ fence (objects put there unlabelled are taken over, as with the policy's `adopt`
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,8 @@ class FakeCluster:
     failing: set[str] = field(default_factory=set)
     refuse: set[str] = field(default_factory=set)  # "apply", "scale", "delete", "get"
     calls: list[tuple[Any, ...]] = field(default_factory=list)
+    # name → the preconditions of its last delete (None: deleted by name alone)
+    delete_preconditions: dict[str, Mapping[str, str] | None] = field(default_factory=dict)
 
     def replicas(self, name: str) -> int | None:
         obj = self.objects.get(name)
@@ -88,8 +91,10 @@ class FakeCluster:
             self._settle(stored)
             self.objects[name] = stored
 
-    def delete(self, api_version: str, kind: str, namespace: str | None, name: str) -> None:
+    def delete(self, api_version: str, kind: str, namespace: str | None, name: str, *,
+               preconditions: Mapping[str, str] | None = None) -> None:
         self._check("delete")
+        self.delete_preconditions[name] = preconditions
         if kind != "Deployment":
             self.calls.append(("delete", f"{kind}/{name}"))
             self.others.pop((kind, name), None)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pytest
 
+from bot.cluster.apply import labelled
+from bot.cluster.model import Owner
 from bot.rollout import model as m
 from bot.rollout import traffic
 from bot.rollout.context import RolloutContext
@@ -175,3 +177,33 @@ def test_an_hpa_managed_workload_keeps_the_live_replica_count():
     live = deployment("web:1", replicas=6)
     assert traffic.rollout_replicas(deployment("web:2", replicas=None), live) == 6
     assert traffic.rollout_replicas(deployment("web:2", replicas=3), live) == 3
+
+
+def test_another_apps_deployment_named_like_the_canary_is_never_deleted():
+    """Attack: in a namespace two apps share, app A's workload is `web`, so its canary is
+    `web-canary`, which is the name of app B's own Deployment. The apply refuses to overwrite
+    B's object (its owner labels fence it); the abort and clean-up that follow derive the same
+    name and must not delete it either."""
+    world = World(WEIGHTS)
+    theirs = labelled(deployment("payments:3") | {"metadata": {"name": CANARY,
+                                                               "namespace": "shop"}},
+                      Owner("github", 99, "acme/payments", "payments"), "c" * 40)
+    world.cluster.put(theirs)
+    world.send(m.Start())
+    assert world.cluster.image(CANARY) == "payments:3", "the apply was refused"
+    world.send(m.Abort(user="bob"))
+    assert world.state.phase == "Aborted"
+    assert world.cluster.image(CANARY) == "payments:3", "the other app's Deployment stays"
+    assert ("delete", CANARY) not in world.cluster.calls
+    assert world.cluster.replicas("web") == 4 and world.cluster.image("web") == "web:1"
+
+
+def test_the_canary_is_deleted_as_the_very_object_that_was_read():
+    """The delete carries the uid and resourceVersion it checked, so an object put there
+    between the look and the delete (another owner's) is not the one deleted."""
+    world = World(WEIGHTS)
+    world.send(m.Start())
+    world.cluster.objects[CANARY]["metadata"].update(uid="u-1", resourceVersion="7")
+    world.send(m.Abort(user="bob"))
+    assert CANARY not in world.cluster.objects
+    assert world.cluster.delete_preconditions == {CANARY: {"uid": "u-1", "resourceVersion": "7"}}
