@@ -289,8 +289,9 @@ class Shell:
             name = template.service_name(self.context.deployment["metadata"]["name"])
             try:
                 live = self.cluster.get("v1", "Service", self.context.namespace, name)
-                if service is not None and self._is_own_experiment_service(live, service):
-                    self.cluster.delete("v1", "Service", self.context.namespace, name)
+                if (service is not None and live is not None
+                        and traffic.is_experiment_service(live, service)):
+                    self._delete_own("v1", "Service", name)  # and the owner, checked there
             except ClusterError as exc:
                 log.warning("experiment Service %s not removed yet: %s", name, exc)
         for obj in self._experiment_objects(index):
