@@ -219,3 +219,11 @@ def login_failures(client: str) -> str:
     """Wrong tokens given from one client address in the current window. The address is hashed:
     it may come from a header, and a key's length must not be the client's choice."""
     return f"{PREFIX}dashboard:login-failures:{hashlib.sha256(client.encode()).hexdigest()[:32]}"
+
+
+# -- PR comment commands (handlers/commands.py) ---------------------------------------------------
+def command_claim(forge: str, comment_id: int) -> str:
+    """Taken when a comment's commands run: the same comment delivered again under another
+    delivery id (a repository and an organisation hook both pointing here, a replayed signed
+    body) is not run twice. Comment and note ids are unique across a forge."""
+    return f"{PREFIX}command:{forge}:{comment_id}"

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, cast
 
-from bot import services
+from bot import keys, services
 from bot.commands import Command, CommandError, parse
 from bot.drift.report import drift_lines
 from bot.events import PullRequestComment
@@ -120,6 +120,13 @@ class RolloutPort(Protocol):
         """(state, description) of the stored rollout, None when it is gone."""
 
 
+class CommandClaims(Protocol):
+    """Once per comment: a command is not idempotent (`/promote` twice skips two steps)."""
+
+    def first_run(self, repo: RepoRef, comment_id: int) -> bool:
+        """True the first time comment `comment_id`'s commands run, False ever after."""
+
+
 class GatePort(Protocol):
     """The CI gate a `/deploy` overrides, and the drift check `/status` runs."""
 
@@ -154,7 +161,18 @@ def run(event: PullRequestComment) -> None:
         gitlab_min_access=svc.settings.gitlab_min_access,
     )
     on_command(event, forge=forge, rollouts=EngineRollouts(svc), settings=settings,
-               gates=MergeGates(svc))
+               gates=MergeGates(svc), claims=RedisClaims(svc))
+
+
+@dataclass(frozen=True)
+class RedisClaims:
+    """`CommandClaims` in Redis, kept as long as a delivery id is (the webhook's own claim)."""
+
+    svc: services.Services
+
+    def first_run(self, repo: RepoRef, comment_id: int) -> bool:
+        return bool(self.svc.redis.set(keys.command_claim(repo.forge, comment_id), "1",
+                                       nx=True, ex=self.svc.settings.delivery_ttl_s))
 
 
 @dataclass(frozen=True)
@@ -195,7 +213,8 @@ class MergeGates:
 
 
 def on_command(event: PullRequestComment, *, forge: CommandForge, rollouts: RolloutPort,
-               settings: CommandSettings, gates: GatePort | None = None) -> None:
+               settings: CommandSettings, claims: CommandClaims,
+               gates: GatePort | None = None) -> None:
     """Run the commands of the comment the forge confirms, as its real author, if permitted."""
     # Skipping on the payload's word is safe (nothing happens); acting on it is not.
     if _is_bot(settings, event.author) or not parse(event.body):
@@ -210,6 +229,9 @@ def on_command(event: PullRequestComment, *, forge: CommandForge, rollouts: Roll
     allowed, why = permitted(forge, trusted.repo, trusted.author, trusted.author_id, settings)
     if not allowed:
         forge.comment(trusted.repo, trusted.number, denial(trusted.author, why))
+        return
+    if not claims.first_run(trusted.repo, trusted.comment_id):
+        _refuse(trusted, "its commands ran already (the same comment delivered again)")
         return
     forge.acknowledge(trusted.repo, trusted.number, trusted.comment_id)
     # No lease here: unlike a merge, a command is not idempotent (/promote twice skips two

@@ -7,6 +7,7 @@ Prow's fake clients do). The HTTP fakes in tests/harness serve adapter and end-t
 
 from tests.fakes.forge import FakeForge
 from tests.fakes.ports import (
+    FakeClaims,
     FakeDeployer,
     FakeLock,
     FakeMarkers,
@@ -23,6 +24,7 @@ from tests.fakes.preview import (
 )
 
 __all__ = [
+    "FakeClaims",
     "FakeClusters",
     "FakeDeployer",
     "FakeForge",

@@ -31,6 +31,18 @@ class FakeRollouts:
 
 
 @dataclass
+class FakeClaims:
+    """CommandClaims: the comment ids whose commands ran."""
+
+    ran: set[tuple[str, int]] = field(default_factory=set)
+
+    def first_run(self, repo: Any, comment_id: int) -> bool:
+        first = (repo.forge, comment_id) not in self.ran
+        self.ran.add((repo.forge, comment_id))
+        return first
+
+
+@dataclass
 class FakeTenants:
     """TenantResolver: repository id → its tenant, or the reason it is refused."""
 

@@ -117,6 +117,26 @@ def test_the_real_author_runs_the_command_whatever_the_payload_says(install, fak
     assert [r["content"] for r in fake_github.reactions(GITHUB_REPO, comment_id)] == ["+1"]
 
 
+def test_the_same_comment_delivered_again_under_another_id_runs_once(install, fake_github):
+    """A repository hook and an organisation hook both pointing here deliver each comment
+    twice, under two delivery ids (so the webhook's own claim lets both in); a signed body
+    replayed under a fresh id is the same. A command is not idempotent: it runs once."""
+    install()
+    fake_github.set_permission(GITHUB_REPO, "alice", "write")
+    comment_id = fake_github.add_comment(GITHUB_REPO, PR, "/help", login="alice")
+
+    commands.run(github_event(comment_id, author="alice"))
+    commands.run(dataclasses.replace(github_event(comment_id, author="alice"),
+                                     delivery="delivery-gh-2"))
+
+    assert bot_replies_github(fake_github) == [commands.HELP]
+    assert [r["content"] for r in fake_github.reactions(GITHUB_REPO, comment_id)] == ["+1"]
+    # Another comment with the same command is another command.
+    again = fake_github.add_comment(GITHUB_REPO, PR, "/help", login="alice")
+    commands.run(github_event(again, author="alice"))
+    assert bot_replies_github(fake_github) == [commands.HELP, commands.HELP]
+
+
 def test_a_comment_of_another_pr_does_nothing(install, fake_github, caplog):
     """A maintainer's real `/help` on PR 2, replayed as if typed on PR 1: nothing happens."""
     install()

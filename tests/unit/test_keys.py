@@ -37,6 +37,7 @@ def test_key_formats_are_unchanged():
     assert keys.pr_check_runs_lock(REPO, 7) == "coalmine:check-runs-lock:github:acme/gitops:7"
     assert keys.check_run_target("github", 42) == "coalmine:check-run:github:42"
     assert keys.check_runs_refused(REPO) == "coalmine:check-runs-refused:github:acme/gitops"
+    assert keys.command_claim("gitlab", 4711) == "coalmine:command:gitlab:4711"
     assert keys.deployed("github", 9, "main") == "coalmine:deployed:github:9:main"
     assert keys.merge_lock("github", 9, "main") == "coalmine:merge:github:9:main"
     assert keys.deployment("github", "acme/gitops", "abc", "web") == \

@@ -9,6 +9,7 @@ the same trust rules against the real forge adapters and their HTTP fakes.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 
@@ -19,7 +20,7 @@ from bot.forge.base import CommentFacts, Permission
 from bot.refs import RepoRef
 from bot.rollout import model as m
 from handlers.commands import HELP, CommandSettings, on_command
-from tests.fakes import FakeForge, FakeRollouts
+from tests.fakes import FakeClaims, FakeForge, FakeRollouts
 
 PR, COMMENT = 7, 1001
 BOT = "coalmine-bot"
@@ -124,7 +125,7 @@ def world(case: Case, *, forge: str = "github") -> tuple[FakeForge, FakeRollouts
 def test_command(case: Case) -> None:
     forge, rollouts = world(case)
 
-    on_command(comment_event(case), forge=forge, rollouts=rollouts,
+    on_command(comment_event(case), forge=forge, rollouts=rollouts, claims=FakeClaims(),
                settings=CommandSettings(bot_name=BOT))
 
     replies = forge.replies()
@@ -139,7 +140,7 @@ def test_refusals_are_logged_with_the_delivery(caplog) -> None:
     case = CASES["comment of another PR does nothing"]
     forge, rollouts = world(case)
     with caplog.at_level(logging.WARNING, logger="handlers.commands"):
-        on_command(comment_event(case), forge=forge, rollouts=rollouts,
+        on_command(comment_event(case), forge=forge, rollouts=rollouts, claims=FakeClaims(),
                    settings=CommandSettings(bot_name=BOT))
     assert "delivery-1" in caplog.text and f"is on #{PR + 1}" in caplog.text
 
@@ -149,7 +150,7 @@ def test_a_missing_comment_does_nothing(caplog) -> None:
     forge, rollouts = world(case)
     forge.comments.clear()
     with caplog.at_level(logging.WARNING, logger="handlers.commands"):
-        on_command(comment_event(case), forge=forge, rollouts=rollouts,
+        on_command(comment_event(case), forge=forge, rollouts=rollouts, claims=FakeClaims(),
                    settings=CommandSettings(bot_name=BOT))
     assert forge.calls == [] and rollouts.dispatched == []
     assert "does not confirm the comment" in caplog.text
@@ -157,7 +158,7 @@ def test_a_missing_comment_does_nothing(caplog) -> None:
 
 def test_the_bot_is_recognised_before_anything_is_read() -> None:
     forge, rollouts = world(Case("/abort", author=BOT))
-    on_command(comment_event(Case("/abort", author=BOT)), forge=forge, rollouts=rollouts,
+    on_command(comment_event(Case("/abort", author=BOT)), forge=forge, rollouts=rollouts, claims=FakeClaims(),
                settings=CommandSettings(bot_name=BOT))
     assert forge.reads == [] and forge.calls == []
 
@@ -183,7 +184,7 @@ def test_gitlab_roles_are_compared_exactly(minimum: int, level: int, admitted: b
     forge, rollouts = world(case, forge="gitlab")
     forge.levels["member"] = level
 
-    on_command(comment_event(case, forge="gitlab"), forge=forge, rollouts=rollouts,
+    on_command(comment_event(case, forge="gitlab"), forge=forge, rollouts=rollouts, claims=FakeClaims(),
                settings=CommandSettings(bot_name=BOT, gitlab_min_access=minimum))
 
     if admitted:
@@ -201,6 +202,18 @@ def test_gitlab_roles_are_compared_exactly(minimum: int, level: int, admitted: b
 def test_github_minimum_permission(need: str, have: Permission, admitted: bool) -> None:
     case = Case("/help", author="member", permissions={"member": have})
     forge, rollouts = world(case)
-    on_command(comment_event(case), forge=forge, rollouts=rollouts,
+    on_command(comment_event(case), forge=forge, rollouts=rollouts, claims=FakeClaims(),
                settings=CommandSettings(bot_name=BOT, github_min_permission=need))
     assert (forge.replies() == [HELP]) is admitted
+
+
+def test_a_comment_redelivered_under_another_delivery_id_runs_once() -> None:
+    case = CASES["forged author is replaced by the API's and admitted"]
+    forge, rollouts = world(case)
+    claims = FakeClaims()
+    for delivery in ("delivery-1", "delivery-2"):
+        event = dataclasses.replace(comment_event(case), delivery=delivery)
+        on_command(event, forge=forge, rollouts=rollouts, claims=claims,
+                   settings=CommandSettings(bot_name=BOT))
+    assert forge.acknowledged() == [COMMENT]
+    assert len(rollouts.dispatched) == len(case.dispatched) == 1
