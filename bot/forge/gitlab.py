@@ -1,8 +1,10 @@
 """GitLab adapter of the `Forge` protocol, on python-gitlab.
 
-Retries are python-gitlab's own (`retry_transient_errors=True`: 5xx and dropped connections with
-exponential back-off, 429 after `Retry-After`), so this module only maps Coalmine's vocabulary to
-GitLab's: statuses to `pending/running/success/failed`, MR notes for comments, access levels to
+Retries are Coalmine's `RetryPolicy`, as for GitHub (5xx, dropped connections and 429, waiting
+as `Retry-After` or `RateLimit-Reset` asks, but never longer than the policy's cap: a longer wait
+ends the call with an error and the job's own retry comes back later). python-gitlab's own
+retries are off, because they sleep for whatever the server asks, an hour included, holding the
+worker. Beyond that this module only maps Coalmine's vocabulary to GitLab's: statuses to `pending/running/success/failed`, MR notes for comments, access levels to
 four permissions (and, through `access_level`, the exact level, so a configured minimum role is
 compared exactly). Every failure becomes a `ForgeError` (`NotFound` for a 404) without the token
 in it.
@@ -10,6 +12,7 @@ in it.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -32,6 +35,7 @@ from bot.forge.base import (
     StatusState,
     truncate_keeping_tail,
 )
+from bot.forge.retry import RetryPolicy
 from bot.gate import CheckState
 
 # Coalmine's "pending" means "rollout under way", which GitLab shows as running.
@@ -47,20 +51,32 @@ READ_LEVEL = 10
 T = TypeVar("T")
 
 
+class _GitlabWithoutSleeps(gitlab.Gitlab):
+    """python-gitlab with its own retries off: they sleep for whatever `Retry-After` says, with
+    no cap, and the flag that stops them is only taken per request, not by the client."""
+
+    def http_request(self, *args: Any, **kwargs: Any) -> requests.Response:
+        kwargs.update(obey_rate_limit=False, retry_transient_errors=False)
+        return super().http_request(*args, **kwargs)
+
+
 class GitLabForge:
     """`Forge` for gitlab.com or a self-managed GitLab at `url` (without /api/v4)."""
 
     name = "gitlab"
 
     def __init__(
-        self, url: str, token: str, bot_username: str | None = None, *, timeout_s: float = 30.0
+        self, url: str, token: str, bot_username: str | None = None, *, timeout_s: float = 30.0,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self._token = token
         self._bot_username = bot_username
-        self._gl = gitlab.Gitlab(
-            url, private_token=token, retry_transient_errors=True, timeout=timeout_s
-        )
-        self._gl.session.hooks["response"].append(metrics.gitlab_response)
+        self._retry = retry or RetryPolicy()
+        self._gl = _GitlabWithoutSleeps(url, private_token=token, timeout=timeout_s)
+        # The last answer's headers on this thread: python-gitlab's errors carry only the
+        # status, and the wait the server asks for is in the headers.
+        self._answered = threading.local()
+        self._gl.session.hooks["response"].extend([metrics.gitlab_response, self._remember])
 
     # -- Forge ----------------------------------------------------------------------------
     def set_status(
@@ -287,17 +303,33 @@ class GitLabForge:
         key: int | str = repo.project_id if repo.project_id is not None else repo.full_name
         return self._gl.projects.get(key, lazy=True)
 
+    def _remember(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        self._answered.headers = response.headers
+
     def _guard(self, what: str, work: Callable[[], T]) -> T:
-        try:
-            return work()
-        except gitlab.exceptions.GitlabError as exc:
-            code = exc.response_code or ""
-            if code == 404:
-                raise NotFound(self._scrub(f"GitLab: {what} failed: {exc}")) from exc
-            raise ForgeError(self._scrub(f"GitLab: {what} failed: {code} {exc}")) from exc
-        except requests.RequestException as exc:
-            metrics.forge_call("gitlab", None)  # no answer, so the response hook saw nothing
-            raise ForgeError(self._scrub(f"GitLab: {what} failed: {exc!r}")) from exc
+        """Run `work`, again after a transient failure as the retry policy says, turning the
+        last failure into a `ForgeError` (`NotFound` for a 404) without the token in it."""
+        attempt = 0
+        while True:
+            attempt += 1
+            self._answered.headers = {}
+            try:
+                return work()
+            except gitlab.exceptions.GitlabError as exc:
+                code = exc.response_code
+                wait = (self._retry.delay(code, self._answered.headers, attempt)
+                        if code else None)
+                if wait is None:
+                    if code == 404:
+                        raise NotFound(self._scrub(f"GitLab: {what} failed: {exc}")) from exc
+                    raise ForgeError(
+                        self._scrub(f"GitLab: {what} failed: {code or ''} {exc}")) from exc
+            except requests.RequestException as exc:
+                metrics.forge_call("gitlab", None)  # no answer, so the response hook saw nothing
+                wait = self._retry.delay(None, {}, attempt)
+                if wait is None:
+                    raise ForgeError(self._scrub(f"GitLab: {what} failed: {exc!r}")) from exc
+            self._retry.sleep(wait)
 
     def _scrub(self, message: str) -> str:
         return message.replace(self._token, "***")

@@ -54,9 +54,14 @@ class RetryPolicy:
                 return max(0.0, parsedate_to_datetime(retry_after).timestamp() - self.clock())
             except (TypeError, ValueError):
                 return None
+        # GitHub: X-RateLimit-Reset once the allowance is spent; GitLab names it without the
+        # X- (RateLimit-Reset, on its 429s). Both are Unix times.
+        reset = headers.get("ratelimit-reset")
         if headers.get("x-ratelimit-remaining") == "0" and "x-ratelimit-reset" in headers:
+            reset = headers["x-ratelimit-reset"]
+        if reset is not None:
             try:
-                return max(0.0, float(headers["x-ratelimit-reset"]) - self.clock())
+                return max(0.0, float(reset) - self.clock())
             except ValueError:
                 return None
         return None
