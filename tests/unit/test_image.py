@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tomllib
 from dataclasses import dataclass, field
+from fnmatch import fnmatch
 from pathlib import Path
 
 import yaml
@@ -207,3 +208,24 @@ def test_the_license_file_is_the_license_pyproject_names():
     text = (ROOT / "LICENSE").read_text()
     assert text.split()[:4] == ["Apache", "License", "Version", "2.0,"]
     assert "END OF TERMS AND CONDITIONS" in text
+
+
+def test_every_data_file_of_the_packages_is_installed_with_them():
+    """The suite runs an editable install, which reads data files from the source tree; the
+    image installs the package (`pip install --no-deps .`), which carries only what
+    `[tool.setuptools.package-data]` names. A template, CRD or the OpenAPI subset left out
+    would fail only in the image (the dashboard, `coalmine demo`), so every non-Python file
+    under the packages must match a pattern of its package."""
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]
+    missing = []
+    for path in sorted((ROOT / "bot").rglob("*")) + sorted((ROOT / "handlers").rglob("*")):
+        if not path.is_file() or path.suffix in (".py", ".pyc") or "__pycache__" in path.parts:
+            continue
+        rel = path.relative_to(ROOT)
+        owners = [(pkg, rel.relative_to(Path(*pkg.split(".")))) for pkg in data
+                  if rel.is_relative_to(Path(*pkg.split(".")))]
+        if not any(fnmatch(str(inner), pattern) for pkg, inner in owners
+                   for pattern in data[pkg]):
+            missing.append(str(rel))
+    assert missing == [], f"add to [tool.setuptools.package-data] in pyproject.toml: {missing}"
