@@ -299,7 +299,7 @@ def report_final(key: str, revision: str, seq: int) -> None:
     record = store.load_final(key, revision)
     if record is not None:
         log.info("reporting the final state of %s at %s, left unreported", key, revision[:7])
-        report(svc, key, record, post_status=True)
+        report(svc, key, record, post_status=True, again=True)
     store.mark_reported(key, revision, seq)
 
 

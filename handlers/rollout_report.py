@@ -17,15 +17,18 @@ from bot.rollout.store import RolloutRecord, RolloutStore, report_lock_key
 from handlers import outbox
 
 
-def report(svc: services.Services, key: str, record: RolloutRecord, post_status: bool) -> None:
+def report(svc: services.Services, key: str, record: RolloutRecord, post_status: bool, *,
+           again: bool = False) -> None:
     """Post the snapshot's status and re-render its comment section, unless a newer snapshot of
     this rollout was reported already; the PR's report lock makes the check and the post one
-    step."""
+    step. `again`: the sweep re-reports a final snapshot whose first report may have died
+    between its claim and its post (`RolloutStore.claim_report`)."""
     ctx, state = record.context, record.state
     repo = ctx.repo
     store = RolloutStore(svc.redis)
     with store.locked(report_lock_key(repo.forge, repo.full_name, ctx.number)):
-        if post_status and store.claim_report(key, state.revision, "status", record.seq):
+        if post_status and store.claim_report(key, state.revision, "status", record.seq,
+                                                       again=again):
             posted = state.posted_status or engine.status(state)
             description = posted[1]
             if state.phase == "Superseded" and state.superseded_by:
@@ -33,7 +36,7 @@ def report(svc: services.Services, key: str, record: RolloutRecord, post_status:
             outbox.post_status(svc, repo, ctx.number, state.revision,
                                status.context(ctx.app), posted[0],  # type: ignore[arg-type]
                                status.clip(description), _target_url(svc, ctx, state))
-        if store.claim_report(key, state.revision, "section", record.seq):
+        if store.claim_report(key, state.revision, "section", record.seq, again=again):
             publish_section(svc, ctx, state)
     if engine.is_finished(state):
         # The status and comment are recorded in the outbox, which retries them on its own.

@@ -205,13 +205,19 @@ class RolloutStore:
 
     # -- reports made after the lock ---------------------------------------------------------
 
-    def claim_report(self, key: str, revision: str, kind: str, seq: int) -> bool:
+    def claim_report(self, key: str, revision: str, kind: str, seq: int, *,
+                     again: bool = False) -> bool:
         """True (and remembered) when the snapshot numbered `seq` is newer than the last one
         reported as `kind` ("status", "section") for `revision`. Call under the PR's report
-        lock: an older snapshot whose report was delayed must not overwrite a newer one."""
+        lock: an older snapshot whose report was delayed must not overwrite a newer one.
+
+        `again` also admits the snapshot last claimed itself: the sweep's report of a final
+        snapshot whose first report claimed it and then died (a killed worker) before the post
+        was recorded. Posting the same snapshot twice is harmless (the outbox sends an equal
+        status once); never posting the final one is not."""
         marker = keys.rollout_reported(key, revision)
         last = self.redis.hget(marker, kind)
-        if last is not None and int(last) >= seq:
+        if last is not None and (int(last) > seq or (int(last) == seq and not again)):
             return False
         pipe = self.redis.pipeline()
         pipe.hset(marker, kind, seq)

@@ -229,6 +229,36 @@ def test_a_final_status_lost_between_save_and_report_is_reported_by_the_sweep(
     assert rollout.rearm_final_reports(svc, grace_s=0) == 0
 
 
+def test_a_final_report_that_died_after_its_claim_is_made_by_the_sweep(
+        shell_services, fake_github):
+    """The report of the final snapshot claimed it (under the PR's report lock) and its
+    worker was killed before the status reached the outbox (seen once in the chaos test,
+    under load): the claim must not stop the sweep's report of the same snapshot."""
+    svc = shell_services
+    store = RolloutStore(svc.redis)
+    key = rollout_key("github", GITHUB_REPO, "web")
+    old, new = "a" * 40, "c" * 40
+    with store.locked(key):
+        store.save(key, record(old, (m.PauseStep(None),)), None)
+    rollout.dispatch(key, m.Start())
+    wait_until(lambda: fake_github.latest_statuses(GITHUB_REPO, old), 10, 0.05)
+    with store.locked(key):
+        previous = store.load(key)
+        previous.context.superseded_by_pr = "#2"
+        run(shell_services.cluster(None), store, key, previous, m.NewRevision(new, 2))
+        store.save(key, record(new, (m.PauseStep(None),)), None)
+    [(_, revision, seq)] = store.unreported(older_than=time.time() + 1)
+    # What the dead report did before it died: both claims, nothing posted.
+    assert store.claim_report(key, revision, "status", seq)
+    assert store.claim_report(key, revision, "section", seq)
+
+    assert rollout.rearm_final_reports(svc, grace_s=0) == 1
+    wait_until(lambda: fake_github.latest_statuses(GITHUB_REPO, old)["coalmine/web"]["state"]
+               == "error", 10, 0.05, "the claimed final status was never posted")
+    # A delayed report of an older snapshot still cannot overtake it.
+    assert not store.claim_report(key, revision, "status", seq - 1, again=True)
+
+
 def test_a_reported_final_status_leaves_nothing_for_the_sweep(shell_services):
     svc = shell_services
     store = RolloutStore(svc.redis)
