@@ -199,12 +199,10 @@ def test_a_hanging_measurement_holds_neither_the_lock_nor_the_job(shell_services
     assert engine.is_finished(after)
 
 
-def test_a_final_status_lost_between_save_and_report_is_reported_by_the_sweep(
-        shell_services, fake_github):
-    """A newer merge supersedes a rollout and the job dies before telling the PR (the chaos
-    test's Redis restart): the final snapshot and its unreported mark were saved with the
-    state, so the worker's sweep reports it."""
-    svc = shell_services
+def superseded_unreported(svc: services.Services, fake_github
+                          ) -> tuple[RolloutStore, str, str]:
+    """A rollout of commit `old` superseded by a newer merge, saved final with its unreported
+    mark, and then the worker dies before the report: what `start` does under the lock."""
     store = RolloutStore(svc.redis)
     key = rollout_key("github", GITHUB_REPO, "web")
     old, new = "a" * 40, "c" * 40
@@ -212,11 +210,21 @@ def test_a_final_status_lost_between_save_and_report_is_reported_by_the_sweep(
         store.save(key, record(old, (m.PauseStep(None),)), None)
     rollout.dispatch(key, m.Start())
     wait_until(lambda: fake_github.latest_statuses(GITHUB_REPO, old), 10, 0.05)
-    with store.locked(key):  # what `start` does under the lock, then the worker dies
+    with store.locked(key):
         previous = store.load(key)
         previous.context.superseded_by_pr = "#2"
-        run(shell_services.cluster(None), store, key, previous, m.NewRevision(new, 2))
+        run(svc.cluster(None), store, key, previous, m.NewRevision(new, 2))
         store.save(key, record(new, (m.PauseStep(None),)), None)  # the new rollout's record
+    return store, key, old
+
+
+def test_a_final_status_lost_between_save_and_report_is_reported_by_the_sweep(
+        shell_services, fake_github):
+    """A newer merge supersedes a rollout and the job dies before telling the PR (the chaos
+    test's Redis restart): the final snapshot and its unreported mark were saved with the
+    state, so the worker's sweep reports it."""
+    svc = shell_services
+    store, _, old = superseded_unreported(svc, fake_github)
     assert fake_github.latest_statuses(GITHUB_REPO, old)["coalmine/web"]["state"] == "pending"
 
     assert rollout.rearm_final_reports(svc, grace_s=60) == 0  # not lost yet: within the grace
@@ -235,18 +243,7 @@ def test_a_final_report_that_died_after_its_claim_is_made_by_the_sweep(
     worker was killed before the status reached the outbox (seen once in the chaos test,
     under load): the claim must not stop the sweep's report of the same snapshot."""
     svc = shell_services
-    store = RolloutStore(svc.redis)
-    key = rollout_key("github", GITHUB_REPO, "web")
-    old, new = "a" * 40, "c" * 40
-    with store.locked(key):
-        store.save(key, record(old, (m.PauseStep(None),)), None)
-    rollout.dispatch(key, m.Start())
-    wait_until(lambda: fake_github.latest_statuses(GITHUB_REPO, old), 10, 0.05)
-    with store.locked(key):
-        previous = store.load(key)
-        previous.context.superseded_by_pr = "#2"
-        run(shell_services.cluster(None), store, key, previous, m.NewRevision(new, 2))
-        store.save(key, record(new, (m.PauseStep(None),)), None)
+    store, key, old = superseded_unreported(svc, fake_github)
     [(_, revision, seq)] = store.unreported(older_than=time.time() + 1)
     # What the dead report did before it died: both claims, nothing posted.
     assert store.claim_report(key, revision, "status", seq)
