@@ -701,25 +701,31 @@ class _Transition:
         return run is not None and runs.phase(run) == "Successful"
 
     def experiment_done(self, step: ExperimentStep) -> bool:
-        """Argo's rule: after `duration`, once the analyses required for completion finished;
-        without a duration, once every analysis finished (at once when there is none)."""
+        """Argo's rule: before `duration` only the analyses required for completion end the
+        experiment, once each of them succeeded (analyses that merely finished early leave
+        the pods running for the duration); after it, once the required ones finished.
+        Without a duration (Coalmine's reading of an open-ended step): once every analysis
+        finished, at once when there is none. A failed analysis aborts (`judge_runs`)."""
         ready = self.state.experiment_ready_at
         if self.state.awaiting_health or ready is None:
             return False
         run = self.state.step_run
-        if run is None and step.duration is not None:
+        if step.duration is None:
+            return run is None or runs.phase(run) == "Successful"
+        if run is None:
             return self.now >= ready + step.duration  # pods only: they run for the duration
-        if run is None or runs.phase(run) == "Successful":
-            return True
-        if step.duration is None or self.now < ready + step.duration:
-            return False
         required = {a.name for a in step.analyses if a.required_for_completion}
 
         def analysis_of(metric: str) -> str:
             return metric.split("/", 1)[0] if len(step.analyses) > 1 else step.analyses[0].name
 
-        return all(r.phase in runs.COMPLETED for r in run.results
-                   if analysis_of(r.name) in required)
+        needed = [(spec, r) for spec, r in zip(run.metrics, run.results, strict=True)
+                  if analysis_of(r.name) in required]
+        finished = all(r.phase in runs.COMPLETED for _, r in needed)
+        if self.now >= ready + step.duration:
+            return finished
+        return bool(needed) and finished and all(
+            r.phase == "Successful" for spec, r in needed if not spec.dry_run)
 
     def judge_runs(self) -> None:
         """Abort on a Failed/Error run; hold on an Inconclusive step run."""

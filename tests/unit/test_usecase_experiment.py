@@ -68,7 +68,7 @@ def deployment(image: str) -> dict:
 
 
 class World(RolloutDriver):
-    def __init__(self) -> None:
+    def __init__(self, rollout: str = ROLLOUT) -> None:
         self.cluster = FakeCluster()
         live = traffic.as_stable(deployment("web:1"))
         self.cluster.put(live)
@@ -77,7 +77,7 @@ class World(RolloutDriver):
             repo=REPO, number=42, app="web", namespace="shop", deployment=new,
             stable=traffic.stable_at(live, 4), replicas=4,
             template_hash=traffic.template_hash(new))
-        strategy = parse_rollout(yaml.safe_load(ROLLOUT), source="rollout.yaml")
+        strategy = parse_rollout(yaml.safe_load(rollout), source="rollout.yaml")
         state = m.new_state(app="web", revision="b" * 40, stable_revision="a" * 40, pr=42,
                             strategy=strategy, templates=(COMPARE,))
         self.store = FakeRecordStore()
@@ -120,19 +120,35 @@ def test_the_experiment_runs_beside_the_canary_and_its_analyses_judge_it():
         "prometheus"]["query"]
 
 
-def test_after_its_duration_and_the_required_analysis_the_step_ends_and_pods_go():
+def test_the_required_analysis_succeeding_ends_the_step_before_its_duration():
+    """Argo terminates an experiment once every analysis required for completion succeeded,
+    whatever is left of its duration (and of the analyses not required)."""
     world = World()
     world.send(m.Start())
     world.measure("canary/errors", "0")
     world.at(10)
-    world.measure("canary/errors", "0")  # the required analysis is done (count 2)
     world.measure("baseline/errors", "0")
-    assert world.state.step_index == 1  # duration not over yet
-    world.at(60)
+    assert world.state.step_index == 1  # the required one has one measurement of two
+    world.measure("canary/errors", "0")  # the required analysis is done (count 2)
     assert world.state.step_index == 2 and world.state.phase == "Paused"
     assert "web-exp-baseline" not in world.cluster.objects
     assert ("delete", "web-exp-baseline") in world.cluster.calls
     assert "web-exp-canary" not in world.cluster.objects
+
+
+def test_analyses_not_required_that_finish_early_leave_the_pods_their_duration():
+    world = World(ROLLOUT.replace("requiredForCompletion: true", "requiredForCompletion: false"))
+    world.send(m.Start())
+    for metric in ("baseline/errors", "canary/errors"):
+        world.measure(metric, "0")
+    world.at(10)
+    for metric in ("baseline/errors", "canary/errors"):
+        world.measure(metric, "0")  # both analyses Successful, 50 s before the duration ends
+    assert world.state.step_index == 1 and "web-exp-canary" in world.cluster.objects
+    world.at(59)
+    assert world.state.step_index == 1
+    world.at(60)
+    assert world.state.step_index == 2 and "web-exp-canary" not in world.cluster.objects
 
 
 def test_a_failed_experiment_analysis_aborts_and_removes_its_pods():
@@ -355,8 +371,10 @@ def test_a_dry_run_metric_of_the_experiment_never_decides():
     run_ = world.state.step_run
     assert run_ is not None and [(s.name, s.dry_run) for s in run_.metrics] == [("errors", True)]
     world.measure("errors", "7", "Failed")  # failureLimit 0: the metric has failed
-    assert world.state.phase == "Paused" and world.state.step_index == 2, (
-        "a run of dry-run metrics only is Successful once they finish: the step ends")
+    assert world.state.phase != "Aborted" and world.state.step_index == 1, (
+        "a failed dry-run metric neither aborts nor ends the step: its pods keep their duration")
+    world.at(60)
+    assert world.state.phase == "Paused" and world.state.step_index == 2
 
 
 def test_a_service_name_taken_by_another_service_is_refused_and_left_alone():
