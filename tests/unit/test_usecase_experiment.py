@@ -314,9 +314,10 @@ def test_weighted_templates_get_a_service_and_their_share_once_their_pods_are_re
         "no share for the experiment before its pods are ready")
     world.cluster.unready.clear()
     world.cluster.put(world.cluster.objects["web-exp-baseline"])
-    world.at(5)
+    shell = world.at(5)
     assert world.weights() == {"web-stable": 65, "web-canary": 20, "web-candidate": 5,
                                "web-exp-baseline": 10}
+    assert shell.comment, "the PR comment shows the experiment's share when it goes on"
     service = world.service("web-exp-baseline")
     assert service["spec"]["selector"] == \
         world.cluster.objects["web-exp-baseline"]["spec"]["selector"]["matchLabels"]
