@@ -289,6 +289,8 @@ def test_an_experiment_template_gets_its_service_and_weight_for_the_step(setup, 
     assert service["spec"]["selector"]["coalmine.dev/experiment"] == "baseline"
     assert service["spec"]["ports"] == [{"protocol": "TCP", "port": 8080, "targetPort": 8080}]
     w.wait_comment(s.world, number, "`experiment baseline (10%) for 1h`")
+    # Its row in the PR comment's traffic table (names escaped for Markdown there).
+    w.wait_comment(s.world, number, "Service web\\-exp\\-baseline | 10%")
     w.command(s.world, number, "/promote", "alice")  # past the experiment, to the pause
     wait_until(lambda: weight_of(s.kube, router, "web-exp-baseline") is None
                and s.kube.get_object("v1", "Service", "shop", "web-exp-baseline") is None,
