@@ -118,6 +118,12 @@ def chaos(tmp_path, redis_url, fake_kube) -> Iterator[Chaos]:
             gh.stop()
 
 
+def _log_lines_about(log: str, needles: tuple[str, ...]) -> str:
+    """The worker log's lines naming any of `needles`: when the cluster does not settle, the
+    story of the app that did not is what tells why, not the last lines of the other."""
+    return "\n".join(line for line in log.splitlines() if any(n in line for n in needles))
+
+
 def supervise(bot: BotHarness, workers: int = 3) -> None:
     """Start workers in place of dead ones, as Kubernetes restarts a crashed pod.
 
@@ -194,9 +200,12 @@ def test_the_cluster_ends_where_git_says_whatever_dies_on_the_way(chaos, fake_ku
             f"the cluster did not reach the last merged commits: web {w.image_of(fake_kube, 'web')}"
             f" (want web:{web_version}), canary {w.image_of(fake_kube, 'web-canary')}, ledger "
             f"{config and config['data']} (want {ledger_version})\n"
-            + "\n".join(f"{n} {s[:7]} {chaos.github.latest_statuses(WEB, s)}"
-                        for n, s in chaos.web.merged) + "\n"
-            + chaos.bot.worker_log()[-8000:]) from None
+            + "\n".join(f"{repo.name}#{n} {s[:7]} "
+                        f"{[st['description'] for st in chaos.github.statuses(repo.name, s)]}"
+                        for repo in (chaos.web, chaos.ledger) for n, s in repo.merged) + "\n"
+            + _log_lines_about(chaos.bot.worker_log(), ("payments", "lease", "given up",
+                                                        "Traceback", "ERROR"))[-12000:]
+            + "\n" + chaos.bot.worker_log()[-6000:]) from None
 
     # Nothing older was applied after something newer: the ledger's config only moved forward.
     versions = [int(obj["data"]["version"])
