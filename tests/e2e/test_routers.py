@@ -292,16 +292,18 @@ def test_an_experiment_template_gets_its_service_and_weight_for_the_step(setup, 
     # Its row in the PR comment's traffic table (names escaped for Markdown there).
     w.wait_comment(s.world, number, "Service web\\-exp\\-baseline | 10%")
     w.command(s.world, number, "/promote", "alice")  # past the experiment, to the pause
+    # One job takes the weight off, then deletes the Service, then the pods: wait for all.
     wait_until(lambda: weight_of(s.kube, router, "web-exp-baseline") is None
-               and s.kube.get_object("v1", "Service", "shop", "web-exp-baseline") is None,
-               60, 0.05, message=f"{router}: the experiment's weight or Service stayed")
+               and s.kube.get_object("v1", "Service", "shop", "web-exp-baseline") is None
+               and s.kube.get_object("apps/v1", "Deployment", "shop", "web-exp-baseline")
+               is None,
+               60, 0.05, message=f"{router}: the experiment's weight, Service or pods stayed")
     assert (canary_weight(s.kube, router), weight_of(s.kube, router, "web-stable")) == (25, 75)
     if router == "gatewayAPI":
         route = s.kube.get_object("gateway.networking.k8s.io/v1", "HTTPRoute", "shop",
                                   "web-route")
         assert "coalmine.dev/experiment-backends" not in (
             route["metadata"].get("annotations") or {})
-    assert s.kube.get_object("apps/v1", "Deployment", "shop", "web-exp-baseline") is None
     w.command(s.world, number, "/promote", "alice")
     status = w.final_status(s.world, sha, timeout=90)
     assert status["description"] == "promoted"
