@@ -21,6 +21,7 @@ from typing import Any, Protocol, assert_never
 from bot.cluster.health import assess
 from bot.cluster.model import ClusterError, Owner
 from bot.cluster.ownership import owned_by
+from bot.cluster.prune import delete_if_owned
 from bot.rollout import engine, routers, traffic
 from bot.rollout import model as m
 from bot.rollout.context import RolloutContext
@@ -157,24 +158,14 @@ class Shell:
             self._delete_own("apps/v1", "Deployment", self._baseline_name())
 
     def _delete_own(self, api_version: str, kind: str, name: str) -> None:
-        """Delete an object the rollout made (canary, baseline, experiment pods) only when the
-        live one carries this app's owner labels, and only that very object (uid and
-        resourceVersion as preconditions). The names are derived from names a repository
-        chooses (`<workload>-canary`, `<workload>-exp-<template>`), so they may be another
-        app's object in a shared namespace: the apply refused to overwrite it, and the clean-up
-        that follows must not delete it either."""
-        namespace = self.context.namespace
-        live = self.cluster.get(api_version, kind, namespace, name)
-        if live is None:
-            return
-        if not owned_by(live, self._owner()):
-            log.warning("rollout %s: %s %s/%s is not this app's; left in place", self.key, kind,
-                        namespace, name)
-            return
-        meta = live.get("metadata") or {}
-        preconditions = ({"uid": meta["uid"], "resourceVersion": meta["resourceVersion"]}
-                         if meta.get("uid") and meta.get("resourceVersion") else None)
-        self.cluster.delete(api_version, kind, namespace, name, preconditions=preconditions)
+        """Delete an object the rollout made (canary, baseline, experiment pods and Services)
+        only while the live one carries this app's owner labels (`prune.delete_if_owned`). The
+        names derive from names a repository chooses (`<workload>-canary`,
+        `<workload>-exp-<template>`), so they may be another app's object in a shared
+        namespace: the apply refused to overwrite it, and the clean-up must not delete it."""
+        live = self.cluster.get(api_version, kind, self.context.namespace, name)
+        if live is not None:
+            delete_if_owned(self.cluster, live, self._owner())
 
     def _baseline_name(self) -> str:
         return self.context.deployment["metadata"]["name"] + traffic.BASELINE_SUFFIX
@@ -291,7 +282,7 @@ class Shell:
                 live = self.cluster.get("v1", "Service", self.context.namespace, name)
                 if (service is not None and live is not None
                         and traffic.is_experiment_service(live, service)):
-                    self._delete_own("v1", "Service", name)  # and the owner, checked there
+                    delete_if_owned(self.cluster, live, self._owner())
             except ClusterError as exc:
                 log.warning("experiment Service %s not removed yet: %s", name, exc)
         for obj in self._experiment_objects(index):

@@ -20,6 +20,17 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 
 
+class DeleteTarget(Protocol):
+    """What an owned delete needs of a cluster: read the object, delete it under preconditions
+    (`bot.cluster.client.Cluster`; the rollout shell's cluster port)."""
+
+    def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> Obj | None:
+        ...
+
+    def delete(self, api_version: str, kind: str, namespace: str | None, name: str, *,
+               preconditions: Mapping[str, str] | None = None) -> Any: ...
+
+
 class PruneTarget(Protocol):
     """The calls prune makes on a cluster (`bot.cluster.client.Cluster` is one); declared here
     so that the client can call prune without the two modules importing each other."""
@@ -97,7 +108,7 @@ def prune(
     pruned = []
     for live in candidates(cluster, app, keep, owner=owner, may_delete=may_delete, kinds=kinds,
                            namespaces=namespaces):
-        if _delete_if_owned(cluster, live, owner):
+        if delete_if_owned(cluster, live, owner):
             pruned.append(ObjectRef.of(live))
     return pruned
 
@@ -149,15 +160,18 @@ def _listed(
     return list(found.values())
 
 
-def _delete_if_owned(cluster: PruneTarget, live: Obj, owner: Owner) -> bool:
-    """Deletes `live` only while it is still the owner's; True when this call deleted it."""
+def delete_if_owned(cluster: DeleteTarget, live: Obj, owner: Owner) -> bool:
+    """Deletes `live` only while it is still the owner's, and only that very object (uid and
+    resourceVersion as preconditions, re-read and re-checked when it changed meanwhile); True
+    when this call deleted it. Prune uses it, and so does the rollout's clean-up, whose object
+    names derive from names a repository chooses."""
     ref = ObjectRef.of(live)
     current: Obj | None = live
     for _ in range(DELETE_ATTEMPTS):
         if current is None:
             return False
         if not owned_by(current, owner):
-            log.warning("prune leaves %s alone: it is no longer owned by %s app %s",
+            log.warning("%s left alone: it is not (or no longer) owned by %s app %s",
                         ref, owner.repository, owner.app)
             return False
         meta = current["metadata"]
@@ -171,7 +185,7 @@ def _delete_if_owned(cluster: PruneTarget, live: Obj, owner: Owner) -> bool:
                 raise
         current = cluster.get(ref.api_version, ref.kind, ref.namespace, ref.name)
     raise ClusterError(
-        f"prune {ref}: it kept changing while being deleted; left for the next prune"
+        f"{ref}: it kept changing while being deleted; left for the next attempt"
     )
 
 

@@ -95,6 +95,10 @@ class FakeCluster:
                preconditions: Mapping[str, str] | None = None) -> None:
         self._check("delete")
         self.delete_preconditions[name] = preconditions
+        stored = self.objects.get(name) if kind == "Deployment" else self.others.get((kind, name))
+        meta = (stored or {}).get("metadata") or {}
+        if preconditions and any(meta.get(k) != v for k, v in preconditions.items()):
+            raise ClusterError(f"{kind} {name}: the precondition failed", status=409)
         if kind != "Deployment":
             self.calls.append(("delete", f"{kind}/{name}"))
             self.others.pop((kind, name), None)
@@ -111,7 +115,13 @@ class FakeCluster:
     def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> Obj | None:
         self._check("get")
         obj = self.objects.get(name) if kind == "Deployment" else self.others.get((kind, name))
-        return copy.deepcopy(obj) if obj is not None else None
+        if obj is None:
+            return None
+        # What an API server's answer always holds: an owned delete names them as preconditions.
+        meta = obj.setdefault("metadata", {})
+        meta.setdefault("uid", f"uid-{kind}-{name}")
+        meta.setdefault("resourceVersion", "1")
+        return copy.deepcopy(obj)
 
 
 @dataclass

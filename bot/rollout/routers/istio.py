@@ -155,9 +155,7 @@ def _weighted(
     spec = spec_of(obj)
     if not any(isinstance(spec.get(s), list) for s in ("http", "tls", "tcp")):
         raise RouterError(f"{key.label}: has no http, tls or tcp routes")
-    if isinstance(spec.get("http"), list):
-        spec["http"] = [r for r in spec["http"]
-                        if mapping(r).get("name") not in routing.managed_routes]
+    _drop_managed(routing, spec)
     targets = _targets(vs, key, spec)
     services = _services(config, ctx)
     for target in targets:
@@ -165,6 +163,14 @@ def _weighted(
         _check_destinations(key, target, route, services)
         _set_weights(route, weight, services, extra)
     return targets
+
+
+def _drop_managed(routing: TrafficRouting, spec: Obj) -> None:
+    """Take the managed header/mirror routes out of `spec`'s http routes (in place): they are
+    Coalmine's own, rewritten on top, and never a weighted target."""
+    if isinstance(spec.get("http"), list):
+        spec["http"] = [r for r in spec["http"]
+                        if mapping(r).get("name") not in routing.managed_routes]
 
 
 def _first_weighted(obj: Obj, targets: list[_Target]) -> list:
@@ -391,9 +397,7 @@ def _live_weights(
     """(route label, canary weight) of each targeted route of a live VirtualService."""
     obj = copy.deepcopy(live)
     spec = spec_of(obj)
-    if isinstance(spec.get("http"), list):
-        spec["http"] = [r for r in spec["http"]
-                        if mapping(r).get("name") not in routing.managed_routes]
+    _drop_managed(routing, spec)
     services = _services(config, ctx)
     out = []
     for target in _targets(vs, key, spec):
@@ -415,9 +419,7 @@ def _experiment_weights(
     """A row per weighted destination of a targeted route that is neither canary, stable nor
     an additional subset: an experiment's Service while its step runs."""
     spec = spec_of(copy.deepcopy(live))
-    if isinstance(spec.get("http"), list):
-        spec["http"] = [r for r in spec["http"]
-                        if mapping(r).get("name") not in routing.managed_routes]
+    _drop_managed(routing, spec)
     services = _services(config, ctx)
     out = []
     for target in _targets(vs, key, spec):
